@@ -1,0 +1,217 @@
+/**
+ * The bundle manifest: its TypeScript type, its JSON schema (validated with ajv),
+ * and a builder with sane defaults. Bump MANIFEST_VERSION on any breaking change.
+ */
+import Ajv from 'ajv';
+import type { LinearScheduleSpec } from '../schedule';
+
+export const MANIFEST_FORMAT = 'invad-bundle';
+export const MANIFEST_VERSION = 1;
+
+/** How an alpha channel becomes RGB: dropped, or the image flattened on black or white. */
+export type AlphaMode = 'drop' | 'flatten-black' | 'flatten-white';
+/** sharp's resize kernels. */
+export type ResizeKernel = 'nearest' | 'linear' | 'cubic' | 'mitchell' | 'lanczos2' | 'lanczos3';
+/** What the image score is made of. */
+export type ScoreDefinition = 'sp' | 'nll' | 'combined';
+
+export interface InputSpec {
+  width: number;
+  height: number;
+  /** per-channel RGB mean, applied to pixels scaled to [0, 1] */
+  mean: [number, number, number];
+  std: [number, number, number];
+  /** Gray images are always replicated to RGB; this says what happens to alpha. */
+  alpha: AlphaMode;
+  resizeKernel: ResizeKernel;
+}
+
+export interface FeatureSpec {
+  channels: number;
+  height: number;
+  width: number;
+}
+
+export interface ModelFileSpec {
+  file: string;
+  sha256: string;
+}
+
+export interface BackboneFileSpec extends ModelFileSpec {
+  inputName: string;
+  outputName: string;
+}
+
+export interface UnetFileSpec extends ModelFileSpec {
+  xName: string;
+  tName: string;
+  outputName: string;
+}
+
+/** Normalization of one score part: norm(v) = (v - center) / scale. */
+export interface PartNormalization {
+  center: number;
+  scale: number;
+}
+
+export interface CalibrationSpec {
+  /** 'placeholder' until a calibration on held-out normals fills this in. */
+  status: 'placeholder' | 'calibrated';
+  method: string;
+  sp: PartNormalization;
+  nll: PartNormalization;
+  /** image score above which an image is anomalous; null when uncalibrated */
+  imageThreshold: number | null;
+  /** pixel-map value above which a pixel is anomalous; null when uncalibrated */
+  pixelThreshold: number | null;
+  /** how many normal images the statistics came from */
+  samples: number;
+  /** target false-alarm rate on normals the thresholds were set for */
+  falseAlarmRate: number | null;
+}
+
+export interface Provenance {
+  backbone: { name: string; taps: string[] };
+  training: Record<string, unknown>;
+  createdAt: string;
+  createdBy: string;
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  version: typeof MANIFEST_VERSION;
+  input: InputSpec;
+  features: FeatureSpec;
+  schedule: LinearScheduleSpec & { defaultSteps: number };
+  score: { definition: ScoreDefinition };
+  calibration: CalibrationSpec;
+  models: { backbone: BackboneFileSpec; unet: UnetFileSpec };
+  provenance: Provenance;
+}
+
+const positiveInt = { type: 'integer', minimum: 1, maximum: 65536 } as const;
+const finite = { type: 'number' } as const;
+const triple = { type: 'array', items: [finite, finite, finite], minItems: 3, maxItems: 3 } as const;
+const sha256 = { type: 'string', pattern: '^[0-9a-f]{64}$' } as const;
+const fileName = { type: 'string', pattern: '^[A-Za-z0-9._-]+$', minLength: 1, maxLength: 255 } as const;
+const tensorName = { type: 'string', minLength: 1, maxLength: 1024 } as const;
+const partNorm = {
+  type: 'object',
+  required: ['center', 'scale'],
+  additionalProperties: false,
+  properties: { center: finite, scale: { type: 'number', exclusiveMinimum: 0 } },
+} as const;
+
+export const manifestSchema = {
+  type: 'object',
+  required: ['format', 'version', 'input', 'features', 'schedule', 'score', 'calibration', 'models', 'provenance'],
+  additionalProperties: false,
+  properties: {
+    format: { type: 'string', const: MANIFEST_FORMAT },
+    version: { type: 'integer', const: MANIFEST_VERSION },
+    input: {
+      type: 'object',
+      required: ['width', 'height', 'mean', 'std', 'alpha', 'resizeKernel'],
+      additionalProperties: false,
+      properties: {
+        width: positiveInt,
+        height: positiveInt,
+        mean: triple,
+        std: { ...triple, items: [{ type: 'number', exclusiveMinimum: 0 }, { type: 'number', exclusiveMinimum: 0 }, { type: 'number', exclusiveMinimum: 0 }] },
+        alpha: { type: 'string', enum: ['drop', 'flatten-black', 'flatten-white'] },
+        resizeKernel: { type: 'string', enum: ['nearest', 'linear', 'cubic', 'mitchell', 'lanczos2', 'lanczos3'] },
+      },
+    },
+    features: {
+      type: 'object',
+      required: ['channels', 'height', 'width'],
+      additionalProperties: false,
+      properties: { channels: positiveInt, height: positiveInt, width: positiveInt },
+    },
+    schedule: {
+      type: 'object',
+      required: ['kind', 'betaStart', 'betaEnd', 'trainSteps', 'defaultSteps'],
+      additionalProperties: false,
+      properties: {
+        kind: { type: 'string', const: 'linear' },
+        betaStart: { type: 'number', exclusiveMinimum: 0, exclusiveMaximum: 1 },
+        betaEnd: { type: 'number', exclusiveMinimum: 0, exclusiveMaximum: 1 },
+        trainSteps: { type: 'integer', minimum: 2, maximum: 100000 },
+        defaultSteps: { type: 'integer', minimum: 1, maximum: 100000 },
+      },
+    },
+    score: {
+      type: 'object',
+      required: ['definition'],
+      additionalProperties: false,
+      properties: { definition: { type: 'string', enum: ['sp', 'nll', 'combined'] } },
+    },
+    calibration: {
+      type: 'object',
+      required: ['status', 'method', 'sp', 'nll', 'imageThreshold', 'pixelThreshold', 'samples', 'falseAlarmRate'],
+      additionalProperties: false,
+      properties: {
+        status: { type: 'string', enum: ['placeholder', 'calibrated'] },
+        method: { type: 'string' },
+        sp: partNorm,
+        nll: partNorm,
+        imageThreshold: { type: 'number', nullable: true },
+        pixelThreshold: { type: 'number', nullable: true },
+        samples: { type: 'integer', minimum: 0 },
+        falseAlarmRate: { type: 'number', minimum: 0, maximum: 1, nullable: true },
+      },
+    },
+    models: {
+      type: 'object',
+      required: ['backbone', 'unet'],
+      additionalProperties: false,
+      properties: {
+        backbone: {
+          type: 'object',
+          required: ['file', 'sha256', 'inputName', 'outputName'],
+          additionalProperties: false,
+          properties: { file: fileName, sha256, inputName: tensorName, outputName: tensorName },
+        },
+        unet: {
+          type: 'object',
+          required: ['file', 'sha256', 'xName', 'tName', 'outputName'],
+          additionalProperties: false,
+          properties: { file: fileName, sha256, xName: tensorName, tName: tensorName, outputName: tensorName },
+        },
+      },
+    },
+    provenance: {
+      type: 'object',
+      required: ['backbone', 'training', 'createdAt', 'createdBy'],
+      additionalProperties: false,
+      properties: {
+        backbone: {
+          type: 'object',
+          required: ['name', 'taps'],
+          additionalProperties: false,
+          properties: { name: { type: 'string' }, taps: { type: 'array', items: { type: 'string' } } },
+        },
+        training: { type: 'object', required: [], additionalProperties: true },
+        createdAt: { type: 'string', minLength: 1 },
+        createdBy: { type: 'string' },
+      },
+    },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: true, strict: true, strictTuples: false });
+export const validateManifest = ajv.compile<Manifest>(manifestSchema);
+
+/** The calibration an uncalibrated bundle carries: identity normalization, no threshold. */
+export function placeholderCalibration(): CalibrationSpec {
+  return {
+    status: 'placeholder',
+    method: 'none',
+    sp: { center: 0, scale: 1 },
+    nll: { center: 0, scale: 1 },
+    imageThreshold: null,
+    pixelThreshold: null,
+    samples: 0,
+    falseAlarmRate: null,
+  };
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+/** The `invad` command line: one command per file under commands/. */
+import { Command } from 'commander';
+import { InvadError } from '../errors';
+import { packageVersion } from '../package-info';
+import { doctorCommand } from './commands/doctor';
+import { scoreCommand } from './commands/score';
+
+export function buildProgram(): Command {
+  return new Command('invad')
+    .description('Reconstruction-free visual anomaly detection by DDIM inversion of backbone features')
+    .version(packageVersion())
+    .addCommand(scoreCommand())
+    .addCommand(doctorCommand())
+    .showHelpAfterError();
+}
+
+if (require.main === module) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      const code = err instanceof InvadError ? ` [${err.code}]` : '';
+      process.stderr.write(`invad: ${(err as Error).message}${code}\n`);
+      process.exitCode = 2;
+    });
+}

@@ -1,0 +1,340 @@
+/**
+ * The public Detector: loads a bundle, preprocesses images on the main thread
+ * (sharp works off-thread by itself), batches concurrent requests, and runs the
+ * models and kernels in the engine worker.
+ */
+import { cpus } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { loadAddon } from '../binding';
+import type { AddonBuildInfo } from '../binding/addon-types';
+import { MicroBatcher, type ItemOutcome } from './batcher';
+import { loadBundle } from './bundle/load';
+import type { Manifest, ScoreDefinition } from './bundle/manifest';
+import { EngineClient } from './engine/client';
+import type { EngineReady, ExecutionProvider, RunResult } from './engine/protocol';
+import { DisposedError, InvadError, reviveError } from './errors';
+import { describeInput, type ImageInput, preprocess, type PreprocessedImage } from './preprocess';
+import { imageScore, type ScoreComponents } from './score';
+import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from './validate';
+
+const PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu'];
+
+export interface DetectorOptions {
+  /** Execution providers to try, in order; the first that opens wins. Default ['cpu']. */
+  executionProviders?: ExecutionProvider[];
+  /** Inversion steps S (network evaluations). Default: the bundle's `schedule.defaultSteps`. */
+  steps?: number;
+  /** Most images merged into one model run by concurrent score() calls. Default 8. */
+  maxBatchSize?: number;
+  /** How long a lone request waits for company before running, in ms. Default 2. */
+  maxWaitMs?: number;
+  /** ONNX Runtime intra-op threads per session; 0 lets ORT decide. Default 0. */
+  intraOpThreads?: number;
+  /** Override the bundle's score definition. */
+  scoreDefinition?: ScoreDefinition;
+  /** Override the bundle's image threshold. */
+  threshold?: number;
+  /** Check the model files' sha256 against the manifest. Default true. */
+  verifyHashes?: boolean;
+}
+
+export interface ScoreTimings {
+  decodeMs: number;
+  preprocessMs: number;
+  /** waiting for a batch to form and for the engine to be free */
+  queueMs: number;
+  backboneMs: number;
+  /** one entry per UNet call (S entries) */
+  unetMs: number[];
+  /** the fused DDIM step and reduction kernels */
+  kernelMs: number;
+  /** resizing the maps to the input sizes */
+  resizeMs: number;
+  /** from the call to the result */
+  totalMs: number;
+  /** how many images shared the model run */
+  batchSize: number;
+}
+
+export interface ScoreResult {
+  /** The image score under the score definition, normalized by the bundle's calibration. */
+  score: number;
+  /** score > threshold; always false while the bundle has no threshold (uncalibrated). */
+  isAnomalous: boolean;
+  threshold: number | null;
+  /** Anomaly map (channel-norm of the inverted latent), width x height, row-major, at the input's resolution. */
+  map: Float32Array;
+  width: number;
+  height: number;
+  components: ScoreComponents;
+  steps: number;
+  timings: ScoreTimings;
+}
+
+export interface ScoreOptions {
+  /** Inversion steps for this call; default the detector's. */
+  steps?: number;
+}
+
+export interface ScoreBatchOptions extends ScoreOptions {
+  /** Images per model run. Default: the detector's maxBatchSize. */
+  batchSize?: number;
+  /** 'throw' (default) rejects on the first failed image; 'collect' puts the error in its slot. */
+  errors?: 'throw' | 'collect';
+}
+
+export interface DetectorInfo {
+  bundle: string;
+  providers: EngineReady['providers'];
+  fallbacks: EngineReady['fallbacks'];
+  addon: AddonBuildInfo;
+  steps: number;
+  maxBatchSize: number;
+  scoreDefinition: ScoreDefinition;
+  calibrated: boolean;
+  threshold: number | null;
+  /** map value above which a pixel counts as anomalous; null while uncalibrated */
+  pixelThreshold: number | null;
+  inputSize: { width: number; height: number };
+  featureShape: { channels: number; height: number; width: number };
+}
+
+interface Resolved {
+  providers: ExecutionProvider[];
+  steps: number;
+  maxBatchSize: number;
+  maxWaitMs: number;
+  intraOpThreads: number;
+  scoreDefinition: ScoreDefinition | undefined;
+  threshold: number | undefined;
+  verifyHashes: boolean;
+}
+
+function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number | undefined } {
+  const o = plainObject('options', raw ?? {});
+  const providers = o.executionProviders ?? ['cpu'];
+  if (!Array.isArray(providers) || providers.length === 0) throw invalidArgument('options.executionProviders', 'a non-empty array of providers', providers);
+  return {
+    providers: providers.map((p, i) => oneOf(`options.executionProviders[${i}]`, p, PROVIDERS)),
+    steps: o.steps === undefined ? undefined : intInRange('options.steps', o.steps, 1, 1000),
+    maxBatchSize: o.maxBatchSize === undefined ? 8 : intInRange('options.maxBatchSize', o.maxBatchSize, 1, 1024),
+    maxWaitMs: o.maxWaitMs === undefined ? 2 : numberInRange('options.maxWaitMs', o.maxWaitMs, 0, 60_000),
+    intraOpThreads: o.intraOpThreads === undefined ? 0 : intInRange('options.intraOpThreads', o.intraOpThreads, 0, Math.max(1024, cpus().length)),
+    scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, ['sp', 'nll', 'combined'] as const),
+    threshold: o.threshold === undefined ? undefined : numberInRange('options.threshold', o.threshold, -Number.MAX_VALUE, Number.MAX_VALUE),
+    verifyHashes: o.verifyHashes === undefined ? true : o.verifyHashes === true,
+  };
+}
+
+interface QueuedImage {
+  pre: PreprocessedImage;
+  label: string;
+  queuedAt: number;
+}
+
+interface EngineOutput {
+  components: ScoreComponents;
+  map: Float32Array;
+  width: number;
+  height: number;
+  timings: Omit<ScoreTimings, 'decodeMs' | 'preprocessMs' | 'totalMs'>;
+}
+
+export class Detector {
+  private disposed = false;
+  private disposing: Promise<void> | undefined;
+  private readonly batcher: MicroBatcher<QueuedImage, EngineOutput>;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly manifest: Manifest,
+    private readonly engine: EngineClient,
+    private readonly ready: EngineReady,
+    private readonly opts: Resolved,
+  ) {
+    this.batcher = new MicroBatcher((items, steps) => this.runBatch(items, steps), {
+      maxBatch: opts.maxBatchSize,
+      maxWaitMs: opts.maxWaitMs,
+    });
+  }
+
+  /** Loads and checks a bundle folder and opens its sessions in a worker thread. */
+  static async load(dir: string, options?: DetectorOptions): Promise<Detector> {
+    if (typeof dir !== 'string' || dir.length === 0) throw invalidArgument('dir', 'a bundle folder path', dir);
+    const o = resolveOptions(options);
+    const bundle = await loadBundle(dir, { skipHashCheck: !o.verifyHashes });
+    const steps = o.steps ?? bundle.manifest.schedule.defaultSteps;
+    if (steps > bundle.manifest.schedule.trainSteps) throw invalidArgument('options.steps', `at most ${bundle.manifest.schedule.trainSteps}`, steps);
+    const { client, ready } = await EngineClient.start({
+      backbonePath: bundle.backbonePath,
+      unetPath: bundle.unetPath,
+      manifest: bundle.manifest,
+      executionProviders: o.providers,
+      intraOpThreads: o.intraOpThreads,
+    });
+    const maxBatchSize = ready.fixedBatch === null ? o.maxBatchSize : Math.min(o.maxBatchSize, ready.fixedBatch);
+    return new Detector(dir, bundle.manifest, client, ready, { ...o, steps, maxBatchSize });
+  }
+
+  get scoreDefinition(): ScoreDefinition {
+    return this.opts.scoreDefinition ?? this.manifest.score.definition;
+  }
+
+  get threshold(): number | null {
+    return this.opts.threshold ?? this.manifest.calibration.imageThreshold;
+  }
+
+  /** True when the bundle carries calibration statistics from held-out normals. */
+  get calibrated(): boolean {
+    return this.manifest.calibration.status === 'calibrated';
+  }
+
+  info(): DetectorInfo {
+    const m = this.manifest;
+    return {
+      bundle: this.dir,
+      providers: { ...this.ready.providers },
+      fallbacks: this.ready.fallbacks.map((f) => ({ ...f })),
+      addon: loadAddon().buildInfo(),
+      steps: this.opts.steps,
+      maxBatchSize: this.opts.maxBatchSize,
+      scoreDefinition: this.scoreDefinition,
+      calibrated: this.calibrated,
+      threshold: this.threshold,
+      pixelThreshold: m.calibration.pixelThreshold,
+      inputSize: { width: m.input.width, height: m.input.height },
+      featureShape: { ...m.features },
+    };
+  }
+
+  /** Scores one image. Concurrent calls share model runs. */
+  async score(input: ImageInput, options?: ScoreOptions): Promise<ScoreResult> {
+    this.assertOpen('score()');
+    const start = performance.now();
+    const steps = this.stepsOption(options);
+    const label = describeInput(input, 0);
+    const pre = await preprocess(input, this.manifest.input, label);
+    this.assertOpen('score()');
+    const out = await this.batcher.submit({ pre, label, queuedAt: performance.now() }, steps);
+    return this.finish(out, pre, start, steps);
+  }
+
+  /** Scores many images in batches of `batchSize`; results keep the inputs' order. */
+  scoreBatch(inputs: readonly ImageInput[], options?: ScoreBatchOptions & { errors?: 'throw' }): Promise<ScoreResult[]>;
+  scoreBatch(inputs: readonly ImageInput[], options: ScoreBatchOptions & { errors: 'collect' }): Promise<Array<ScoreResult | InvadError>>;
+  async scoreBatch(inputs: readonly ImageInput[], options: ScoreBatchOptions = {}): Promise<Array<ScoreResult | InvadError>> {
+    this.assertOpen('scoreBatch()');
+    if (!Array.isArray(inputs)) throw invalidArgument('inputs', 'an array of images', inputs);
+    const o = plainObject('options', options);
+    const batchSize = o.batchSize === undefined ? this.opts.maxBatchSize : intInRange('options.batchSize', o.batchSize, 1, 1024);
+    const collect = (o.errors === undefined ? 'throw' : oneOf('options.errors', o.errors, ['throw', 'collect'] as const)) === 'collect';
+    const steps = this.stepsOption(options);
+    const size = this.ready.fixedBatch === null ? batchSize : Math.min(batchSize, this.ready.fixedBatch);
+
+    const settle = (p: Promise<ScoreResult>): Promise<ItemOutcome<ScoreResult>> =>
+      p.then(
+        (value) => ({ ok: true as const, value }),
+        (error: Error) => ({ ok: false as const, error }),
+      );
+    const outcomes: Array<Promise<ItemOutcome<ScoreResult>>> = [];
+    // Preprocess chunk k+1 while chunk k runs; hold at most two chunks in memory.
+    const prepare = (from: number) =>
+      inputs.slice(from, from + size).map((input, j) => {
+        const start = performance.now();
+        const label = describeInput(input, from + j);
+        return preprocess(input, this.manifest.input, label).then((pre) => ({ pre, label, start }));
+      });
+    let next = prepare(0);
+    let previous: Promise<unknown> = Promise.resolve();
+    for (let from = 0; from < inputs.length; from += size) {
+      const settled = await Promise.allSettled(next);
+      this.assertOpen('scoreBatch()');
+      const ok = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+      const queuedAt = performance.now();
+      const runs = this.batcher.submitGroup(
+        ok.map(({ pre, label }) => ({ pre, label, queuedAt })),
+        steps,
+      );
+      let k = 0;
+      const chunk = settled.map((s) => {
+        if (s.status === 'rejected') return settle(Promise.reject(s.reason as Error));
+        const { pre, start } = s.value;
+        return settle(runs[k++].then((out) => this.finish(out, pre, start, steps)));
+      });
+      outcomes.push(...chunk);
+      await previous;
+      previous = Promise.all(chunk);
+      next = from + size < inputs.length ? prepare(from + size) : [];
+    }
+    const all = await Promise.all(outcomes);
+    if (!collect) {
+      const failed = all.find((r) => !r.ok);
+      if (failed && !failed.ok) throw failed.error;
+    }
+    return all.map((r) => (r.ok ? r.value : (r.error as InvadError)));
+  }
+
+  /** Finishes queued work, then releases the sessions and the worker. Idempotent. */
+  dispose(): Promise<void> {
+    this.disposed = true;
+    this.disposing ??= this.batcher.drain().then(() => this.engine.close());
+    return this.disposing;
+  }
+
+  private assertOpen(what: string): void {
+    if (this.disposed) throw new DisposedError(`Detector.${what}`);
+  }
+
+  private stepsOption(options: ScoreOptions | undefined): number {
+    if (options === undefined) return this.opts.steps;
+    const o = plainObject('options', options);
+    return o.steps === undefined ? this.opts.steps : intInRange('options.steps', o.steps, 1, this.manifest.schedule.trainSteps);
+  }
+
+  private async runBatch(items: QueuedImage[], steps: number): Promise<Array<ItemOutcome<EngineOutput>>> {
+    const { width, height } = this.manifest.input;
+    const plane = 3 * width * height;
+    const batch = new Float32Array(items.length * plane);
+    items.forEach((it, i) => batch.set(it.pre.tensor, i * plane));
+    const startedAt = performance.now();
+    const sizes = items.map((it) => ({ width: it.pre.width, height: it.pre.height }));
+    const result: RunResult = await this.engine.run(batch, items.length, sizes, steps);
+    const t = result.timings;
+    return result.samples.map((s, i): ItemOutcome<EngineOutput> => {
+      if (s.error) return { ok: false, error: reviveError({ ...s.error, message: `${items[i].label}: ${s.error.message}` }) };
+      return {
+        ok: true,
+        value: {
+          components: { spatialRange: s.spatialRange, nll: s.nll },
+          map: s.map,
+          width: sizes[i].width,
+          height: sizes[i].height,
+          timings: {
+            queueMs: startedAt - items[i].queuedAt,
+            backboneMs: t.backboneMs,
+            unetMs: t.unetMs,
+            kernelMs: t.kernelMs,
+            resizeMs: t.resizeMs,
+            batchSize: items.length,
+          },
+        },
+      };
+    });
+  }
+
+  private finish(out: EngineOutput, pre: PreprocessedImage, start: number, steps: number): ScoreResult {
+    const score = imageScore(this.scoreDefinition, out.components, this.manifest.calibration);
+    const threshold = this.threshold;
+    return {
+      score,
+      isAnomalous: threshold !== null && score > threshold,
+      threshold,
+      map: out.map,
+      width: out.width,
+      height: out.height,
+      components: out.components,
+      steps,
+      timings: { ...pre.timings, ...out.timings, totalMs: performance.now() - start },
+    };
+  }
+}

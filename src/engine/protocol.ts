@@ -1,0 +1,69 @@
+/** Messages between the Detector (main thread) and the engine worker that owns the sessions. */
+import type { Manifest } from '../bundle/manifest';
+import type { SerializedError } from '../errors';
+
+export type ExecutionProvider = 'cpu' | 'cuda' | 'tensorrt' | 'dml' | 'coreml' | 'webgpu';
+
+export interface EngineConfig {
+  backbonePath: string;
+  unetPath: string;
+  manifest: Manifest;
+  executionProviders: ExecutionProvider[];
+  /** ORT intra-op threads per session; 0 lets ORT choose */
+  intraOpThreads: number;
+}
+
+export interface EngineReady {
+  type: 'ready';
+  providers: { backbone: ExecutionProvider; unet: ExecutionProvider };
+  /** the models' fixed batch size, or null when the batch dimension is dynamic */
+  fixedBatch: number | null;
+  /** providers that failed before one worked, with why */
+  fallbacks: Array<{ session: 'backbone' | 'unet'; provider: string; error: string }>;
+}
+
+export interface RunRequest {
+  type: 'run';
+  id: number;
+  /** n x 3 x H x W, normalized */
+  batch: Float32Array;
+  n: number;
+  /** each sample's own size: its map is resized to it */
+  sizes: Array<{ width: number; height: number }>;
+  steps: number;
+}
+
+export interface SampleOutput {
+  spatialRange: number;
+  nll: number;
+  l2Min: number;
+  l2Max: number;
+  /** the l2 map resized to the sample's own size */
+  map: Float32Array;
+  /** why this sample failed (non-finite model output), if it did */
+  error?: SerializedError;
+}
+
+export interface BatchTimings {
+  backboneMs: number;
+  unetMs: number[];
+  kernelMs: number;
+  resizeMs: number;
+  engineMs: number;
+}
+
+export interface RunResult {
+  type: 'result';
+  id: number;
+  samples: SampleOutput[];
+  timings: BatchTimings;
+}
+
+export interface RunFailure {
+  type: 'error';
+  id: number;
+  error: SerializedError;
+}
+
+export type WorkerToMain = EngineReady | RunResult | RunFailure | { type: 'init-error'; error: SerializedError } | { type: 'closed' };
+export type MainToWorker = RunRequest | { type: 'close' };

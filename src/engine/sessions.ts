@@ -1,0 +1,32 @@
+/**
+ * Opens ONNX Runtime sessions, trying the execution providers in order.
+ * onnxruntime-node does not fall back by itself (['cuda','cpu'] fails outright
+ * when the CUDA provider cannot load), so each provider gets its own attempt.
+ */
+import * as ort from 'onnxruntime-node';
+import { ProviderError } from '../errors';
+import type { ExecutionProvider } from './protocol';
+
+export interface OpenedSession {
+  session: ort.InferenceSession;
+  provider: ExecutionProvider;
+  failures: Array<{ provider: string; error: string }>;
+}
+
+export async function openSession(path: string, providers: ExecutionProvider[], intraOpThreads: number, label: string): Promise<OpenedSession> {
+  const failures: Array<{ provider: string; error: string }> = [];
+  for (const provider of providers) {
+    try {
+      const session = await ort.InferenceSession.create(path, {
+        executionProviders: [provider],
+        graphOptimizationLevel: 'all',
+        ...(intraOpThreads > 0 ? { intraOpNumThreads: intraOpThreads } : {}),
+      });
+      return { session, provider, failures };
+    } catch (err) {
+      failures.push({ provider, error: (err as Error).message });
+    }
+  }
+  const detail = failures.map((f) => `  ${f.provider}: ${f.error}`).join('\n');
+  throw new ProviderError(`No execution provider could open the ${label} model (${path}). Tried:\n${detail}`, failures);
+}

@@ -1,0 +1,142 @@
+/**
+ * Typed errors with stable codes. Tests and callers match on `code`, never on
+ * wording, so messages can improve without breaking anyone.
+ */
+export type InvadErrorCode =
+  | 'ERR_INVAD_INVALID_ARGUMENT'
+  | 'ERR_INVAD_INVALID_INPUT'
+  | 'ERR_INVAD_MODEL_BUNDLE'
+  | 'ERR_INVAD_MODEL_MISMATCH'
+  | 'ERR_INVAD_DISPOSED'
+  | 'ERR_INVAD_BINDING_LOAD'
+  | 'ERR_INVAD_PROVIDER'
+  | 'ERR_INVAD_INFERENCE'
+  | 'ERR_INVAD_CUDA_UNAVAILABLE';
+
+export interface InvadErrorOptions {
+  cause?: unknown;
+}
+
+/** Base class of every error invad throws on purpose. */
+export class InvadError extends Error {
+  readonly code: InvadErrorCode;
+  constructor(code: InvadErrorCode, message: string, options?: InvadErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A caller passed an argument of the wrong type or value (options, batch sizes, ...). */
+export class InvalidArgumentError extends InvadError {
+  /** The argument's name, e.g. `options.steps`. */
+  readonly argument: string;
+  constructor(argument: string, message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_INVALID_ARGUMENT', message, options);
+    this.argument = argument;
+  }
+}
+
+/** An image could not be read, decoded or converted (corrupt, empty, too large, ...). */
+export class InvalidInputError extends InvadError {
+  /** Which input: a file path, or `input[3]` for buffers and raw pixels. */
+  readonly input: string;
+  constructor(input: string, message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_INVALID_INPUT', message, options);
+    this.input = input;
+  }
+}
+
+/** The model bundle is missing a file, has an invalid manifest, or a hash mismatch. */
+export class ModelBundleError extends InvadError {
+  /** The file at fault, relative to the bundle folder (e.g. `manifest.json`). */
+  readonly file: string;
+  /** The manifest field or model property at fault, when there is one (e.g. `/features/channels`). */
+  readonly field: string | undefined;
+  constructor(file: string, field: string | undefined, message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_MODEL_BUNDLE', message, options);
+    this.file = file;
+    this.field = field;
+  }
+}
+
+/** An ONNX model's inputs or outputs do not match what the manifest declares. */
+export class ModelMismatchError extends InvadError {
+  readonly file: string;
+  readonly field: string;
+  constructor(file: string, field: string, message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_MODEL_MISMATCH', message, options);
+    this.file = file;
+    this.field = field;
+  }
+}
+
+/** A method was called after `dispose()`. */
+export class DisposedError extends InvadError {
+  constructor(what: string) {
+    super('ERR_INVAD_DISPOSED', `${what} was called after dispose()`);
+  }
+}
+
+/** No execution provider in the list could start a session. */
+export class ProviderError extends InvadError {
+  /** Each provider tried, with the reason it failed. */
+  readonly attempts: ReadonlyArray<{ provider: string; error: string }>;
+  constructor(message: string, attempts: ReadonlyArray<{ provider: string; error: string }>) {
+    super('ERR_INVAD_PROVIDER', message);
+    this.attempts = attempts;
+  }
+}
+
+/** A model run or a native kernel failed at inference time. */
+export class InferenceError extends InvadError {
+  constructor(message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_INFERENCE', message, options);
+  }
+}
+
+/** The compiled addon could not be loaded; `attempts` lists each candidate and why it failed. */
+export class BindingLoadError extends InvadError {
+  readonly attempts: ReadonlyArray<{ path: string; error: string }>;
+  constructor(message: string, attempts: ReadonlyArray<{ path: string; error: string }>) {
+    super('ERR_INVAD_BINDING_LOAD', message);
+    this.attempts = attempts;
+  }
+}
+
+/** Plain-object form of an error, for crossing the worker-thread boundary. */
+export interface SerializedError {
+  name: string;
+  message: string;
+  code?: string;
+  stack?: string;
+  props?: Record<string, unknown>;
+}
+
+const ERROR_PROPS = ['file', 'field', 'argument', 'input', 'attempts'] as const;
+
+export function serializeError(err: unknown): SerializedError {
+  if (!(err instanceof Error)) return { name: 'Error', message: String(err) };
+  const props: Record<string, unknown> = {};
+  for (const key of ERROR_PROPS) if (key in err) props[key] = (err as unknown as Record<string, unknown>)[key];
+  return { name: err.name, message: err.message, code: (err as { code?: string }).code, stack: err.stack, props };
+}
+
+/** Rebuilds the typed error a worker threw, keeping its class, code and fields. */
+export function reviveError(s: SerializedError): Error {
+  const p = (s.props ?? {}) as Record<string, never>;
+  let err: Error;
+  switch (s.name) {
+    case 'InvalidArgumentError': err = new InvalidArgumentError(p.argument, s.message); break;
+    case 'InvalidInputError': err = new InvalidInputError(p.input, s.message); break;
+    case 'ModelBundleError': err = new ModelBundleError(p.file, p.field, s.message); break;
+    case 'ModelMismatchError': err = new ModelMismatchError(p.file, p.field, s.message); break;
+    case 'ProviderError': err = new ProviderError(s.message, p.attempts); break;
+    case 'BindingLoadError': err = new BindingLoadError(s.message, p.attempts); break;
+    case 'TypeError': err = new TypeError(s.message); break;
+    case 'RangeError': err = new RangeError(s.message); break;
+    default: err = new InferenceError(s.message);
+  }
+  if (s.stack) err.stack = s.stack;
+  return err;
+}

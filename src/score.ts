@@ -1,0 +1,23 @@
+/** Turns the inverted latent's two statistics into the image score, with the bundle's calibration. */
+import type { CalibrationSpec, PartNormalization, ScoreDefinition } from './bundle/manifest';
+
+/** The raw score parts of one image. */
+export interface ScoreComponents {
+  /** SP: max(l2) - min(l2) of the latent's channel-norm map */
+  spatialRange: number;
+  /** 0.5 * sum(x_T^2) + 0.5 * D * log(2 pi), the negative log-likelihood under N(0, I) */
+  nll: number;
+}
+
+const normalize = (v: number, n: PartNormalization) => (v - n.center) / n.scale;
+
+export function imageScore(definition: ScoreDefinition, parts: ScoreComponents, cal: CalibrationSpec): number {
+  switch (definition) {
+    case 'sp':
+      return normalize(parts.spatialRange, cal.sp);
+    case 'nll':
+      return normalize(parts.nll, cal.nll);
+    case 'combined':
+      return normalize(parts.spatialRange, cal.sp) + normalize(parts.nll, cal.nll);
+  }
+}
