@@ -143,6 +143,8 @@ interface EngineOutput {
 export class Detector {
   private disposed = false;
   private disposing: Promise<void> | undefined;
+  /** calls accepted before dispose(); dispose waits for them, so nothing is lost */
+  private readonly active = new Set<Promise<unknown>>();
   private readonly batcher: MicroBatcher<QueuedImage, EngineOutput>;
 
   private constructor(
@@ -208,22 +210,25 @@ export class Detector {
   }
 
   /** Scores one image. Concurrent calls share model runs. */
-  async score(input: ImageInput, options?: ScoreOptions): Promise<ScoreResult> {
-    this.assertOpen('score()');
-    const start = performance.now();
-    const steps = this.stepsOption(options);
-    const label = describeInput(input, 0);
-    const pre = await preprocess(input, this.manifest.input, label);
-    this.assertOpen('score()');
-    const out = await this.batcher.submit({ pre, label, queuedAt: performance.now() }, steps);
-    return this.finish(out, pre, start, steps);
+  score(input: ImageInput, options?: ScoreOptions): Promise<ScoreResult> {
+    return this.track('score()', async () => {
+      const start = performance.now();
+      const steps = this.stepsOption(options);
+      const label = describeInput(input, 0);
+      const pre = await preprocess(input, this.manifest.input, label);
+      const out = await this.batcher.submit({ pre, label, queuedAt: performance.now() }, steps);
+      return this.finish(out, pre, start, steps);
+    });
   }
 
   /** Scores many images in batches of `batchSize`; results keep the inputs' order. */
   scoreBatch(inputs: readonly ImageInput[], options?: ScoreBatchOptions & { errors?: 'throw' }): Promise<ScoreResult[]>;
   scoreBatch(inputs: readonly ImageInput[], options: ScoreBatchOptions & { errors: 'collect' }): Promise<Array<ScoreResult | InvadError>>;
-  async scoreBatch(inputs: readonly ImageInput[], options: ScoreBatchOptions = {}): Promise<Array<ScoreResult | InvadError>> {
-    this.assertOpen('scoreBatch()');
+  scoreBatch(inputs: readonly ImageInput[], options: ScoreBatchOptions = {}): Promise<Array<ScoreResult | InvadError>> {
+    return this.track('scoreBatch()', () => this.scoreBatchOpen(inputs, options));
+  }
+
+  private async scoreBatchOpen(inputs: readonly ImageInput[], options: ScoreBatchOptions): Promise<Array<ScoreResult | InvadError>> {
     if (!Array.isArray(inputs)) throw invalidArgument('inputs', 'an array of images', inputs);
     const o = plainObject('options', options);
     const batchSize = o.batchSize === undefined ? this.opts.maxBatchSize : intInRange('options.batchSize', o.batchSize, 1, 1024);
@@ -248,7 +253,6 @@ export class Detector {
     let previous: Promise<unknown> = Promise.resolve();
     for (let from = 0; from < inputs.length; from += size) {
       const settled = await Promise.allSettled(next);
-      this.assertOpen('scoreBatch()');
       const ok = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
       const queuedAt = performance.now();
       const runs = this.batcher.submitGroup(
@@ -277,12 +281,22 @@ export class Detector {
   /** Finishes queued work, then releases the sessions and the worker. Idempotent. */
   dispose(): Promise<void> {
     this.disposed = true;
-    this.disposing ??= this.batcher.drain().then(() => this.engine.close());
+    this.disposing ??= (async () => {
+      await Promise.allSettled([...this.active]);
+      await this.batcher.drain();
+      await this.engine.close();
+    })();
     return this.disposing;
   }
 
-  private assertOpen(what: string): void {
-    if (this.disposed) throw new DisposedError(`Detector.${what}`);
+  /** Runs a public call unless disposed, and remembers it until it settles. */
+  private track<R>(what: string, call: () => Promise<R>): Promise<R> {
+    if (this.disposed) return Promise.reject(new DisposedError(`Detector.${what}`));
+    const p = call();
+    this.active.add(p);
+    const forget = () => this.active.delete(p);
+    p.then(forget, forget);
+    return p;
   }
 
   private stepsOption(options: ScoreOptions | undefined): number {

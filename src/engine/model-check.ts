@@ -14,7 +14,10 @@ interface Expectation {
   type: string;
   /** null means any size (the batch dimension) */
   dims: Array<number | null>;
+  /** manifest field that names the value */
   field: string;
+  /** manifest field its shape comes from */
+  shapeField: string;
 }
 
 function findMeta(metas: readonly InferenceSession.ValueMetadata[], name: string) {
@@ -35,13 +38,13 @@ function checkValue(file: string, kind: 'input' | 'output', metas: readonly Infe
   const shape = meta.shape as readonly Dim[];
   const fmt = (d: ReadonlyArray<Dim | null>) => `[${d.map((v) => (v === null ? 'N' : String(v))).join(', ')}]`;
   if (shape.length !== want.dims.length) {
-    throw new ModelMismatchError(file, want.field, `${file} ${kind} "${want.name}" has shape ${fmt(shape)}, expected ${fmt(want.dims)}`);
+    throw new ModelMismatchError(file, want.shapeField, `${file} ${kind} "${want.name}" has shape ${fmt(shape)}, expected ${fmt(want.dims)}`);
   }
   want.dims.forEach((d, i) => {
     const got = shape[i];
     // Symbolic or unknown (-1) dims cannot be checked here; the warm-up run checks real shapes.
     if (d !== null && typeof got === 'number' && got >= 0 && got !== d) {
-      throw new ModelMismatchError(file, want.field, `${file} ${kind} "${want.name}" has shape ${fmt(shape)}, expected ${fmt(want.dims)}`);
+      throw new ModelMismatchError(file, want.shapeField, `${file} ${kind} "${want.name}" has shape ${fmt(shape)}, expected ${fmt(want.dims)}`);
     }
   });
   const batch = shape[0];
@@ -56,12 +59,14 @@ export function checkBackbone(session: InferenceSession, m: Manifest): number | 
     type: 'float32',
     dims: [null, 3, m.input.height, m.input.width],
     field: '/models/backbone/inputName',
+    shapeField: '/input',
   });
   const b = checkValue(file, 'output', session.outputMetadata, {
     name: m.models.backbone.outputName,
     type: 'float32',
     dims: [null, C, h, w],
-    field: '/features',
+    field: '/models/backbone/outputName',
+    shapeField: '/features',
   });
   return a ?? b;
 }
@@ -69,9 +74,9 @@ export function checkBackbone(session: InferenceSession, m: Manifest): number | 
 export function checkUnet(session: InferenceSession, m: Manifest): number | null {
   const file = m.models.unet.file;
   const { channels: C, height: h, width: w } = m.features;
-  const x = checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.xName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/xName' });
-  checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.tName, type: 'int64', dims: [null], field: '/models/unet/tName' });
-  const eps = checkValue(file, 'output', session.outputMetadata, { name: m.models.unet.outputName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/outputName' });
+  const x = checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.xName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/xName', shapeField: '/features' });
+  checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.tName, type: 'int64', dims: [null], field: '/models/unet/tName', shapeField: '/models/unet/tName' });
+  const eps = checkValue(file, 'output', session.outputMetadata, { name: m.models.unet.outputName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/outputName', shapeField: '/features' });
   return x ?? eps;
 }
 

@@ -1,5 +1,9 @@
 /**
- * The scoring pipeline on one batch, inside the engine worker:
+ * The scoring pipeline on one batch, inside the engine worker. The worker is
+ * already off the caller's thread, so it calls the addon's sync kernels: at
+ * 8x272x16x16 they take ~0.13 ms where the async hand-off alone costs more
+ * (`npm run bench:kernels`).
+ *
  * backbone -> S x (UNet, fused DDIM step) -> fused last step + channel-norm
  * reduction -> bilinear resize of each l2 map to its image's size.
  */
@@ -59,7 +63,7 @@ export async function runPipeline(
   const { unet } = m.models;
   const unetMs: number[] = [];
   let kernelMs = 0;
-  let reduced: Awaited<ReturnType<InvadAddon['ddimLastStepReduceAsync']>> | undefined;
+  let reduced: ReturnType<InvadAddon['ddimLastStepReduce']> | undefined;
 
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i];
@@ -71,9 +75,9 @@ export async function runPipeline(
     const t1 = performance.now();
     const epsData = eps.data as Float32Array;
     if (i === steps.length - 1) {
-      reduced = await addon.ddimLastStepReduceAsync(x, epsData, step.a, step.b, shape);
+      reduced = addon.ddimLastStepReduce(x, epsData, step.a, step.b, shape);
     } else {
-      await addon.ddimStepAsync(x, epsData, step.a, step.b);
+      addon.ddimStep(x, epsData, step.a, step.b);
     }
     unetMs.push(t1 - t0);
     kernelMs += performance.now() - t1;
@@ -83,21 +87,19 @@ export async function runPipeline(
   const tResize = performance.now();
   const plane = h * w;
   const d = c * h * w;
-  const samples = await Promise.all(
-    sizes.map(async (size, i): Promise<SampleOutput> => {
-      const sumSq = reduced!.sumSq[i];
-      const l2Min = reduced!.min[i];
-      const l2Max = reduced!.max[i];
-      const l2 = reduced!.l2.subarray(i * plane, (i + 1) * plane);
-      const base = { spatialRange: l2Max - l2Min, nll: 0.5 * sumSq + d * HALF_LOG_2PI, l2Min, l2Max };
-      if (!Number.isFinite(sumSq) || !Number.isFinite(l2Max) || !Number.isFinite(l2Min)) {
-        const error = new InferenceError(`the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
-        return { ...base, map: new Float32Array(0), error: serializeError(error) };
-      }
-      const map = await addon.resizeBilinearAsync(l2.slice(), 1, h, w, size.height, size.width);
-      return { ...base, map };
-    }),
-  );
+  const samples = sizes.map((size, i): SampleOutput => {
+    const sumSq = reduced!.sumSq[i];
+    const l2Min = reduced!.min[i];
+    const l2Max = reduced!.max[i];
+    const l2 = reduced!.l2.subarray(i * plane, (i + 1) * plane);
+    const base = { spatialRange: l2Max - l2Min, nll: 0.5 * sumSq + d * HALF_LOG_2PI, l2Min, l2Max };
+    if (!Number.isFinite(sumSq) || !Number.isFinite(l2Max) || !Number.isFinite(l2Min)) {
+      const error = new InferenceError(`the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
+      return { ...base, map: new Float32Array(0), error: serializeError(error) };
+    }
+    const map = addon.resizeBilinear(l2, 1, h, w, size.height, size.width);
+    return { ...base, map };
+  });
   const tEnd = performance.now();
   return {
     samples,

@@ -20,6 +20,8 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
       const session = await ort.InferenceSession.create(path, {
         executionProviders: [provider],
         graphOptimizationLevel: 'all',
+        // A provider that cannot load is reported in `failures`; keep ORT's own log quiet about it.
+        logSeverityLevel: provider === 'cpu' ? 2 : 4,
         ...(intraOpThreads > 0 ? { intraOpNumThreads: intraOpThreads } : {}),
       });
       return { session, provider, failures };

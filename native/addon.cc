@@ -1,0 +1,50 @@
+// Module registration only. NODE_API_MODULE modules are context-aware, so the
+// addon also loads in worker_threads; it keeps no per-environment state.
+#include <napi.h>
+
+#include "cuda_status.h"
+#include "kernels_binding.h"
+#include "thread_pool.h"
+
+#ifndef INVAD_VERSION
+#define INVAD_VERSION "0.0.0"
+#endif
+#ifndef INVAD_WITH_CUDA
+#define INVAD_WITH_CUDA 0
+#endif
+#ifndef INVAD_CUDA_ARCHS
+#define INVAD_CUDA_ARCHS ""
+#endif
+#ifndef INVAD_COMPILER
+#define INVAD_COMPILER "unknown"
+#endif
+
+namespace invad {
+namespace {
+
+Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", Napi::String::New(env, INVAD_VERSION));
+  o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  o.Set("cuda", Napi::Boolean::New(env, INVAD_WITH_CUDA != 0));
+  o.Set("cudaArchitectures", Napi::String::New(env, INVAD_WITH_CUDA ? INVAD_CUDA_ARCHS : ""));
+  o.Set("threads", Napi::Number::New(env, ThreadPool::instance().threads()));
+  o.Set("compiler", Napi::String::New(env, INVAD_COMPILER));
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
+  exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus, "cudaStatus"));
+  RegisterKernels(env, exports);
+  return exports;
+}
+
+}  // namespace
+}  // namespace invad
+
+// NODE_API_MODULE token-pastes the init name, so it needs an unqualified one.
+static Napi::Object InvadInit(Napi::Env env, Napi::Object exports) { return invad::Init(env, exports); }
+
+NODE_API_MODULE(invad, InvadInit)

@@ -1,0 +1,32 @@
+// CUDA versions of the kernels, built on math.h. Host wrappers take device
+// pointers and a stream, launch asynchronously and return the launch error.
+// Only compiled when INVAD_CUDA is ON.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+namespace invad {
+namespace cuda {
+
+// x[i] = a*x[i] + b*eps[i], i < count.
+cudaError_t ddim_step(float* x, const float* eps, float a, float b, size_t count, cudaStream_t stream);
+
+// Fused last step + per-sample channel-norm reduction over an NCHW tensor:
+// x <- a*x + b*eps in place, l2 (n*h*w) = sqrt(sum_c x^2), and per sample the
+// min/max of l2 and sumSq (double). With eps == nullptr x is only read (the
+// plain channel norm).
+cudaError_t last_step_reduce(float* x, const float* eps, float a, float b, size_t n, size_t c, size_t h, size_t w,
+                             float* l2, float* min, float* max, double* sumSq, cudaStream_t stream);
+
+// Bilinear resize, PyTorch align_corners=False, planes x inH x inW -> planes x outH x outW.
+cudaError_t resize_bilinear(const float* src, float* dst, size_t planes, int inH, int inW, int outH, int outW,
+                            cudaStream_t stream);
+
+// Checks that a kernel image for the current device is in this binary
+// (cudaErrorNoKernelImageForDevice otherwise). Needs a working driver.
+cudaError_t probe_kernel_image();
+
+}  // namespace cuda
+}  // namespace invad
