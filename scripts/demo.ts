@@ -69,7 +69,7 @@ async function main(): Promise<void> {
 
   const gray = (px: Buffer) => ({ data: px, width: SIZE, height: SIZE, channels: 1 as const });
   const det = await Detector.load(model, { steps: 3 });
-  const normals = Array.from({ length: 40 }, (_, i) => gray(texture(1000 + i, false)));
+  const normals = Array.from({ length: 100 }, (_, i) => gray(texture(1000 + i, false)));
   const fit = await det.scoreBatch(normals, { batchSize: 8 });
   await det.dispose();
   const bundle = await loadBundle(model);

@@ -3,7 +3,8 @@ import sharp from 'sharp';
 import type { DecodedImage } from './preprocess';
 
 /** Jet palette, 0 -> blue, 0.5 -> green, 1 -> red. */
-function jet(v: number): [number, number, number] {
+function jet(value: number): [number, number, number] {
+  const v = Math.min(1, Math.max(0, value)); // values past the range saturate at the ends
   const c = (x: number) => Math.round(255 * Math.min(1, Math.max(0, x)));
   return [c(1.5 - Math.abs(4 * v - 3)), c(1.5 - Math.abs(4 * v - 2)), c(1.5 - Math.abs(4 * v - 1))];
 }

@@ -16,6 +16,11 @@ export function buildProgram(): Command {
 }
 
 if (require.main === module) {
+  // `invad score ... | head` closes stdout early; that is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   buildProgram()
     .parseAsync(process.argv)
     .catch((err: unknown) => {
