@@ -11,7 +11,9 @@ export type InvadErrorCode =
   | 'ERR_INVAD_BINDING_LOAD'
   | 'ERR_INVAD_PROVIDER'
   | 'ERR_INVAD_INFERENCE'
-  | 'ERR_INVAD_CUDA_UNAVAILABLE';
+  | 'ERR_INVAD_CUDA_UNAVAILABLE'
+  | 'ERR_INVAD_TRAINING'
+  | 'ERR_INVAD_ABORTED';
 
 export interface InvadErrorOptions {
   cause?: unknown;
@@ -101,6 +103,20 @@ export class BindingLoadError extends InvadError {
   constructor(message: string, attempts: ReadonlyArray<{ path: string; error: string }>) {
     super('ERR_INVAD_BINDING_LOAD', message);
     this.attempts = attempts;
+  }
+}
+
+/** Training failed: PyTorch missing, the trainer crashed, or the export did not match. */
+export class TrainingError extends InvadError {
+  constructor(message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_TRAINING', message, options);
+  }
+}
+
+/** A long operation (fit) was cancelled through its AbortSignal or Ctrl-C. */
+export class AbortedError extends InvadError {
+  constructor(what: string) {
+    super('ERR_INVAD_ABORTED', `${what} was aborted`);
   }
 }
 

@@ -19,24 +19,14 @@ import {
   type InvadAddon,
   type TensorShape,
 } from '../binding';
+import { mulberry32 } from '../src/onnx/synthetic';
 
 const addon: InvadAddon = loadAddon();
 
 // ---- helpers ----------------------------------------------------------------
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomArray(length: number, seed: number, scale = 2): Float32Array {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const out = new Float32Array(length);
   for (let i = 0; i < length; i++) out[i] = (r() * 2 - 1) * scale;
   return out;

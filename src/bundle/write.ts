@@ -107,7 +107,7 @@ export function buildManifest(c: BundleContents, hashes: { backbone: string; une
 }
 
 /** Moves a finished temporary folder into place, replacing `dir` only when allowed. */
-async function commitFolder(tmp: string, dir: string, overwrite: boolean): Promise<void> {
+export async function commitFolder(tmp: string, dir: string, overwrite: boolean): Promise<void> {
   if (!(await exists(dir))) {
     await rename(tmp, dir);
     return;

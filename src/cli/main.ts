@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { InvadError } from '../errors';
 import { packageVersion } from '../package-info';
 import { doctorCommand } from './commands/doctor';
+import { fitCommand } from './commands/fit';
 import { scoreCommand } from './commands/score';
 
 export function buildProgram(): Command {
@@ -11,6 +12,7 @@ export function buildProgram(): Command {
     .description('Reconstruction-free visual anomaly detection by DDIM inversion of backbone features')
     .version(packageVersion())
     .addCommand(scoreCommand())
+    .addCommand(fitCommand())
     .addCommand(doctorCommand())
     .showHelpAfterError();
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { InferenceError, reviveError } from '../errors';
 import { packageRoot } from '../package-info';
-import type { EngineConfig, EngineReady, RunResult, WorkerToMain } from './protocol';
+import type { EngineConfig, EngineReady, FeaturesRequest, FeaturesResult, RunRequest, RunResult, WorkerToMain } from './protocol';
 
 /** The compiled worker script. Under ts-jest this file is .ts, so use the build in dist/. */
 function workerScript(): string {
@@ -19,7 +19,7 @@ function workerScript(): string {
 }
 
 interface Pending {
-  resolve: (r: RunResult) => void;
+  resolve: (r: RunResult | FeaturesResult) => void;
   reject: (e: Error) => void;
 }
 
@@ -60,12 +60,12 @@ export class EngineClient {
 
   private listen(): void {
     this.worker.on('message', (msg: WorkerToMain) => {
-      if (msg.type !== 'result' && msg.type !== 'error') return;
+      if (msg.type !== 'result' && msg.type !== 'features' && msg.type !== 'error') return;
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
-      if (msg.type === 'result') p.resolve(msg);
-      else p.reject(reviveError(msg.error));
+      if (msg.type === 'error') p.reject(reviveError(msg.error));
+      else p.resolve(msg);
     });
     const fail = (err: Error) => {
       this.dead = err;
@@ -80,11 +80,20 @@ export class EngineClient {
 
   /** Scores one preprocessed batch. The batch buffer is transferred, not copied. */
   run(batch: Float32Array, n: number, sizes: Array<{ width: number; height: number }>, steps: number): Promise<RunResult> {
+    return this.request({ type: 'run', id: this.nextId++, batch, n, sizes, steps }) as Promise<RunResult>;
+  }
+
+  /** Runs the backbone only; resolves to the clean features, n x C x h x w. */
+  async features(batch: Float32Array, n: number): Promise<Float32Array> {
+    const r = (await this.request({ type: 'features', id: this.nextId++, batch, n })) as FeaturesResult;
+    return r.features;
+  }
+
+  private request(msg: RunRequest | FeaturesRequest): Promise<RunResult | FeaturesResult> {
     if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    return new Promise<RunResult>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ type: 'run', id, batch, n, sizes, steps }, [batch.buffer as ArrayBuffer]);
+    return new Promise((resolve, reject) => {
+      this.pending.set(msg.id, { resolve, reject });
+      this.worker.postMessage(msg, [msg.batch.buffer as ArrayBuffer]);
     });
   }
 

@@ -31,10 +31,10 @@ function outputOf(result: ort.InferenceSession.OnnxValueMapType, name: string, f
 }
 
 /** Runs the backbone and returns the clean features, n x C x h x w. */
-export async function extractFeatures(sessions: PipelineSessions, m: Manifest, batch: Float32Array, n: number): Promise<Float32Array> {
+export async function extractFeatures(session: ort.InferenceSession, m: Manifest, batch: Float32Array, n: number): Promise<Float32Array> {
   const { backbone } = m.models;
   const input = new ort.Tensor('float32', batch, [n, 3, m.input.height, m.input.width]);
-  const out = outputOf(await sessions.backbone.run({ [backbone.inputName]: input }), backbone.outputName, backbone.file);
+  const out = outputOf(await session.run({ [backbone.inputName]: input }), backbone.outputName, backbone.file);
   checkRunDims(backbone.file, '/features', backbone.outputName, out.dims, [n, m.features.channels, m.features.height, m.features.width]);
   // A fresh copy: the kernels update it in place across steps.
   return new Float32Array(out.data as Float32Array);
@@ -55,7 +55,7 @@ export async function runPipeline(
   steps: InversionStep[],
 ): Promise<PipelineOutput> {
   const tStart = performance.now();
-  const x = await extractFeatures(sessions, m, batch, n);
+  const x = await extractFeatures(sessions.backbone, m, batch, n);
   const tBackbone = performance.now();
   const { channels: c, height: h, width: w } = m.features;
   const shape = { n, c, h, w };

@@ -6,7 +6,8 @@ export type ExecutionProvider = 'cpu' | 'cuda' | 'tensorrt' | 'dml' | 'coreml' |
 
 export interface EngineConfig {
   backbonePath: string;
-  unetPath: string;
+  /** null opens the backbone only, for feature extraction */
+  unetPath: string | null;
   manifest: Manifest;
   executionProviders: ExecutionProvider[];
   /** ORT intra-op threads per session; 0 lets ORT choose */
@@ -15,7 +16,7 @@ export interface EngineConfig {
 
 export interface EngineReady {
   type: 'ready';
-  providers: { backbone: ExecutionProvider; unet: ExecutionProvider };
+  providers: { backbone: ExecutionProvider; unet: ExecutionProvider | null };
   /** the models' fixed batch size, or null when the batch dimension is dynamic */
   fixedBatch: number | null;
   /** providers that failed before one worked, with why */
@@ -59,11 +60,25 @@ export interface RunResult {
   timings: BatchTimings;
 }
 
+/** Backbone only: the clean features of a batch, n x C x h x w. */
+export interface FeaturesRequest {
+  type: 'features';
+  id: number;
+  batch: Float32Array;
+  n: number;
+}
+
+export interface FeaturesResult {
+  type: 'features';
+  id: number;
+  features: Float32Array;
+}
+
 export interface RunFailure {
   type: 'error';
   id: number;
   error: SerializedError;
 }
 
-export type WorkerToMain = EngineReady | RunResult | RunFailure | { type: 'init-error'; error: SerializedError } | { type: 'closed' };
-export type MainToWorker = RunRequest | { type: 'close' };
+export type WorkerToMain = EngineReady | RunResult | FeaturesResult | RunFailure | { type: 'init-error'; error: SerializedError } | { type: 'closed' };
+export type MainToWorker = RunRequest | FeaturesRequest | { type: 'close' };

@@ -1,0 +1,293 @@
+/**
+ * `fit`: builds a model bundle from a folder of normal images.
+ *
+ * backbone (graph surgery) -> split -> extract features -> standardize (baked
+ * into backbone.onnx) -> train the UNet (PyTorch child process) -> export and
+ * parity check -> calibrate on the held-out normals -> bundle.
+ *
+ * Everything lands in a work folder next to the output first. The bundle is
+ * renamed into place only when complete, so Ctrl-C or a crash never leaves a
+ * half-written bundle. The work folder keeps the checkpoint for --resume.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { BACKBONE_PRESETS } from './backbones';
+import { loadBundle } from './bundle/load';
+import type { CalibrationSpec, Manifest, ScoreDefinition } from './bundle/manifest';
+import { commitFolder, writeBundle, writeManifest } from './bundle/write';
+import { calibrateFromNormals } from './calibrate';
+import { expandImagePaths } from './cli/files';
+import { Detector } from './detector';
+import type { ExecutionProvider } from './engine/protocol';
+import { AbortedError, InvalidArgumentError, TrainingError } from './errors';
+import { channelStats, FeatureExtractor, type ExtractedFeatures } from './features';
+import { writeNpy } from './npy';
+import { buildFeatureBackbone, type TapInfo } from './onnx/backbone';
+import { mulberry32 } from './onnx/synthetic';
+import { checkExportParity } from './trainer/parity';
+import { runTrainer, type TrainerSummary, type UnetPreset } from './trainer/runner';
+import { intInRange, numberInRange, oneOf } from './validate';
+
+export interface FitOptions {
+  /** folder (searched recursively) of normal images */
+  normal: string;
+  /** bundle folder to write */
+  out: string;
+  /** backbone preset name (`mobilenetv2-int8`, `efficientnet-b4`) */
+  backbone: string;
+  /** the classifier ONNX to tap; default: the preset's model file */
+  backboneModel?: string;
+  /** tap tensor names, overriding the preset's */
+  taps?: string[];
+  /** UNet size preset; default `small` */
+  preset?: UnetPreset;
+  epochs?: number;
+  batchSize?: number;
+  lr?: number;
+  seed?: number;
+  /** share of the images held out for validation and calibration; default 0.1 */
+  valFraction?: number;
+  /** default inversion steps S written to the bundle; default 3 */
+  steps?: number;
+  /** score definition written to the bundle; default `combined` */
+  score?: ScoreDefinition;
+  /** target false-alarm rate on normals for the thresholds; default 0.01 */
+  falseAlarmRate?: number;
+  /** continue training from the work folder's checkpoint */
+  resume?: boolean;
+  /** fail on an unreadable image instead of skipping it */
+  strict?: boolean;
+  /** replace an existing bundle at `out` (implied by `resume`) */
+  overwrite?: boolean;
+  /** work folder; default `<out>.work` */
+  workDir?: string;
+  /** Python with PyTorch; default $INVAD_PYTHON, then /usr/bin/python3, then python3 */
+  python?: string;
+  device?: 'auto' | 'cpu' | 'cuda';
+  /** stop training after this many minutes (after the current epoch) */
+  maxMinutes?: number;
+  executionProviders?: ExecutionProvider[];
+  onProgress?: (event: FitEvent) => void;
+  signal?: AbortSignal;
+}
+
+export type FitEvent =
+  | { stage: 'backbone'; featureShape: { channels: number; height: number; width: number }; taps: TapInfo[] }
+  | { stage: 'split'; train: number; val: number }
+  | { stage: 'extract'; split: 'train' | 'val'; done: number; total: number }
+  | { stage: 'skipped'; files: Array<{ file: string; error: string }> }
+  | { stage: 'train-start'; params: number; device: string; epochs: number }
+  | { stage: 'epoch'; epoch: number; epochs: number; loss: number; valLoss: number; lr: number; imagesPerS: number }
+  | { stage: 'export'; parityMaxAbsDiff: number }
+  | { stage: 'calibrate'; samples: number; calibration: CalibrationSpec }
+  | { stage: 'log'; message: string };
+
+export interface FitResult {
+  out: string;
+  manifest: Manifest;
+  training: TrainerSummary;
+  parityMaxAbsDiff: number;
+  skipped: Array<{ file: string; error: string }>;
+  wallSeconds: number;
+}
+
+/** Deterministic split: a seeded shuffle of the sorted file list. */
+export function splitFiles(files: readonly string[], valFraction: number, seed: number): { train: string[]; val: string[] } {
+  const order = [...files].sort();
+  const rand = mulberry32(seed);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const nVal = Math.max(2, Math.round(order.length * valFraction));
+  if (order.length - nVal < 4) {
+    throw new InvalidArgumentError(
+      'normal',
+      `too few images for a validation split: ${order.length} found, need at least ${nVal + 4} (${nVal} held out at valFraction ${valFraction}, 4 to train on)`,
+    );
+  }
+  return { val: order.slice(0, nVal).sort(), train: order.slice(nVal).sort() };
+}
+
+function checkOptions(o: FitOptions): void {
+  if (typeof o.normal !== 'string' || !o.normal) throw new InvalidArgumentError('normal', 'Expected a folder of normal images for normal');
+  if (typeof o.out !== 'string' || !o.out) throw new InvalidArgumentError('out', 'Expected an output folder for out');
+  oneOf('backbone', o.backbone, Object.keys(BACKBONE_PRESETS));
+  if (o.preset !== undefined) oneOf('preset', o.preset, ['tiny', 'small', 'paper'] as const);
+  if (o.epochs !== undefined) intInRange('epochs', o.epochs, 1, 100_000);
+  if (o.batchSize !== undefined) intInRange('batchSize', o.batchSize, 1, 4096);
+  if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
+  if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
+  if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
+}
+
+async function extractSplit(
+  extractor: FeatureExtractor,
+  files: string[],
+  split: 'train' | 'val',
+  o: FitOptions,
+): Promise<ExtractedFeatures> {
+  const r = await extractor.extract(files, {
+    strict: o.strict,
+    onProgress: (done, total) => o.onProgress?.({ stage: 'extract', split, done, total }),
+  });
+  if (r.skipped.length) o.onProgress?.({ stage: 'skipped', files: r.skipped });
+  return r;
+}
+
+/** Standardizes features in place with the training statistics (the same math the backbone graph now does). */
+function standardize(f: ExtractedFeatures, mean: Float32Array, std: Float32Array): void {
+  const [n, c, h, w] = f.shape;
+  const plane = h * w;
+  for (let i = 0; i < n; i++)
+    for (let ch = 0; ch < c; ch++) {
+      const base = (i * c + ch) * plane;
+      for (let p = 0; p < plane; p++) f.features[base + p] = (f.features[base + p] - mean[ch]) / std[ch];
+    }
+}
+
+export async function fit(options: FitOptions): Promise<FitResult> {
+  checkOptions(options);
+  const t0 = performance.now();
+  const o = { ...options };
+  const out = resolve(o.out);
+  const work = resolve(o.workDir ?? `${out}.work`);
+  const emit = (e: FitEvent) => o.onProgress?.(e);
+  const aborted = () => {
+    if (o.signal?.aborted) throw new AbortedError('fit');
+  };
+  if (existsSync(out) && !(o.overwrite || o.resume)) {
+    throw new InvalidArgumentError('out', `${out} already exists; pass overwrite (--overwrite) to replace it, or resume (--resume)`);
+  }
+  const preset = BACKBONE_PRESETS[o.backbone];
+  const modelPath = o.backboneModel ?? preset.defaultPath;
+  if (!modelPath || !existsSync(modelPath)) {
+    throw new InvalidArgumentError('backboneModel', `backbone model ${modelPath ?? '(none)'} not found; pass the classifier ONNX with --backbone-model`);
+  }
+
+  const files = await expandImagePaths([o.normal]);
+  if (files.length === 0) throw new InvalidArgumentError('normal', `no images found in ${o.normal}`);
+  const split = splitFiles(files, o.valFraction ?? 0.1, o.seed ?? 0);
+  emit({ stage: 'split', train: split.train.length, val: split.val.length });
+  await mkdir(work, { recursive: true });
+
+  // 1. Backbone without standardization, to extract the raw features.
+  const classifier = await readFile(modelPath);
+  const taps = o.taps ?? preset.taps;
+  const raw = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize });
+  emit({ stage: 'backbone', featureShape: raw.featureShape, taps: raw.taps });
+  const rawPath = join(work, 'backbone-raw.onnx');
+  await writeFile(rawPath, raw.bytes);
+  const input = { width: preset.inputSize.width, height: preset.inputSize.height, mean: preset.mean, std: preset.std };
+  aborted();
+
+  // 2. Features of both splits, through the same path Detector uses.
+  const extractor = await FeatureExtractor.open(rawPath, { input, features: raw.featureShape }, o.executionProviders);
+  let trainF: ExtractedFeatures;
+  let valF: ExtractedFeatures;
+  try {
+    trainF = await extractSplit(extractor, split.train, 'train', o);
+    aborted();
+    valF = await extractSplit(extractor, split.val, 'val', o);
+  } finally {
+    await extractor.close();
+  }
+  if (trainF.files.length < 4 || valF.files.length < 2) {
+    throw new InvalidArgumentError('normal', `too few readable images: ${trainF.files.length} to train on and ${valF.files.length} held out`);
+  }
+
+  // 3. Standardize with training statistics, and bake the same into the bundle's backbone.
+  const { mean, std } = channelStats(trainF.features, trainF.shape);
+  const safeStd = std.map((s) => Math.max(s, 1e-6));
+  standardize(trainF, mean, safeStd);
+  standardize(valF, mean, safeStd);
+  const final = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, normalization: { mean, std: safeStd } });
+  await writeNpy(join(work, 'train.npy'), trainF.features, trainF.shape);
+  await writeNpy(join(work, 'val.npy'), valF.features, valF.shape);
+  await writeFile(
+    join(work, 'features.json'),
+    JSON.stringify({ shape: trainF.shape.slice(1), train: trainF.files, val: valF.files, skipped: [...trainF.skipped, ...valF.skipped], mean: [...mean], std: [...safeStd] }, null, 1),
+  );
+  aborted();
+
+  // 4. Train in PyTorch, then check the exported UNet in onnxruntime-node against PyTorch.
+  const trainDir = join(work, 'train');
+  const training = await runTrainer({
+    python: o.python,
+    trainNpy: join(work, 'train.npy'),
+    valNpy: join(work, 'val.npy'),
+    workDir: trainDir,
+    preset: o.preset ?? 'small',
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    lr: o.lr,
+    seed: o.seed ?? 0,
+    resume: o.resume === true,
+    device: o.device,
+    maxMinutes: o.maxMinutes,
+    signal: o.signal,
+    onEvent: (e) => {
+      if (e.event === 'start') emit({ stage: 'train-start', params: e.params, device: e.device, epochs: e.epochs });
+      else if (e.event === 'epoch') emit({ stage: 'epoch', epoch: e.epoch, epochs: e.epochs, loss: e.loss, valLoss: e.val_loss, lr: e.lr, imagesPerS: e.images_per_s });
+    },
+    onLog: (message) => emit({ stage: 'log', message }),
+  });
+  const unetPath = join(trainDir, 'unet.onnx');
+  const parity = await checkExportParity(unetPath, trainDir);
+  emit({ stage: 'export', parityMaxAbsDiff: parity });
+  if (!(parity < 1e-4)) throw new TrainingError(`exported UNet differs from PyTorch by ${parity} (max abs), over the 1e-4 limit`);
+  aborted();
+
+  // 5. Bundle into a staging folder, calibrate on the held-out normals, then move into place.
+  const staging = join(work, 'staging');
+  await rm(staging, { recursive: true, force: true });
+  await writeBundle(staging, {
+    input,
+    features: final.featureShape,
+    defaultSteps: o.steps ?? 3,
+    score: o.score ?? 'combined',
+    backbone: { bytes: final.bytes, name: o.backbone, taps: final.taps.map((t) => t.name) },
+    unet: { path: unetPath },
+    training: {
+      preset: o.preset ?? 'small',
+      backboneModel: modelPath,
+      taps: final.taps,
+      featureStandardization: 'per-channel mean/std of the training features, baked into backbone.onnx',
+      images: { train: trainF.files.length, val: valF.files.length, skipped: trainF.skipped.length + valF.skipped.length },
+      seed: o.seed ?? 0,
+      valFraction: o.valFraction ?? 0.1,
+      summary: training,
+      exportParityMaxAbsDiff: parity,
+    },
+  });
+  const det = await Detector.load(staging, { executionProviders: o.executionProviders });
+  let calibration: CalibrationSpec;
+  try {
+    const scored = await det.scoreBatch(valF.files, { batchSize: 8 });
+    calibration = calibrateFromNormals({
+      components: scored.map((r) => r.components),
+      maps: scored.map((r) => r.map),
+      definition: o.score ?? 'combined',
+      falseAlarmRate: o.falseAlarmRate,
+    });
+  } finally {
+    await det.dispose();
+  }
+  emit({ stage: 'calibrate', samples: valF.files.length, calibration });
+  const staged = await loadBundle(staging);
+  await writeManifest(staging, { ...staged.manifest, calibration });
+  aborted();
+  await mkdir(dirname(out), { recursive: true });
+  await commitFolder(staging, out, true);
+  const manifest = (await loadBundle(out)).manifest;
+  return {
+    out,
+    manifest,
+    training,
+    parityMaxAbsDiff: parity,
+    skipped: [...trainF.skipped, ...valF.skipped],
+    wallSeconds: (performance.now() - t0) / 1000,
+  };
+}
