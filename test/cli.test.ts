@@ -19,7 +19,7 @@ afterAll(() => tmp.cleanup());
 
 test('--help documents every command', async () => {
   const { stdout } = await invad(['--help']);
-  for (const cmd of ['score', 'doctor']) expect(stdout).toContain(cmd);
+  for (const cmd of ['score', 'fit', 'backbone', 'doctor']) expect(stdout).toContain(cmd);
   const score = await invad(['score', '--help']);
   for (const opt of ['--model', '--out', '--steps', '--batch-size', '--providers']) expect(score.stdout).toContain(opt);
 });

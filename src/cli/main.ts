@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { InvadError } from '../errors';
 import { packageVersion } from '../package-info';
+import { backboneCommand } from './commands/backbone';
 import { doctorCommand } from './commands/doctor';
 import { fitCommand } from './commands/fit';
 import { scoreCommand } from './commands/score';
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .version(packageVersion())
     .addCommand(scoreCommand())
     .addCommand(fitCommand())
+    .addCommand(backboneCommand())
     .addCommand(doctorCommand())
     .showHelpAfterError();
 }

@@ -51,7 +51,7 @@ function fmtStride(s: number): string {
 
 async function readModel(path: string, preset: BackbonePreset | undefined): Promise<Uint8Array> {
   try {
-    return new Uint8Array(await readFile(path));
+    return await readFile(path);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint = preset ? `\n  get it: ${preset.howToGet}` : '';
