@@ -184,7 +184,11 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   aborted();
 
   // 2. Features of both splits, through the same path Detector uses.
-  const extractor = await FeatureExtractor.open(rawPath, { input, features: raw.featureShape }, o.executionProviders);
+  const extractor = await FeatureExtractor.open(
+    rawPath,
+    { input, features: raw.featureShape, inputName: raw.inputName, outputName: raw.outputName },
+    o.executionProviders,
+  );
   let trainF: ExtractedFeatures;
   let valF: ExtractedFeatures;
   try {
@@ -248,7 +252,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     features: final.featureShape,
     defaultSteps: o.steps ?? 3,
     score: o.score ?? 'combined',
-    backbone: { bytes: final.bytes, name: o.backbone, taps: final.taps.map((t) => t.name) },
+    backbone: { bytes: final.bytes, name: o.backbone, taps: final.taps.map((t) => t.name), inputName: final.inputName, outputName: final.outputName },
     unet: { path: unetPath },
     training: {
       preset: o.preset ?? 'small',

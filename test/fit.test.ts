@@ -56,14 +56,14 @@ const ready = hasShared() && hasTorch();
       backbone: 'mobilenetv2-int8',
       backboneModel: MOBILENET,
       preset: 'tiny',
-      epochs: 30,
+      epochs: 15,
       valFraction: 0.2,
       onProgress: (e) => events.push(e),
     });
-    expect(r.training.epochs).toBe(30);
+    expect(r.training.epochs).toBe(15);
     expect(r.parityMaxAbsDiff).toBeLessThan(1e-4);
     expect(r.skipped.map((s) => s.file)).toEqual([join(normalDir, 'corrupt.png')]);
-    expect(events.filter((e) => e.stage === 'epoch')).toHaveLength(30);
+    expect(events.filter((e) => e.stage === 'epoch')).toHaveLength(15);
     expect(r.manifest.calibration.status).toBe('calibrated');
     expect(r.manifest.features).toEqual({ channels: 152, height: 14, width: 14 });
     // The bundle is complete and nothing half-written is left beside it.

@@ -98,8 +98,6 @@ class Diffusion:
         return self.sqrt_abar[t][:, None, None, None] * x0 + self.sqrt_1m_abar[t][:, None, None, None] * noise
 
     def loss(self, model, x0, t, noise, reduce: bool = True):
-        import torch
-
         eps = model(self.q_sample(x0, t, noise), t)
         err = (eps.float() - noise) ** 2
         if reduce:
