@@ -9,7 +9,7 @@
 /** Per-item outcome of a batch run: a value, or the error for that item only. */
 export type ItemOutcome<R> = { ok: true; value: R } | { ok: false; error: Error };
 
-export type BatchRunner<T, R> = (items: T[], key: number) => Promise<Array<ItemOutcome<R>>>;
+export type BatchRunner<T, R> = (items: T[], key: string) => Promise<Array<ItemOutcome<R>>>;
 
 interface Entry<T, R> {
   item: T;
@@ -19,8 +19,8 @@ interface Entry<T, R> {
 
 interface Job<T, R> {
   entries: Array<Entry<T, R>>;
-  /** items can only share a batch when their keys match (the step count S) */
-  key: number;
+  /** items can only share a batch when their keys match (the score plan: S, map, mode) */
+  key: string;
   group: boolean;
 }
 
@@ -40,7 +40,7 @@ export class MicroBatcher<T, R> {
     private readonly options: BatcherOptions,
   ) {}
 
-  submit(item: T, key: number): Promise<R> {
+  submit(item: T, key: string): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       this.queue.push({ entries: [{ item, resolve, reject }], key, group: false });
       this.schedule();
@@ -48,7 +48,7 @@ export class MicroBatcher<T, R> {
   }
 
   /** Runs `items` as one batch of their own; each item settles on its own. */
-  submitGroup(items: T[], key: number): Array<Promise<R>> {
+  submitGroup(items: T[], key: string): Array<Promise<R>> {
     const entries: Array<Entry<T, R>> = [];
     const promises = items.map(
       (item) =>
@@ -84,7 +84,7 @@ export class MicroBatcher<T, R> {
     }
   }
 
-  private readySingles(key: number): number {
+  private readySingles(key: string): number {
     let n = 0;
     for (const job of this.queue) {
       if (job.group || job.key !== key) break;

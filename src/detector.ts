@@ -4,14 +4,15 @@
  * models and kernels in the engine worker.
  */
 import { cpus } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../binding';
 import type { AddonBuildInfo } from '../binding/addon-types';
 import { MicroBatcher, type ItemOutcome } from './batcher';
 import { loadBundle } from './bundle/load';
-import type { Manifest, ScoreDefinition } from './bundle/manifest';
+import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
-import type { EngineReady, ExecutionProvider, RunResult } from './engine/protocol';
+import type { EngineReady, ExecutionProvider, RunResult, ScorePlan } from './engine/protocol';
 import { DisposedError, InvadError, reviveError } from './errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage } from './preprocess';
 import { imageScore, type ScoreComponents } from './score';
@@ -62,10 +63,15 @@ export interface ScoreResult {
   /** score > threshold; always false while the bundle has no threshold (uncalibrated). */
   isAnomalous: boolean;
   threshold: number | null;
-  /** Anomaly map (channel-norm of the inverted latent), width x height, row-major, at the input's resolution. */
+  /** Anomaly map, width x height, row-major, at the input's resolution. */
   map: Float32Array;
   width: number;
   height: number;
+  /**
+   * The same map at feature-grid resolution (features.height x features.width):
+   * the latent's channel norm, or its Mahalanobis distance for `latent-gaussian`.
+   */
+  featureMap: Float32Array;
   components: ScoreComponents;
   steps: number;
   timings: ScoreTimings;
@@ -74,6 +80,12 @@ export interface ScoreResult {
 export interface ScoreOptions {
   /** Inversion steps for this call; default the detector's. */
   steps?: number;
+  /**
+   * Ablation only (paper Table 4): score by the feature reconstruction error
+   * instead of inversion: noise the features to t = tStart * T, denoise them in
+   * reconSteps DDIM steps, and take the per-position error norm.
+   */
+  reconstruction?: { tStart: number; reconSteps: number };
 }
 
 export interface ScoreBatchOptions extends ScoreOptions {
@@ -120,7 +132,7 @@ function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number
     maxBatchSize: o.maxBatchSize === undefined ? 8 : intInRange('options.maxBatchSize', o.maxBatchSize, 1, 1024),
     maxWaitMs: o.maxWaitMs === undefined ? 2 : numberInRange('options.maxWaitMs', o.maxWaitMs, 0, 60_000),
     intraOpThreads: o.intraOpThreads === undefined ? 0 : intInRange('options.intraOpThreads', o.intraOpThreads, 0, Math.max(1024, cpus().length)),
-    scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, ['sp', 'nll', 'combined'] as const),
+    scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, SCORE_DEFINITIONS),
     threshold: o.threshold === undefined ? undefined : numberInRange('options.threshold', o.threshold, -Number.MAX_VALUE, Number.MAX_VALUE),
     verifyHashes: o.verifyHashes === undefined ? true : o.verifyHashes === true,
   };
@@ -135,6 +147,7 @@ interface QueuedImage {
 interface EngineOutput {
   components: ScoreComponents;
   map: Float32Array;
+  featureMap: Float32Array;
   width: number;
   height: number;
   timings: Omit<ScoreTimings, 'decodeMs' | 'preprocessMs' | 'totalMs'>;
@@ -154,7 +167,7 @@ export class Detector {
     private readonly ready: EngineReady,
     private readonly opts: Resolved,
   ) {
-    this.batcher = new MicroBatcher((items, steps) => this.runBatch(items, steps), {
+    this.batcher = new MicroBatcher((items, key) => this.runBatch(items, JSON.parse(key) as ScorePlan), {
       maxBatch: opts.maxBatchSize,
       maxWaitMs: opts.maxWaitMs,
     });
@@ -173,6 +186,11 @@ export class Detector {
       manifest: bundle.manifest,
       executionProviders: o.providers,
       intraOpThreads: o.intraOpThreads,
+      latentGaussian: (bundle.manifest.latentGaussian ?? []).map((g) => ({
+        steps: g.steps,
+        meanPath: join(dir, g.meanFile),
+        precisionPath: join(dir, g.precisionFile),
+      })),
     });
     const maxBatchSize = ready.fixedBatch === null ? o.maxBatchSize : Math.min(o.maxBatchSize, ready.fixedBatch);
     return new Detector(dir, bundle.manifest, client, ready, { ...o, steps, maxBatchSize });
@@ -213,11 +231,11 @@ export class Detector {
   score(input: ImageInput, options?: ScoreOptions): Promise<ScoreResult> {
     return this.track('score()', async () => {
       const start = performance.now();
-      const steps = this.stepsOption(options);
+      const plan = this.planFor(options);
       const label = describeInput(input, 0);
       const pre = await preprocess(input, this.manifest.input, label);
-      const out = await this.batcher.submit({ pre, label, queuedAt: performance.now() }, steps);
-      return this.finish(out, pre, start, steps);
+      const out = await this.batcher.submit({ pre, label, queuedAt: performance.now() }, JSON.stringify(plan));
+      return this.finish(out, pre, start, plan);
     });
   }
 
@@ -233,7 +251,7 @@ export class Detector {
     const o = plainObject('options', options);
     const batchSize = o.batchSize === undefined ? this.opts.maxBatchSize : intInRange('options.batchSize', o.batchSize, 1, 1024);
     const collect = (o.errors === undefined ? 'throw' : oneOf('options.errors', o.errors, ['throw', 'collect'] as const)) === 'collect';
-    const steps = this.stepsOption(options);
+    const plan = this.planFor(options);
     const size = this.ready.fixedBatch === null ? batchSize : Math.min(batchSize, this.ready.fixedBatch);
 
     const settle = (p: Promise<ScoreResult>): Promise<ItemOutcome<ScoreResult>> =>
@@ -257,13 +275,13 @@ export class Detector {
       const queuedAt = performance.now();
       const runs = this.batcher.submitGroup(
         ok.map(({ pre, label }) => ({ pre, label, queuedAt })),
-        steps,
+        JSON.stringify(plan),
       );
       let k = 0;
       const chunk = settled.map((s) => {
         if (s.status === 'rejected') return settle(Promise.reject(s.reason as Error));
         const { pre, start } = s.value;
-        return settle(runs[k++].then((out) => this.finish(out, pre, start, steps)));
+        return settle(runs[k++].then((out) => this.finish(out, pre, start, plan)));
       });
       outcomes.push(...chunk);
       await previous;
@@ -299,28 +317,60 @@ export class Detector {
     return p;
   }
 
-  private stepsOption(options: ScoreOptions | undefined): number {
-    if (options === undefined) return this.opts.steps;
-    const o = plainObject('options', options);
-    return o.steps === undefined ? this.opts.steps : intInRange('options.steps', o.steps, 1, this.manifest.schedule.trainSteps);
+  /** What the engine computes for a call: S and which map, or the reconstruction ablation. */
+  private planFor(options: ScoreOptions | undefined): ScorePlan {
+    const o = plainObject('options', options ?? {});
+    const steps = o.steps === undefined ? this.opts.steps : intInRange('options.steps', o.steps, 1, this.manifest.schedule.trainSteps);
+    if (o.reconstruction !== undefined) {
+      const r = plainObject('options.reconstruction', o.reconstruction);
+      return {
+        mode: 'reconstruction',
+        tStart: numberInRange('options.reconstruction.tStart', r.tStart, 1e-3, 1),
+        reconSteps: intInRange('options.reconstruction.reconSteps', r.reconSteps, 1, 1000),
+        seed: 0,
+      };
+    }
+    const definition = this.scoreDefinition;
+    if (definition === 'latent-gaussian' && !this.manifest.latentGaussian?.some((g) => g.steps === steps)) {
+      throw invalidArgument('options.steps', `a step count with latent-Gaussian statistics in the bundle (${(this.manifest.latentGaussian ?? []).map((g) => g.steps).join(', ') || 'none'})`, steps);
+    }
+    return { mode: 'inversion', steps, map: definition === 'latent-gaussian' ? 'latent-gaussian' : 'l2' };
   }
 
-  private async runBatch(items: QueuedImage[], steps: number): Promise<Array<ItemOutcome<EngineOutput>>> {
+  /** The inverted latents x_T of images (n x C x h x w), e.g. to fit the latent-Gaussian statistics. */
+  async latents(inputs: readonly ImageInput[], steps: number, batchSize = this.opts.maxBatchSize): Promise<Float32Array> {
+    return this.track('latents()', async () => {
+      const { channels, height, width } = this.manifest.features;
+      const per = channels * height * width;
+      const out = new Float32Array(inputs.length * per);
+      for (let from = 0; from < inputs.length; from += batchSize) {
+        const pres = await Promise.all(inputs.slice(from, from + batchSize).map((input, j) => preprocess(input, this.manifest.input, describeInput(input, from + j))));
+        const plane = pres[0].tensor.length;
+        const batch = new Float32Array(pres.length * plane);
+        pres.forEach((p, i) => batch.set(p.tensor, i * plane));
+        out.set(await this.engine.latents(batch, pres.length, steps), from * per);
+      }
+      return out;
+    });
+  }
+
+  private async runBatch(items: QueuedImage[], plan: ScorePlan): Promise<Array<ItemOutcome<EngineOutput>>> {
     const { width, height } = this.manifest.input;
     const plane = 3 * width * height;
     const batch = new Float32Array(items.length * plane);
     items.forEach((it, i) => batch.set(it.pre.tensor, i * plane));
     const startedAt = performance.now();
     const sizes = items.map((it) => ({ width: it.pre.width, height: it.pre.height }));
-    const result: RunResult = await this.engine.run(batch, items.length, sizes, steps);
+    const result: RunResult = await this.engine.run(batch, items.length, sizes, plan);
     const t = result.timings;
     return result.samples.map((s, i): ItemOutcome<EngineOutput> => {
       if (s.error) return { ok: false, error: reviveError({ ...s.error, message: `${items[i].label}: ${s.error.message}` }) };
       return {
         ok: true,
         value: {
-          components: { spatialRange: s.spatialRange, nll: s.nll },
+          components: { spatialRange: s.spatialRange, nll: s.nll, ...(s.latentGaussian === undefined ? {} : { latentGaussian: s.latentGaussian }) },
           map: s.map,
+          featureMap: s.featureMap,
           width: sizes[i].width,
           height: sizes[i].height,
           timings: {
@@ -336,14 +386,17 @@ export class Detector {
     });
   }
 
-  private finish(out: EngineOutput, pre: PreprocessedImage, start: number, steps: number): ScoreResult {
-    const score = imageScore(this.scoreDefinition, out.components, this.manifest.calibration);
+  private finish(out: EngineOutput, pre: PreprocessedImage, start: number, plan: ScorePlan): ScoreResult {
+    // The reconstruction ablation scores by the largest reconstruction error.
+    const score = plan.mode === 'reconstruction' ? Math.max(...out.featureMap) : imageScore(this.scoreDefinition, out.components, this.manifest.calibration);
+    const steps = plan.mode === 'inversion' ? plan.steps : plan.reconSteps;
     const threshold = this.threshold;
     return {
       score,
       isAnomalous: threshold !== null && score > threshold,
       threshold,
       map: out.map,
+      featureMap: out.featureMap,
       width: out.width,
       height: out.height,
       components: out.components,

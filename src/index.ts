@@ -28,3 +28,8 @@ export { MANIFEST_VERSION, validateManifest } from './bundle/manifest';
 export type { Manifest, CalibrationSpec, InputSpec, FeatureSpec, ScoreDefinition, AlphaMode, ResizeKernel } from './bundle/manifest';
 export { alphasCumprod, inversionSteps, linearBetas, spaceTimesteps } from './schedule';
 export type { InversionStep } from './schedule';
+export * as metrics from './metrics';
+export { calibrateFromNormals } from './calibrate';
+export type { CalibrationInput } from './calibrate';
+export { fit } from './fit';
+export type { FitEvent, FitOptions, FitResult } from './fit';

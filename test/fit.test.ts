@@ -100,3 +100,32 @@ const ready = hasShared() && hasTorch();
     tmp.cleanup();
   }
 });
+
+(ready ? test : test.skip)('an aborted fit leaves no bundle behind', async () => {
+  const tmp = tempDir('invad-fit-');
+  try {
+    const normalDir = join(tmp.dir, 'good');
+    await writeParts(normalDir, Array.from({ length: 12 }, (_, i) => i), false);
+    const controller = new AbortController();
+    const out = join(tmp.dir, 'model');
+    const run = fit({
+      normal: normalDir,
+      out,
+      backbone: 'mobilenetv2-int8',
+      backboneModel: MOBILENET,
+      preset: 'tiny',
+      epochs: 1000,
+      valFraction: 0.2,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.stage === 'epoch') controller.abort(); // mid-training, like Ctrl-C
+      },
+    });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_INVAD_ABORTED' });
+    expect(existsSync(out)).toBe(false);
+    // The checkpoint survives for --resume.
+    expect(existsSync(join(`${out}.work`, 'train', 'checkpoint.pt'))).toBe(true);
+  } finally {
+    tmp.cleanup();
+  }
+});

@@ -13,7 +13,8 @@ export type AlphaMode = 'drop' | 'flatten-black' | 'flatten-white';
 /** sharp's resize kernels. */
 export type ResizeKernel = 'nearest' | 'linear' | 'cubic' | 'mitchell' | 'lanczos2' | 'lanczos3';
 /** What the image score is made of. */
-export type ScoreDefinition = 'sp' | 'nll' | 'combined';
+export type ScoreDefinition = 'sp' | 'nll' | 'combined' | 'latent-gaussian';
+export const SCORE_DEFINITIONS: readonly ScoreDefinition[] = ['sp', 'nll', 'combined', 'latent-gaussian'];
 
 export interface InputSpec {
   width: number;
@@ -60,6 +61,8 @@ export interface CalibrationSpec {
   method: string;
   sp: PartNormalization;
   nll: PartNormalization;
+  /** normalization of the latent-Gaussian score, when the bundle has its statistics */
+  latentGaussian?: PartNormalization;
   /** image score above which an image is anomalous; null when uncalibrated */
   imageThreshold: number | null;
   /** pixel-map value above which a pixel is anomalous; null when uncalibrated */
@@ -68,6 +71,21 @@ export interface CalibrationSpec {
   samples: number;
   /** target false-alarm rate on normals the thresholds were set for */
   falseAlarmRate: number | null;
+}
+
+/**
+ * A per-position Gaussian fitted to the inverted latents x_T of the training
+ * normals at one S (as PaDiM does on features): mean [h*w, C] and precision
+ * (inverse of covariance + regularization*I) [h*w, C, C], float32 .npy files.
+ */
+export interface LatentGaussianSpec {
+  steps: number;
+  meanFile: string;
+  meanSha256: string;
+  precisionFile: string;
+  precisionSha256: string;
+  samples: number;
+  regularization: number;
 }
 
 export interface Provenance {
@@ -86,6 +104,7 @@ export interface Manifest {
   score: { definition: ScoreDefinition };
   calibration: CalibrationSpec;
   models: { backbone: BackboneFileSpec; unet: UnetFileSpec };
+  latentGaussian?: LatentGaussianSpec[];
   provenance: Provenance;
 }
 
@@ -144,7 +163,7 @@ export const manifestSchema = {
       type: 'object',
       required: ['definition'],
       additionalProperties: false,
-      properties: { definition: { type: 'string', enum: ['sp', 'nll', 'combined'] } },
+      properties: { definition: { type: 'string', enum: SCORE_DEFINITIONS } },
     },
     calibration: {
       type: 'object',
@@ -155,6 +174,7 @@ export const manifestSchema = {
         method: { type: 'string' },
         sp: partNorm,
         nll: partNorm,
+        latentGaussian: partNorm,
         imageThreshold: { type: 'number', nullable: true },
         pixelThreshold: { type: 'number', nullable: true },
         samples: { type: 'integer', minimum: 0 },
@@ -177,6 +197,23 @@ export const manifestSchema = {
           required: ['file', 'sha256', 'xName', 'tName', 'outputName'],
           additionalProperties: false,
           properties: { file: fileName, sha256, xName: tensorName, tName: tensorName, outputName: tensorName },
+        },
+      },
+    },
+    latentGaussian: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['steps', 'meanFile', 'meanSha256', 'precisionFile', 'precisionSha256', 'samples', 'regularization'],
+        additionalProperties: false,
+        properties: {
+          steps: { type: 'integer', minimum: 1, maximum: 100000 },
+          meanFile: fileName,
+          meanSha256: sha256,
+          precisionFile: fileName,
+          precisionSha256: sha256,
+          samples: { type: 'integer', minimum: 2 },
+          regularization: { type: 'number', minimum: 0 },
         },
       },
     },

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { InferenceError, reviveError } from '../errors';
 import { packageRoot } from '../package-info';
-import type { EngineConfig, EngineReady, FeaturesRequest, FeaturesResult, RunRequest, RunResult, WorkerToMain } from './protocol';
+import type { EngineConfig, EngineReady, FeaturesRequest, FeaturesResult, RunRequest, RunResult, ScorePlan, WorkerToMain } from './protocol';
 
 /** The compiled worker script. Under ts-jest this file is .ts, so use the build in dist/. */
 function workerScript(): string {
@@ -79,8 +79,14 @@ export class EngineClient {
   }
 
   /** Scores one preprocessed batch. The batch buffer is transferred, not copied. */
-  run(batch: Float32Array, n: number, sizes: Array<{ width: number; height: number }>, steps: number): Promise<RunResult> {
-    return this.request({ type: 'run', id: this.nextId++, batch, n, sizes, steps }) as Promise<RunResult>;
+  run(batch: Float32Array, n: number, sizes: Array<{ width: number; height: number }>, plan: ScorePlan): Promise<RunResult> {
+    return this.request({ type: 'run', id: this.nextId++, batch, n, sizes, plan }) as Promise<RunResult>;
+  }
+
+  /** Resolves to the inverted latents x_T at S steps, n x C x h x w. */
+  async latents(batch: Float32Array, n: number, steps: number): Promise<Float32Array> {
+    const r = (await this.request({ type: 'features', id: this.nextId++, batch, n, steps })) as FeaturesResult;
+    return r.features;
   }
 
   /** Runs the backbone only; resolves to the clean features, n x C x h x w. */

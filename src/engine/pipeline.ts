@@ -5,14 +5,16 @@
  * (`npm run bench:kernels`).
  *
  * backbone -> S x (UNet, fused DDIM step) -> fused last step + channel-norm
- * reduction -> bilinear resize of each l2 map to its image's size.
+ * reduction -> [Mahalanobis map] -> bilinear resize of each map to its image's size.
  */
 import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
-import type { InvadAddon } from '../../binding/addon-types';
+import type { ChannelNormResult, InvadAddon } from '../../binding/addon-types';
 import type { Manifest } from '../bundle/manifest';
 import { serializeError, InferenceError } from '../errors';
-import type { InversionStep } from '../schedule';
+import { type LatentGaussian, mahalanobisMap } from '../latent-gaussian';
+import { mulberry32 } from '../onnx/synthetic';
+import { alphasCumprod, type InversionStep } from '../schedule';
 import { checkRunDims } from './model-check';
 import type { BatchTimings, SampleOutput } from './protocol';
 
@@ -40,69 +42,148 @@ export async function extractFeatures(session: ort.InferenceSession, m: Manifest
   return new Float32Array(out.data as Float32Array);
 }
 
-export interface PipelineOutput {
-  samples: SampleOutput[];
-  timings: BatchTimings;
+/** One UNet call: eps_theta(x, t) for the whole batch. */
+async function predictEps(unet: ort.InferenceSession, m: Manifest, x: Float32Array, n: number, t: number): Promise<Float32Array> {
+  const spec = m.models.unet;
+  const f = m.features;
+  const dims = [n, f.channels, f.height, f.width];
+  const tTensor = new ort.Tensor('int64', new BigInt64Array(n).fill(BigInt(t)), [n]);
+  const result = await unet.run({ [spec.xName]: new ort.Tensor('float32', x, dims), [spec.tName]: tTensor });
+  const eps = outputOf(result, spec.outputName, spec.file);
+  checkRunDims(spec.file, '/features', spec.outputName, eps.dims, dims);
+  return eps.data as Float32Array;
 }
 
-export async function runPipeline(
+export interface InversionOutput {
+  /** x_T, n x C x h x w */
+  latents: Float32Array;
+  reduced: ChannelNormResult;
+  backboneMs: number;
+  unetMs: number[];
+  kernelMs: number;
+}
+
+/** Clean features -> x_T in S network evaluations; the last step is fused with the reduction. */
+export async function runInversion(
   sessions: PipelineSessions,
   addon: InvadAddon,
   m: Manifest,
   batch: Float32Array,
   n: number,
-  sizes: Array<{ width: number; height: number }>,
   steps: InversionStep[],
-): Promise<PipelineOutput> {
-  const tStart = performance.now();
+): Promise<InversionOutput> {
+  const t0 = performance.now();
   const x = await extractFeatures(sessions.backbone, m, batch, n);
-  const tBackbone = performance.now();
-  const { channels: c, height: h, width: w } = m.features;
-  const shape = { n, c, h, w };
-  const dims = [n, c, h, w];
-  const { unet } = m.models;
+  const backboneMs = performance.now() - t0;
+  const shape = { n, c: m.features.channels, h: m.features.height, w: m.features.width };
   const unetMs: number[] = [];
   let kernelMs = 0;
-  let reduced: ReturnType<InvadAddon['ddimLastStepReduce']> | undefined;
-
+  let reduced: ChannelNormResult | undefined;
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i];
-    const t0 = performance.now();
-    const tTensor = new ort.Tensor('int64', new BigInt64Array(n).fill(BigInt(step.t)), [n]);
-    const result = await sessions.unet.run({ [unet.xName]: new ort.Tensor('float32', x, dims), [unet.tName]: tTensor });
-    const eps = outputOf(result, unet.outputName, unet.file);
-    checkRunDims(unet.file, '/features', unet.outputName, eps.dims, dims);
     const t1 = performance.now();
-    const epsData = eps.data as Float32Array;
-    if (i === steps.length - 1) {
-      reduced = addon.ddimLastStepReduce(x, epsData, step.a, step.b, shape);
-    } else {
-      addon.ddimStep(x, epsData, step.a, step.b);
-    }
-    unetMs.push(t1 - t0);
-    kernelMs += performance.now() - t1;
+    const eps = await predictEps(sessions.unet, m, x, n, step.t);
+    const t2 = performance.now();
+    if (i === steps.length - 1) reduced = addon.ddimLastStepReduce(x, eps, step.a, step.b, shape);
+    else addon.ddimStep(x, eps, step.a, step.b);
+    unetMs.push(t2 - t1);
+    kernelMs += performance.now() - t2;
   }
   if (!reduced) throw new InferenceError('inversion ran no steps');
+  return { latents: x, reduced, backboneMs, unetMs, kernelMs };
+}
 
-  const tResize = performance.now();
+/** Standard normal samples from a seeded generator (Box-Muller). */
+function gaussianNoise(count: number, seed: number): Float32Array {
+  const rand = mulberry32(seed);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(1 - rand()));
+    const th = 2 * Math.PI * rand();
+    out[i] = r * Math.cos(th);
+    if (i + 1 < count) out[i + 1] = r * Math.sin(th);
+  }
+  return out;
+}
+
+/**
+ * The reconstruction baseline: x_t = sqrt(abar)x0 + sqrt(1-abar)noise at
+ * t = tStart*T (seeded noise), then reconSteps deterministic DDIM steps back to
+ * t = 0; returns the channel-norm reduction of the error x0 - x0_hat.
+ */
+export async function runReconstruction(
+  sessions: PipelineSessions,
+  addon: InvadAddon,
+  m: Manifest,
+  batch: Float32Array,
+  n: number,
+  plan: { tStart: number; reconSteps: number; seed: number },
+): Promise<InversionOutput> {
+  const t0 = performance.now();
+  const x0 = await extractFeatures(sessions.backbone, m, batch, n);
+  const backboneMs = performance.now() - t0;
+  const abar = alphasCumprod(m.schedule);
+  const tMax = Math.round(plan.tStart * (m.schedule.trainSteps - 1));
+  const ts = Array.from({ length: plan.reconSteps + 1 }, (_, i) => Math.round((tMax * i) / plan.reconSteps));
+  const x = new Float32Array(x0);
+  addon.ddimStep(x, gaussianNoise(x.length, plan.seed), Math.sqrt(abar[tMax]), Math.sqrt(1 - abar[tMax]));
+  const unetMs: number[] = [];
+  let kernelMs = 0;
+  for (let i = plan.reconSteps; i >= 1; i--) {
+    const [t, tPrev] = [ts[i], ts[i - 1]];
+    const t1 = performance.now();
+    const eps = await predictEps(sessions.unet, m, x, n, t);
+    const t2 = performance.now();
+    // DDIM update to tPrev: the same a*x + b*eps form as the inversion.
+    const a = Math.sqrt(abar[tPrev] / abar[t]);
+    const b = Math.sqrt(1 - abar[tPrev]) - Math.sqrt(abar[tPrev]) * Math.sqrt(1 - abar[t]) / Math.sqrt(abar[t]);
+    addon.ddimStep(x, eps, a, b);
+    unetMs.push(t2 - t1);
+    kernelMs += performance.now() - t2;
+  }
+  const t3 = performance.now();
+  // error = x0 - x0_hat, then the same per-position channel norm.
+  addon.ddimStep(x, x0, -1, 1);
+  const reduced = addon.channelNorm(x, { n, c: m.features.channels, h: m.features.height, w: m.features.width });
+  kernelMs += performance.now() - t3;
+  return { latents: x, reduced, backboneMs, unetMs, kernelMs };
+}
+
+/** Per-sample scores and maps from an inversion (or reconstruction) output. */
+export function finishSamples(
+  addon: InvadAddon,
+  m: Manifest,
+  out: InversionOutput,
+  sizes: Array<{ width: number; height: number }>,
+  mapFrom: 'l2' | 'latent-gaussian',
+  gaussian: LatentGaussian | undefined,
+): SampleOutput[] {
+  const { channels: c, height: h, width: w } = m.features;
   const plane = h * w;
-  const d = c * h * w;
-  const samples = sizes.map((size, i): SampleOutput => {
-    const sumSq = reduced!.sumSq[i];
-    const l2Min = reduced!.min[i];
-    const l2Max = reduced!.max[i];
-    const l2 = reduced!.l2.subarray(i * plane, (i + 1) * plane);
+  const d = c * plane;
+  return sizes.map((size, i): SampleOutput => {
+    const sumSq = out.reduced.sumSq[i];
+    const l2Min = out.reduced.min[i];
+    const l2Max = out.reduced.max[i];
     const base = { spatialRange: l2Max - l2Min, nll: 0.5 * sumSq + d * HALF_LOG_2PI, l2Min, l2Max };
     if (!Number.isFinite(sumSq) || !Number.isFinite(l2Max) || !Number.isFinite(l2Min)) {
       const error = new InferenceError(`the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
-      return { ...base, map: new Float32Array(0), error: serializeError(error) };
+      const empty = new Float32Array(0);
+      return { ...base, featureMap: empty, map: empty, error: serializeError(error) };
     }
-    const map = addon.resizeBilinear(l2, 1, h, w, size.height, size.width);
-    return { ...base, map };
+    let featureMap: Float32Array = out.reduced.l2.slice(i * plane, (i + 1) * plane);
+    let latentGaussian: number | undefined;
+    if (gaussian) {
+      const maha = mahalanobisMap(out.latents.subarray(i * d, (i + 1) * d), gaussian);
+      latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
+      if (mapFrom === 'latent-gaussian') featureMap = maha;
+    }
+    const map = addon.resizeBilinear(featureMap, 1, h, w, size.height, size.width);
+    return { ...base, ...(latentGaussian === undefined ? {} : { latentGaussian }), featureMap, map };
   });
-  const tEnd = performance.now();
-  return {
-    samples,
-    timings: { backboneMs: tBackbone - tStart, unetMs, kernelMs, resizeMs: tEnd - tResize, engineMs: tEnd - tStart },
-  };
+}
+
+export function batchTimings(out: InversionOutput, start: number, resizeStart: number): BatchTimings {
+  const end = performance.now();
+  return { backboneMs: out.backboneMs, unetMs: out.unetMs, kernelMs: out.kernelMs, resizeMs: end - resizeStart, engineMs: end - start };
 }

@@ -12,7 +12,18 @@ export interface EngineConfig {
   executionProviders: ExecutionProvider[];
   /** ORT intra-op threads per session; 0 lets ORT choose */
   intraOpThreads: number;
+  /** latent-Gaussian statistics files by S, loaded when first needed */
+  latentGaussian?: Array<{ steps: number; meanPath: string; precisionPath: string }>;
 }
+
+/**
+ * What a run computes. `inversion` is the method. `reconstruction` is the
+ * ablation baseline (paper Table 4): noise the features to tStart, denoise them
+ * back in reconSteps DDIM steps, and score the feature reconstruction error.
+ */
+export type ScorePlan =
+  | { mode: 'inversion'; steps: number; map: 'l2' | 'latent-gaussian' }
+  | { mode: 'reconstruction'; tStart: number; reconSteps: number; seed: number };
 
 export interface EngineReady {
   type: 'ready';
@@ -31,7 +42,7 @@ export interface RunRequest {
   n: number;
   /** each sample's own size: its map is resized to it */
   sizes: Array<{ width: number; height: number }>;
-  steps: number;
+  plan: ScorePlan;
 }
 
 export interface SampleOutput {
@@ -39,7 +50,11 @@ export interface SampleOutput {
   nll: number;
   l2Min: number;
   l2Max: number;
-  /** the l2 map resized to the sample's own size */
+  /** max Mahalanobis distance, when latent statistics exist for this S */
+  latentGaussian?: number;
+  /** the anomaly map at feature-grid resolution (h x w) */
+  featureMap: Float32Array;
+  /** featureMap resized to the sample's own size */
   map: Float32Array;
   /** why this sample failed (non-finite model output), if it did */
   error?: SerializedError;
@@ -60,12 +75,13 @@ export interface RunResult {
   timings: BatchTimings;
 }
 
-/** Backbone only: the clean features of a batch, n x C x h x w. */
+/** The clean features (no `steps`), or the inverted latents x_T at `steps`; n x C x h x w. */
 export interface FeaturesRequest {
   type: 'features';
   id: number;
   batch: Float32Array;
   n: number;
+  steps?: number;
 }
 
 export interface FeaturesResult {

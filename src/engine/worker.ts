@@ -6,10 +6,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadAddon } from '../../binding';
-import { InferenceError, serializeError } from '../errors';
+import { performance } from 'node:perf_hooks';
+import { InferenceError, InvalidArgumentError, serializeError } from '../errors';
+import type { LatentGaussian } from '../latent-gaussian';
+import { readNpy } from '../npy';
 import { inversionSteps, type InversionStep } from '../schedule';
 import { checkBackbone, checkUnet } from './model-check';
-import { extractFeatures, type PipelineSessions, runPipeline } from './pipeline';
+import { batchTimings, extractFeatures, finishSamples, type PipelineSessions, runInversion, runReconstruction } from './pipeline';
 import type { EngineConfig, EngineReady, FeaturesRequest, MainToWorker, RunRequest, WorkerToMain } from './protocol';
 import { openSession } from './sessions';
 
@@ -56,6 +59,15 @@ async function releaseAll(s: EngineSessions): Promise<void> {
   await Promise.all([s.backbone.release(), s.unet?.release()]);
 }
 
+/** Loads the latent-Gaussian statistics for S, if the bundle has them. */
+async function loadGaussian(steps: number): Promise<LatentGaussian | undefined> {
+  const spec = config.latentGaussian?.find((g) => g.steps === steps);
+  if (!spec) return undefined;
+  const [mean, precision] = await Promise.all([readNpy(spec.meanPath), readNpy(spec.precisionPath)]);
+  const [positions, channels] = mean.shape;
+  return { positions, channels, mean: mean.data as Float32Array, precision: precision.data as Float32Array };
+}
+
 async function main(): Promise<void> {
   let opened: Awaited<ReturnType<typeof open>>;
   let addon: ReturnType<typeof loadAddon>;
@@ -73,19 +85,43 @@ async function main(): Promise<void> {
     if (!steps) stepsCache.set(s, (steps = inversionSteps(s, config.manifest.schedule)));
     return steps;
   };
+  const gaussians = new Map<number, Promise<LatentGaussian | undefined>>();
+  const gaussianFor = (steps: number) => {
+    let g = gaussians.get(steps);
+    if (!g) gaussians.set(steps, (g = loadGaussian(steps)));
+    return g;
+  };
 
   // Runs are chained so that two messages never interleave their awaits.
   let chain: Promise<void> = Promise.resolve();
   const serve = async (req: RunRequest | FeaturesRequest) => {
     try {
-      if (req.type === 'features') {
+      if (req.type === 'features' && !req.steps) {
         const features = await extractFeatures(sessions.backbone, config.manifest, req.batch, req.n);
         post({ type: 'features', id: req.id, features }, [features.buffer as ArrayBuffer]);
         return;
       }
       if (!sessions.unet) throw new InferenceError('this engine was opened for feature extraction only');
-      const out = await runPipeline({ backbone: sessions.backbone, unet: sessions.unet }, addon, config.manifest, req.batch, req.n, req.sizes, stepsFor(req.steps));
-      post({ type: 'result', id: req.id, ...out }, out.samples.map((s) => s.map.buffer as ArrayBuffer));
+      const pipe = { backbone: sessions.backbone, unet: sessions.unet };
+      if (req.type !== 'run') {
+        const out = await runInversion(pipe, addon, config.manifest, req.batch, req.n, stepsFor(req.steps ?? config.manifest.schedule.defaultSteps));
+        post({ type: 'features', id: req.id, features: out.latents }, [out.latents.buffer as ArrayBuffer]);
+        return;
+      }
+      const start = performance.now();
+      const plan = req.plan;
+      const out =
+        plan.mode === 'inversion'
+          ? await runInversion(pipe, addon, config.manifest, req.batch, req.n, stepsFor(plan.steps))
+          : await runReconstruction(pipe, addon, config.manifest, req.batch, req.n, plan);
+      const gaussian = plan.mode === 'inversion' ? await gaussianFor(plan.steps) : undefined;
+      if (plan.mode === 'inversion' && plan.map === 'latent-gaussian' && !gaussian) {
+        throw new InvalidArgumentError('options.steps', `the bundle has no latent-Gaussian statistics for S = ${plan.steps}`);
+      }
+      const resizeStart = performance.now();
+      const samples = finishSamples(addon, config.manifest, out, req.sizes, plan.mode === 'inversion' ? plan.map : 'l2', gaussian);
+      const timings = batchTimings(out, start, resizeStart);
+      post({ type: 'result', id: req.id, samples, timings }, samples.flatMap((s) => [s.map.buffer as ArrayBuffer, s.featureMap.buffer as ArrayBuffer]));
     } catch (err) {
       post({ type: 'error', id: req.id, error: serializeError(err) });
     }

@@ -1,0 +1,110 @@
+/**
+ * The evaluation report's data model. An EvalReport is plain JSON: it is
+ * written as-is to report.json and rendered to report.html by renderReportHtml.
+ * Non-finite numbers do not survive JSON (JSON.stringify writes them as null);
+ * the HTML renderer shows null, NaN and missing values as a dash.
+ */
+
+/** One ROC curve, downsampled to at most MAX_CURVE_POINTS points (see downsampleCurve). */
+export interface CurvePoints {
+  fpr: number[];
+  tpr: number[];
+}
+
+/** Threshold-free metrics; the pixel metrics are null when there are no ground-truth masks. */
+export interface MetricSet {
+  imageAuroc: number;
+  imageAp: number;
+  imageF1Max: number;
+  pixelAuroc: number | null;
+  pixelAp: number | null;
+  aupro: number | null;
+}
+
+export interface EvalRow {
+  scoreDefinition: string;
+  /** number of DDIM steps S */
+  steps: number;
+  /** 'all' or one defect type */
+  subset: string;
+  metrics: MetricSet;
+}
+
+/** Image-score histogram: edges has one more entry than normal and anomalous (counts per bin). */
+export interface ScoreHistogram {
+  scoreDefinition: string;
+  steps: number;
+  edges: number[];
+  normal: number[];
+  anomalous: number[];
+}
+
+export interface GalleryItem {
+  file: string;
+  kind: 'false-positive' | 'false-negative';
+  score: number;
+  threshold: number;
+  /** 'good' or a defect type */
+  label: 'good' | string;
+  /** base64 PNG data, without a data: prefix */
+  overlayPng: string;
+}
+
+export interface RocSeries {
+  scoreDefinition: string;
+  steps: number;
+  curve: CurvePoints;
+}
+
+export interface LatencyRow {
+  perImageMs: { median: number; p90: number; p99: number };
+  steps: number;
+  batchSize: number;
+}
+
+export interface EvalReport {
+  /** ISO 8601 */
+  createdAt: string;
+  dataset: string;
+  model: string;
+  machine: { cpu: string; cores: number; node: string; providers: string[] };
+  settings: Record<string, unknown>;
+  rows: EvalRow[];
+  rocImage: RocSeries[];
+  rocPixel: RocSeries[];
+  histograms: ScoreHistogram[];
+  latency: LatencyRow[];
+  gallery: GalleryItem[];
+  notes: string[];
+}
+
+export const MAX_CURVE_POINTS = 512;
+
+/**
+ * Reduces a curve to at most maxPoints points, evenly spaced along the
+ * polyline's length (so corners and long straight runs both keep their
+ * shape), always keeping the first and last point.
+ */
+export function downsampleCurve(fpr: ArrayLike<number>, tpr: ArrayLike<number>, maxPoints = MAX_CURVE_POINTS): CurvePoints {
+  if (fpr.length !== tpr.length) throw new RangeError(`fpr has ${fpr.length} points, tpr has ${tpr.length}`);
+  if (!Number.isInteger(maxPoints) || maxPoints < 2) throw new RangeError(`maxPoints must be an integer >= 2, got ${maxPoints}`);
+  const n = fpr.length;
+  if (n <= maxPoints) return { fpr: Array.from(fpr), tpr: Array.from(tpr) };
+  const cum = new Float64Array(n);
+  for (let i = 1; i < n; i++) {
+    const d = Math.hypot(fpr[i] - fpr[i - 1], tpr[i] - tpr[i - 1]);
+    cum[i] = cum[i - 1] + (Number.isFinite(d) ? d : 0);
+  }
+  const total = cum[n - 1];
+  const keep: number[] = [0];
+  let j = 0;
+  for (let k = 1; k < maxPoints - 1; k++) {
+    const target = (total * k) / (maxPoints - 1);
+    while (j < n - 1 && cum[j] < target) j++;
+    // never repeat a point, and leave room for the last one
+    const idx = Math.min(Math.max(j, keep[keep.length - 1] + 1), n - 2);
+    if (idx > keep[keep.length - 1]) keep.push(idx);
+  }
+  keep.push(n - 1);
+  return { fpr: keep.map((i) => fpr[i]), tpr: keep.map((i) => tpr[i]) };
+}
