@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { Detector, writeBundle, writeManifest, loadBundle } from '../src';
-import { calibrateFromNormals } from '../src/calibrate';
+import { calibrateStep, calibrationSpec } from '../src/calibrate';
 import { convBackbone, linearUnet, mulberry32 } from '../src/onnx/synthetic';
 
 const SIZE = 64;
@@ -73,7 +73,7 @@ async function main(): Promise<void> {
   const fit = await det.scoreBatch(normals, { batchSize: 8 });
   await det.dispose();
   const bundle = await loadBundle(model);
-  const calibration = calibrateFromNormals({ components: fit.map((r) => r.components), maps: fit.map((r) => r.map), definition: 'combined' });
+  const calibration = calibrationSpec([calibrateStep(3, fit)], { steps: 3, definition: 'combined', samples: fit.length, falseAlarmRate: 0.01 });
   await writeManifest(model, { ...bundle.manifest, calibration });
 
   const calibrated = await Detector.load(model);

@@ -7,9 +7,9 @@
  * dozen normals a line usually has, one odd image moves min-max a lot and the
  * median/MAD hardly at all.
  */
-import type { CalibrationSpec, PartNormalization, ScoreDefinition } from './bundle/manifest';
-import { imageScore, type ScoreComponents } from './score';
+import { type CalibrationSpec, type PartNormalization, SCORE_DEFINITIONS, type ScoreDefinition, type StepCalibration } from './bundle/manifest';
 import { InvalidArgumentError } from './errors';
+import { imageScore, type ScoreComponents } from './score';
 
 /** Linear-interpolated quantile of sorted values (numpy's default method). */
 export function quantileSorted(sorted: ArrayLike<number>, q: number): number {
@@ -32,43 +32,65 @@ export function robustNormalization(values: readonly number[]): PartNormalizatio
   return { center, scale };
 }
 
-export interface CalibrationInput {
-  components: readonly ScoreComponents[];
-  /** anomaly maps of the same normals; their values set the pixel threshold */
-  maps: readonly Float32Array[];
-  definition: ScoreDefinition;
-  /** target false-alarm rate on normals, default 0.01 */
-  falseAlarmRate?: number;
-  /** most map values kept for the pixel quantile (evenly subsampled), default 2,000,000 */
-  maxPixels?: number;
+/** What calibration needs from scoring one normal image. */
+export interface NormalSample {
+  components: ScoreComponents;
+  featureMaps: { l2: Float32Array; latentGaussian?: Float32Array };
 }
 
-export function calibrateFromNormals(input: CalibrationInput): CalibrationSpec {
-  const n = input.components.length;
-  if (n < 2) throw new InvalidArgumentError('components', `calibration needs at least 2 normal images, got ${n}`);
-  const far = input.falseAlarmRate ?? 0.01;
+function quantileOf(values: Iterable<number>, q: number): number {
+  return quantileSorted(Float64Array.from(values).sort(), q);
+}
+
+function checkFar(far: number): void {
   if (!(far > 0 && far < 1)) throw new InvalidArgumentError('falseAlarmRate', `falseAlarmRate must be in (0, 1), got ${far}`);
-  const sp = robustNormalization(input.components.map((c) => c.spatialRange));
-  const nll = robustNormalization(input.components.map((c) => c.nll));
-  const partial: CalibrationSpec = {
-    status: 'calibrated',
-    method: 'robust-z (median, 1.4826*MAD) on held-out normals; thresholds at the (1 - falseAlarmRate) quantile',
-    sp,
-    nll,
-    imageThreshold: null,
-    pixelThreshold: null,
-    samples: n,
-    falseAlarmRate: far,
+}
+
+/** Normalizations and thresholds for one S from the normals scored at that S. */
+export function calibrateStep(steps: number, normals: readonly NormalSample[], falseAlarmRate = 0.01): StepCalibration {
+  if (normals.length < 2) throw new InvalidArgumentError('normals', `calibration needs at least 2 normal images, got ${normals.length}`);
+  checkFar(falseAlarmRate);
+  const q = 1 - falseAlarmRate;
+  const hasLatent = normals.every((n) => n.components.latentGaussian !== undefined && n.featureMaps.latentGaussian);
+  const step: StepCalibration = {
+    steps,
+    sp: robustNormalization(normals.map((n) => n.components.spatialRange)),
+    nll: robustNormalization(normals.map((n) => n.components.nll)),
+    ...(hasLatent ? { latentGaussian: robustNormalization(normals.map((n) => n.components.latentGaussian!)) } : {}),
+    imageThresholds: {},
+    pixelThresholds: { l2: quantileOf(normals.flatMap((n) => [...n.featureMaps.l2]), q) },
   };
-  const scores = Float64Array.from(input.components, (c) => imageScore(input.definition, c, partial)).sort();
-  const totalPixels = input.maps.reduce((a, m) => a + m.length, 0);
-  const stride = Math.max(1, Math.ceil(totalPixels / (input.maxPixels ?? 2_000_000)));
-  const pixels: number[] = [];
-  for (const m of input.maps) for (let i = 0; i < m.length; i += stride) pixels.push(m[i]);
-  const sortedPixels = Float64Array.from(pixels).sort();
+  if (hasLatent) step.pixelThresholds.latentGaussian = quantileOf(normals.flatMap((n) => [...n.featureMaps.latentGaussian!]), q);
+  for (const definition of SCORE_DEFINITIONS) {
+    if (definition === 'latent-gaussian' && !hasLatent) continue;
+    step.imageThresholds[definition] = quantileOf(normals.map((n) => imageScore(definition, n.components, step)), q);
+  }
+  return step;
+}
+
+/** The bundle's calibration: every S, with the default S and definition repeated at the top. */
+export function calibrationSpec(
+  bySteps: StepCalibration[],
+  defaults: { steps: number; definition: ScoreDefinition; samples: number; falseAlarmRate: number },
+): CalibrationSpec {
+  const main = bySteps.find((s) => s.steps === defaults.steps);
+  if (!main) throw new InvalidArgumentError('steps', `no calibration for the default S = ${defaults.steps}`);
+  const pixelKey = defaults.definition === 'latent-gaussian' ? 'latentGaussian' : 'l2';
   return {
-    ...partial,
-    imageThreshold: quantileSorted(scores, 1 - far),
-    pixelThreshold: sortedPixels.length ? quantileSorted(sortedPixels, 1 - far) : null,
+    status: 'calibrated',
+    method: 'robust z-score (median, 1.4826*MAD) per part on held-out normals; thresholds at the (1 - falseAlarmRate) quantile of normal scores',
+    sp: main.sp,
+    nll: main.nll,
+    ...(main.latentGaussian ? { latentGaussian: main.latentGaussian } : {}),
+    imageThreshold: main.imageThresholds[defaults.definition] ?? null,
+    pixelThreshold: main.pixelThresholds[pixelKey] ?? null,
+    samples: defaults.samples,
+    falseAlarmRate: defaults.falseAlarmRate,
+    bySteps,
   };
+}
+
+/** The calibration that applies at S: its own entry if there is one, else the top-level fields. */
+export function calibrationAt(cal: CalibrationSpec, steps: number): StepCalibration | undefined {
+  return cal.bySteps?.find((s) => s.steps === steps);
 }

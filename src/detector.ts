@@ -15,6 +15,7 @@ import { EngineClient } from './engine/client';
 import type { EngineReady, ExecutionProvider, RunResult, ScorePlan } from './engine/protocol';
 import { DisposedError, InvadError, reviveError } from './errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage } from './preprocess';
+import { calibrationAt } from './calibrate';
 import { imageScore, type ScoreComponents } from './score';
 import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from './validate';
 
@@ -68,10 +69,12 @@ export interface ScoreResult {
   width: number;
   height: number;
   /**
-   * The same map at feature-grid resolution (features.height x features.width):
-   * the latent's channel norm, or its Mahalanobis distance for `latent-gaussian`.
+   * Maps at feature-grid resolution (features.height x features.width): the
+   * latent's channel norm (`l2`, the map of sp/nll/combined; for the
+   * reconstruction ablation, the error norm) and, when the bundle has latent
+   * statistics for this S, the Mahalanobis distance (`latentGaussian`).
    */
-  featureMap: Float32Array;
+  featureMaps: { l2: Float32Array; latentGaussian?: Float32Array };
   components: ScoreComponents;
   steps: number;
   timings: ScoreTimings;
@@ -147,7 +150,7 @@ interface QueuedImage {
 interface EngineOutput {
   components: ScoreComponents;
   map: Float32Array;
-  featureMap: Float32Array;
+  featureMaps: { l2: Float32Array; latentGaussian?: Float32Array };
   width: number;
   height: number;
   timings: Omit<ScoreTimings, 'decodeMs' | 'preprocessMs' | 'totalMs'>;
@@ -200,8 +203,18 @@ export class Detector {
     return this.opts.scoreDefinition ?? this.manifest.score.definition;
   }
 
+  /** The image threshold at the detector's S (the `threshold` option, else the bundle's). */
   get threshold(): number | null {
-    return this.opts.threshold ?? this.manifest.calibration.imageThreshold;
+    return this.thresholdAt(this.opts.steps);
+  }
+
+  private thresholdAt(steps: number): number | null {
+    if (this.opts.threshold !== undefined) return this.opts.threshold;
+    const cal = this.manifest.calibration;
+    const entry = calibrationAt(cal, steps);
+    if (entry) return entry.imageThresholds[this.scoreDefinition] ?? null;
+    const isDefault = steps === this.manifest.schedule.defaultSteps && this.scoreDefinition === this.manifest.score.definition;
+    return isDefault ? cal.imageThreshold : null;
   }
 
   /** True when the bundle carries calibration statistics from held-out normals. */
@@ -370,7 +383,7 @@ export class Detector {
         value: {
           components: { spatialRange: s.spatialRange, nll: s.nll, ...(s.latentGaussian === undefined ? {} : { latentGaussian: s.latentGaussian }) },
           map: s.map,
-          featureMap: s.featureMap,
+          featureMaps: s.featureMaps,
           width: sizes[i].width,
           height: sizes[i].height,
           timings: {
@@ -388,15 +401,18 @@ export class Detector {
 
   private finish(out: EngineOutput, pre: PreprocessedImage, start: number, plan: ScorePlan): ScoreResult {
     // The reconstruction ablation scores by the largest reconstruction error.
-    const score = plan.mode === 'reconstruction' ? Math.max(...out.featureMap) : imageScore(this.scoreDefinition, out.components, this.manifest.calibration);
     const steps = plan.mode === 'inversion' ? plan.steps : plan.reconSteps;
-    const threshold = this.threshold;
+    const score =
+      plan.mode === 'reconstruction'
+        ? out.featureMaps.l2.reduce((a, v) => Math.max(a, v), -Infinity)
+        : imageScore(this.scoreDefinition, out.components, calibrationAt(this.manifest.calibration, steps) ?? this.manifest.calibration);
+    const threshold = plan.mode === 'reconstruction' ? null : this.thresholdAt(steps);
     return {
       score,
       isAnomalous: threshold !== null && score > threshold,
       threshold,
       map: out.map,
-      featureMap: out.featureMap,
+      featureMaps: out.featureMaps,
       width: out.width,
       height: out.height,
       components: out.components,

@@ -16,10 +16,9 @@ import { performance } from 'node:perf_hooks';
 import { BACKBONE_PRESETS } from './backbones';
 import { loadBundle } from './bundle/load';
 import type { CalibrationSpec, Manifest, ScoreDefinition } from './bundle/manifest';
-import { commitFolder, writeBundle, writeManifest } from './bundle/write';
-import { calibrateFromNormals } from './calibrate';
+import { commitFolder, writeBundle } from './bundle/write';
+import { calibrateBundle, DEFAULT_STEP_RANGE, fitBundleLatents } from './calibrate-bundle';
 import { expandImagePaths } from './cli/files';
-import { Detector } from './detector';
 import type { ExecutionProvider } from './engine/protocol';
 import { AbortedError, InvalidArgumentError, TrainingError } from './errors';
 import { channelStats, FeatureExtractor, type ExtractedFeatures } from './features';
@@ -55,6 +54,8 @@ export interface FitOptions {
   score?: ScoreDefinition;
   /** target false-alarm rate on normals for the thresholds; default 0.01 */
   falseAlarmRate?: number;
+  /** step counts S to fit latent statistics and calibrate for; default [2, 3, 4, 5] */
+  latentSteps?: number[];
   /** continue training from the work folder's checkpoint */
   resume?: boolean;
   /** fail on an unreadable image instead of skipping it */
@@ -266,22 +267,17 @@ export async function fit(options: FitOptions): Promise<FitResult> {
       exportParityMaxAbsDiff: parity,
     },
   });
-  const det = await Detector.load(staging, { executionProviders: o.executionProviders });
-  let calibration: CalibrationSpec;
-  try {
-    const scored = await det.scoreBatch(valF.files, { batchSize: 8 });
-    calibration = calibrateFromNormals({
-      components: scored.map((r) => r.components),
-      maps: scored.map((r) => r.map),
-      definition: o.score ?? 'combined',
-      falseAlarmRate: o.falseAlarmRate,
-    });
-  } finally {
-    await det.dispose();
-  }
+  const stepRange = o.latentSteps ?? DEFAULT_STEP_RANGE;
+  const log = (message: string) => emit({ stage: 'log', message });
+  await fitBundleLatents(staging, trainF.files, { steps: stepRange, executionProviders: o.executionProviders, onProgress: log });
+  aborted();
+  const calibration = await calibrateBundle(staging, valF.files, {
+    steps: stepRange,
+    falseAlarmRate: o.falseAlarmRate,
+    executionProviders: o.executionProviders,
+    onProgress: log,
+  });
   emit({ stage: 'calibrate', samples: valF.files.length, calibration });
-  const staged = await loadBundle(staging);
-  await writeManifest(staging, { ...staged.manifest, calibration });
   aborted();
   await mkdir(dirname(out), { recursive: true });
   await commitFolder(staging, out, true);

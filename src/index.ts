@@ -29,7 +29,7 @@ export type { Manifest, CalibrationSpec, InputSpec, FeatureSpec, ScoreDefinition
 export { alphasCumprod, inversionSteps, linearBetas, spaceTimesteps } from './schedule';
 export type { InversionStep } from './schedule';
 export * as metrics from './metrics';
-export { calibrateFromNormals } from './calibrate';
-export type { CalibrationInput } from './calibrate';
+export { calibrateStep, calibrationSpec } from './calibrate';
+export type { NormalSample } from './calibrate';
 export { fit } from './fit';
 export type { FitEvent, FitOptions, FitResult } from './fit';

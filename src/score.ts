@@ -1,5 +1,8 @@
 /** Turns the inverted latent's statistics into the image score, with the bundle's calibration. */
 import type { CalibrationSpec, PartNormalization, ScoreDefinition } from './bundle/manifest';
+
+/** The normalization of each score part (a bundle's calibration, or one S of it). */
+export type ScoreNormalization = Pick<CalibrationSpec, 'sp' | 'nll' | 'latentGaussian'>;
 import { InvalidArgumentError } from './errors';
 
 /** The raw score parts of one image. */
@@ -18,7 +21,7 @@ export interface ScoreComponents {
 const IDENTITY: PartNormalization = { center: 0, scale: 1 };
 const normalize = (v: number, n: PartNormalization) => (v - n.center) / n.scale;
 
-export function imageScore(definition: ScoreDefinition, parts: ScoreComponents, cal: CalibrationSpec): number {
+export function imageScore(definition: ScoreDefinition, parts: ScoreComponents, cal: ScoreNormalization): number {
   switch (definition) {
     case 'sp':
       return normalize(parts.spatialRange, cal.sp);

@@ -62,26 +62,26 @@ function checkSemantics(m: Manifest): void {
   if (m.models.backbone.file === m.models.unet.file) fail('/models/unet/file', 'must differ from the backbone file');
 }
 
-async function checkModelFile(dir: string, file: string, field: string, expectedSha: string, skipHash: boolean): Promise<string> {
+/** A bundle file must exist and, unless skipped, match its sha256. */
+async function checkFile(dir: string, file: string, fileField: string, shaField: string, expectedSha: string, skipHash: boolean): Promise<string> {
   const path = join(dir, file);
   try {
     const s = await stat(path);
     if (!s.isFile()) throw new Error('not a regular file');
   } catch (cause) {
-    throw new ModelBundleError(file, `${field}/file`, `model file ${file} is missing from bundle ${dir}`, { cause });
+    throw new ModelBundleError(file, fileField, `file ${file} is missing from bundle ${dir}`, { cause });
   }
   if (!skipHash) {
     const actual = await sha256File(path);
     if (actual !== expectedSha) {
-      throw new ModelBundleError(
-        file,
-        `${field}/sha256`,
-        `model file ${file} does not match the manifest: sha256 is ${actual}, manifest says ${expectedSha} (${field}/sha256)`,
-      );
+      throw new ModelBundleError(file, shaField, `file ${file} does not match the manifest: sha256 is ${actual}, manifest says ${expectedSha} (${shaField})`);
     }
   }
   return path;
 }
+
+const checkModelFile = (dir: string, file: string, field: string, sha: string, skip: boolean) =>
+  checkFile(dir, file, `${field}/file`, `${field}/sha256`, sha, skip);
 
 export async function loadBundle(dir: string, options: LoadBundleOptions = {}): Promise<LoadedBundle> {
   const manifest = await readManifest(dir);
@@ -89,6 +89,10 @@ export async function loadBundle(dir: string, options: LoadBundleOptions = {}): 
   const [backbonePath, unetPath] = await Promise.all([
     checkModelFile(dir, manifest.models.backbone.file, '/models/backbone', manifest.models.backbone.sha256, skip),
     checkModelFile(dir, manifest.models.unet.file, '/models/unet', manifest.models.unet.sha256, skip),
+    ...(manifest.latentGaussian ?? []).flatMap((g, i) => [
+      checkFile(dir, g.meanFile, `/latentGaussian/${i}/meanFile`, `/latentGaussian/${i}/meanSha256`, g.meanSha256, skip),
+      checkFile(dir, g.precisionFile, `/latentGaussian/${i}/precisionFile`, `/latentGaussian/${i}/precisionSha256`, g.precisionSha256, skip),
+    ]),
   ]);
   return { dir, manifest, backbonePath, unetPath };
 }

@@ -55,6 +55,18 @@ export interface PartNormalization {
   scale: number;
 }
 
+/** Calibration of one step count S: score normalizations and thresholds from held-out normals. */
+export interface StepCalibration {
+  steps: number;
+  sp: PartNormalization;
+  nll: PartNormalization;
+  latentGaussian?: PartNormalization;
+  /** image threshold of each score definition, at the target false-alarm rate */
+  imageThresholds: Partial<Record<ScoreDefinition, number>>;
+  /** pixel threshold of each map (on the feature grid), at the target false-alarm rate */
+  pixelThresholds: { l2: number; latentGaussian?: number };
+}
+
 export interface CalibrationSpec {
   /** 'placeholder' until a calibration on held-out normals fills this in. */
   status: 'placeholder' | 'calibrated';
@@ -71,6 +83,8 @@ export interface CalibrationSpec {
   samples: number;
   /** target false-alarm rate on normals the thresholds were set for */
   falseAlarmRate: number | null;
+  /** the same per step count S; the fields above repeat the bundle's default S and score definition */
+  bySteps?: StepCalibration[];
 }
 
 /**
@@ -179,6 +193,31 @@ export const manifestSchema = {
         pixelThreshold: { type: 'number', nullable: true },
         samples: { type: 'integer', minimum: 0 },
         falseAlarmRate: { type: 'number', minimum: 0, maximum: 1, nullable: true },
+        bySteps: {
+          type: 'array',
+          items: {
+            type: 'object',
+            required: ['steps', 'sp', 'nll', 'imageThresholds', 'pixelThresholds'],
+            additionalProperties: false,
+            properties: {
+              steps: { type: 'integer', minimum: 1, maximum: 100000 },
+              sp: partNorm,
+              nll: partNorm,
+              latentGaussian: partNorm,
+              imageThresholds: {
+                type: 'object',
+                additionalProperties: false,
+                properties: { sp: finite, nll: finite, combined: finite, 'latent-gaussian': finite },
+              },
+              pixelThresholds: {
+                type: 'object',
+                required: ['l2'],
+                additionalProperties: false,
+                properties: { l2: finite, latentGaussian: finite },
+              },
+            },
+          },
+        },
       },
     },
     models: {

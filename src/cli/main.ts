@@ -4,7 +4,9 @@ import { Command } from 'commander';
 import { InvadError } from '../errors';
 import { packageVersion } from '../package-info';
 import { backboneCommand } from './commands/backbone';
+import { calibrateCommand } from './commands/calibrate';
 import { doctorCommand } from './commands/doctor';
+import { evalCommand } from './commands/eval';
 import { fitCommand } from './commands/fit';
 import { scoreCommand } from './commands/score';
 
@@ -14,6 +16,8 @@ export function buildProgram(): Command {
     .version(packageVersion())
     .addCommand(scoreCommand())
     .addCommand(fitCommand())
+    .addCommand(calibrateCommand())
+    .addCommand(evalCommand())
     .addCommand(backboneCommand())
     .addCommand(doctorCommand())
     .showHelpAfterError();

@@ -169,17 +169,16 @@ export function finishSamples(
     if (!Number.isFinite(sumSq) || !Number.isFinite(l2Max) || !Number.isFinite(l2Min)) {
       const error = new InferenceError(`the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
       const empty = new Float32Array(0);
-      return { ...base, featureMap: empty, map: empty, error: serializeError(error) };
+      return { ...base, featureMaps: { l2: empty }, map: empty, error: serializeError(error) };
     }
-    let featureMap: Float32Array = out.reduced.l2.slice(i * plane, (i + 1) * plane);
-    let latentGaussian: number | undefined;
-    if (gaussian) {
-      const maha = mahalanobisMap(out.latents.subarray(i * d, (i + 1) * d), gaussian);
-      latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
-      if (mapFrom === 'latent-gaussian') featureMap = maha;
+    const l2 = out.reduced.l2.slice(i * plane, (i + 1) * plane);
+    if (!gaussian) {
+      return { ...base, featureMaps: { l2 }, map: addon.resizeBilinear(l2, 1, h, w, size.height, size.width) };
     }
-    const map = addon.resizeBilinear(featureMap, 1, h, w, size.height, size.width);
-    return { ...base, ...(latentGaussian === undefined ? {} : { latentGaussian }), featureMap, map };
+    const maha = mahalanobisMap(out.latents.subarray(i * d, (i + 1) * d), gaussian);
+    const latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
+    const map = addon.resizeBilinear(mapFrom === 'latent-gaussian' ? maha : l2, 1, h, w, size.height, size.width);
+    return { ...base, latentGaussian, featureMaps: { l2, latentGaussian: maha }, map };
   });
 }
 

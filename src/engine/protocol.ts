@@ -52,9 +52,9 @@ export interface SampleOutput {
   l2Max: number;
   /** max Mahalanobis distance, when latent statistics exist for this S */
   latentGaussian?: number;
-  /** the anomaly map at feature-grid resolution (h x w) */
-  featureMap: Float32Array;
-  /** featureMap resized to the sample's own size */
+  /** the maps at feature-grid resolution (h x w): the latent's channel norm, and its Mahalanobis distance when available */
+  featureMaps: { l2: Float32Array; latentGaussian?: Float32Array };
+  /** the requested feature map resized to the sample's own size */
   map: Float32Array;
   /** why this sample failed (non-finite model output), if it did */
   error?: SerializedError;

@@ -121,7 +121,7 @@ async function main(): Promise<void> {
       const resizeStart = performance.now();
       const samples = finishSamples(addon, config.manifest, out, req.sizes, plan.mode === 'inversion' ? plan.map : 'l2', gaussian);
       const timings = batchTimings(out, start, resizeStart);
-      post({ type: 'result', id: req.id, samples, timings }, samples.flatMap((s) => [s.map.buffer as ArrayBuffer, s.featureMap.buffer as ArrayBuffer]));
+      post({ type: 'result', id: req.id, samples, timings }, samples.flatMap((s) => [s.map, s.featureMaps.l2, s.featureMaps.latentGaussian].filter((a) => a !== undefined).map((a) => a.buffer as ArrayBuffer)));
     } catch (err) {
       post({ type: 'error', id: req.id, error: serializeError(err) });
     }

@@ -1,0 +1,254 @@
+/**
+ * `invad eval`: scores a dataset's test set with a bundle and measures image
+ * and pixel metrics overall and per defect type, for each score definition and
+ * each S, plus latency; writes report.json and report.html.
+ *
+ * Maps are kept at feature-grid resolution and upsampled one image at a time
+ * (the same bilinear resize Detector applies), so memory stays bounded; pixel
+ * metrics use streaming histograms over the maps' value range (src/metrics).
+ */
+import { cpus } from 'node:os';
+import { basename, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { loadAddon } from '../../binding';
+import { loadBundle } from '../bundle/load';
+import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from '../bundle/manifest';
+import { calibrationAt } from '../calibrate';
+import { Detector, type ScoreOptions, type ScoreResult } from '../detector';
+import type { ExecutionProvider } from '../engine/protocol';
+import { InvadError } from '../errors';
+import { auroc, averagePrecision, f1Max, PixelMetricsAccumulator, ProAccumulator, rocCurve } from '../metrics';
+import { downsampleCurve } from '../report/types';
+import type { EvalReport, EvalRow, GalleryItem, LatencyRow, MetricSet, RocSeries, ScoreHistogram } from '../report/types';
+import { galleryItem } from '../report/gallery';
+import { writeReport } from '../report/write';
+import { imageScore } from '../score';
+import { loadMask, loadTestSet, type TestItem } from './dataset';
+
+export interface EvaluateOptions {
+  dataset: string;
+  model: string;
+  /** step counts S to evaluate; default the bundle's */
+  steps?: number[];
+  /** `reconstruction` scores by the feature reconstruction error (ablation, paper Table 4) */
+  mode?: 'inversion' | 'reconstruction';
+  tStart?: number;
+  reconSteps?: number;
+  /** folder for report.json and report.html; none: no files */
+  out?: string;
+  batchSize?: number;
+  executionProviders?: ExecutionProvider[];
+  /** skip pixel metrics (faster) */
+  imageOnly?: boolean;
+  /** worst false positives and false negatives shown in the gallery, each; default 6 */
+  gallery?: number;
+  /** images timed one at a time for the batch-1 latency; default 20 */
+  latencySamples?: number;
+  onProgress?: (message: string) => void;
+}
+
+/** One test image's scoring output, kept small: maps at feature-grid resolution. */
+interface Scored {
+  item: TestItem;
+  result: Pick<ScoreResult, 'components' | 'featureMaps' | 'width' | 'height'>;
+}
+
+/** A score definition as evaluated: its image score and which feature map it uses. */
+interface Definition {
+  name: string;
+  score: (s: Scored) => number;
+  map: (s: Scored) => Float32Array;
+  /** which feature map: definitions sharing one share its pixel metrics */
+  mapKind: 'l2' | 'latent-gaussian';
+  threshold: number | null;
+}
+
+const percentile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+
+function definitionsAt(m: Manifest, steps: number, mode: 'inversion' | 'reconstruction', sample: Scored): Definition[] {
+  if (mode === 'reconstruction') {
+    return [{ name: 'reconstruction', score: (s) => Math.max(...s.result.featureMaps.l2), map: (s) => s.result.featureMaps.l2, mapKind: 'l2', threshold: null }];
+  }
+  const cal = calibrationAt(m.calibration, steps);
+  const norms = cal ?? m.calibration;
+  const hasLatent = sample.result.featureMaps.latentGaussian !== undefined;
+  return SCORE_DEFINITIONS.filter((d) => d !== 'latent-gaussian' || hasLatent).map((d: ScoreDefinition) => ({
+    name: d,
+    score: (s: Scored) => imageScore(d, s.result.components, norms),
+    map: (s: Scored) => (d === 'latent-gaussian' ? s.result.featureMaps.latentGaussian! : s.result.featureMaps.l2),
+    mapKind: d === 'latent-gaussian' ? ('latent-gaussian' as const) : ('l2' as const),
+    threshold: cal?.imageThresholds[d] ?? (d === m.score.definition && steps === m.schedule.defaultSteps ? m.calibration.imageThreshold : null),
+  }));
+}
+
+function imageMetrics(scored: Scored[], def: Definition): Omit<MetricSet, 'pixelAuroc' | 'pixelAp' | 'aupro'> {
+  const scores = scored.map(def.score);
+  const labels = scored.map((s) => (s.item.anomalous ? 1 : 0));
+  return { imageAuroc: auroc(scores, labels), imageAp: averagePrecision(scores, labels), imageF1Max: f1Max(scores, labels).f1 };
+}
+
+/** Pixel AUROC, AP and AUPRO of one map kind over subsets, in one pass over the images. */
+async function pixelMetrics(
+  scored: Scored[],
+  mapOf: (s: Scored) => Float32Array,
+  subsets: string[],
+  features: { height: number; width: number },
+): Promise<{ bySubset: Map<string, Pick<MetricSet, 'pixelAuroc' | 'pixelAp' | 'aupro'>>; roc: ReturnType<PixelMetricsAccumulator['rocCurve']> }> {
+  const addon = loadAddon();
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const s of scored) for (const v of mapOf(s)) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
+  // Bilinear upsampling never leaves the low-resolution maps' range, so it bounds the histograms.
+  const range: [number, number] = hi > lo ? [lo, hi] : [lo, lo + 1];
+  const acc = new Map(subsets.map((k) => [k, { pixel: new PixelMetricsAccumulator({ range }), pro: new ProAccumulator({ range, bins: 10_000 }) }]));
+  for (const s of scored) {
+    const { width, height } = s.result;
+    const map = addon.resizeBilinear(mapOf(s), 1, features.height, features.width, height, width);
+    const mask = await loadMask(s.item, width, height);
+    for (const subset of subsets) {
+      if (subset !== 'all' && s.item.anomalous && s.item.label !== subset) continue;
+      const a = acc.get(subset)!;
+      a.pixel.add(map, mask);
+      a.pro.add(map, mask, width, height);
+    }
+  }
+  const bySubset = new Map<string, Pick<MetricSet, 'pixelAuroc' | 'pixelAp' | 'aupro'>>();
+  for (const [k, a] of acc) {
+    const ok = a.pixel.positives > 0 && a.pixel.negatives > 0;
+    bySubset.set(k, { pixelAuroc: ok ? a.pixel.auroc() : null, pixelAp: ok ? a.pixel.averagePrecision() : null, aupro: ok && a.pro.regions > 0 ? a.pro.aupro(0.3) : null });
+  }
+  return { bySubset, roc: acc.get('all')!.pixel.rocCurve() };
+}
+
+function histogram(scored: Scored[], def: Definition, steps: number, bins = 30): ScoreHistogram {
+  const scores = scored.map(def.score);
+  const lo = Math.min(...scores);
+  const hi = Math.max(...scores);
+  const width = (hi - lo) / bins || 1;
+  const edges = Array.from({ length: bins + 1 }, (_, i) => lo + i * width);
+  const normal = new Array<number>(bins).fill(0);
+  const anomalous = new Array<number>(bins).fill(0);
+  scored.forEach((s, i) => {
+    const b = Math.min(bins - 1, Math.floor((scores[i] - lo) / width));
+    (s.item.anomalous ? anomalous : normal)[b]++;
+  });
+  return { scoreDefinition: def.name, steps, edges, normal, anomalous };
+}
+
+async function scoreAll(det: Detector, items: TestItem[], options: ScoreOptions, batchSize: number, notes: string[]): Promise<{ scored: Scored[]; perImageMs: number }> {
+  const scored: Scored[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < items.length; i += 64) {
+    const part = items.slice(i, i + 64);
+    const results = await det.scoreBatch(part.map((p) => p.file), { ...options, batchSize, errors: 'collect' });
+    results.forEach((r, j) => {
+      if (r instanceof InvadError) notes.push(`skipped ${part[j].file}: ${r.message}`);
+      else scored.push({ item: part[j], result: { components: r.components, featureMaps: r.featureMaps, width: r.width, height: r.height } });
+    });
+  }
+  return { scored, perImageMs: (performance.now() - t0) / Math.max(1, scored.length) };
+}
+
+async function latencyAtBatch1(det: Detector, items: TestItem[], options: ScoreOptions, samples: number): Promise<LatencyRow['perImageMs']> {
+  const files = items.slice(0, samples).map((i) => i.file);
+  await det.score(files[0], options); // warm-up
+  const times: number[] = [];
+  for (const f of files) times.push((await det.score(f, options)).timings.totalMs);
+  times.sort((a, b) => a - b);
+  return { median: percentile(times, 0.5), p90: percentile(times, 0.9), p99: percentile(times, 0.99) };
+}
+
+async function galleryFor(scored: Scored[], def: Definition, features: { height: number; width: number }, count: number): Promise<GalleryItem[]> {
+  if (def.threshold === null || count === 0) return [];
+  const thr = def.threshold;
+  const withScore = scored.map((s) => ({ s, score: def.score(s) }));
+  const fps = withScore.filter((x) => !x.s.item.anomalous && x.score > thr).sort((a, b) => b.score - a.score).slice(0, count);
+  const fns = withScore.filter((x) => x.s.item.anomalous && x.score <= thr).sort((a, b) => a.score - b.score).slice(0, count);
+  const addon = loadAddon();
+  const items: GalleryItem[] = [];
+  for (const [list, kind] of [[fps, 'false-positive'], [fns, 'false-negative']] as const) {
+    for (const { s, score } of list) {
+      const { width, height } = s.result;
+      const map = addon.resizeBilinear(def.map(s), 1, features.height, features.width, height, width);
+      const mask = s.item.maskPath ? await loadMask(s.item, width, height) : null;
+      items.push(await galleryItem(s.item.file, map, mask, { kind, score, threshold: thr, label: s.item.label }));
+    }
+  }
+  return items;
+}
+
+export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
+  const say = o.onProgress ?? (() => undefined);
+  const bundle = await loadBundle(o.model);
+  const m = bundle.manifest;
+  const mode = o.mode ?? 'inversion';
+  const stepsList = mode === 'reconstruction' ? [o.reconSteps ?? 5] : (o.steps ?? [m.schedule.defaultSteps]);
+  const items = await loadTestSet(o.dataset);
+  const types = [...new Set(items.filter((i) => i.anomalous).map((i) => i.label))];
+  const subsets = ['all', ...types];
+  const batchSize = o.batchSize ?? 8;
+  const notes: string[] = [];
+  const rows: EvalRow[] = [];
+  const rocImage: RocSeries[] = [];
+  const rocPixel: RocSeries[] = [];
+  const histograms: ScoreHistogram[] = [];
+  const latency: LatencyRow[] = [];
+  let gallery: GalleryItem[] = [];
+  say(`${items.length} test images (${items.filter((i) => !i.anomalous).length} good; defects: ${types.join(', ')})`);
+
+  const det = await Detector.load(o.model, { executionProviders: o.executionProviders, scoreDefinition: 'sp', maxBatchSize: batchSize });
+  try {
+    for (const steps of stepsList) {
+      const scoreOptions: ScoreOptions =
+        mode === 'reconstruction' ? { reconstruction: { tStart: o.tStart ?? 0.2, reconSteps: steps } } : { steps };
+      say(mode === 'reconstruction' ? `reconstruction ablation: t_start ${o.tStart ?? 0.2}, ${steps} steps` : `scoring at S = ${steps}`);
+      const { scored, perImageMs } = await scoreAll(det, items, scoreOptions, batchSize, notes);
+      const b1 = await latencyAtBatch1(det, items, scoreOptions, o.latencySamples ?? 20);
+      latency.push({ perImageMs: b1, steps, batchSize: 1 });
+      latency.push({ perImageMs: { median: perImageMs, p90: perImageMs, p99: perImageMs }, steps, batchSize });
+      const defs = definitionsAt(m, steps, mode, scored[0]);
+      const pixelByMap = new Map<string, Awaited<ReturnType<typeof pixelMetrics>>>();
+      for (const def of defs) {
+        const labels = scored.map((s) => (s.item.anomalous ? 1 : 0));
+        const roc = rocCurve(scored.map(def.score), labels);
+        rocImage.push({ scoreDefinition: def.name, steps, curve: downsampleCurve(roc.fpr, roc.tpr) });
+        histograms.push(histogram(scored, def, steps));
+        let pixel: Awaited<ReturnType<typeof pixelMetrics>> | undefined;
+        if (!o.imageOnly) {
+          // sp, nll and combined share the l2 map: compute its pixel metrics once.
+          pixel = pixelByMap.get(def.mapKind) ?? (await pixelMetrics(scored, def.map, subsets, m.features));
+          pixelByMap.set(def.mapKind, pixel);
+          rocPixel.push({ scoreDefinition: def.name, steps, curve: downsampleCurve(pixel.roc.fpr, pixel.roc.tpr) });
+        }
+        for (const subset of subsets) {
+          const part = subset === 'all' ? scored : scored.filter((s) => !s.item.anomalous || s.item.label === subset);
+          const px = pixel?.bySubset.get(subset) ?? { pixelAuroc: null, pixelAp: null, aupro: null };
+          rows.push({ scoreDefinition: def.name, steps, subset, metrics: { ...imageMetrics(part, def), ...px } });
+        }
+        const all = rows[rows.length - subsets.length].metrics;
+        say(`  ${def.name.padEnd(16)} S=${steps}  image AUROC ${all.imageAuroc.toFixed(4)}  AP ${all.imageAp.toFixed(4)}  F1max ${all.imageF1Max.toFixed(4)}` +
+          (all.pixelAuroc === null ? '' : `  pixel AUROC ${all.pixelAuroc.toFixed(4)}  AP ${all.pixelAp?.toFixed(4)}  AUPRO@0.3 ${all.aupro?.toFixed(4)}`));
+      }
+      const shown = defs.find((d) => d.name === m.score.definition) ?? defs[0];
+      if (gallery.length === 0 && o.out) gallery = await galleryFor(scored, shown, m.features, o.gallery ?? 6);
+    }
+  } finally {
+    await det.dispose();
+  }
+  const report: EvalReport = {
+    createdAt: new Date().toISOString(),
+    dataset: resolve(o.dataset),
+    model: resolve(o.model),
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version, providers: o.executionProviders ?? ['cpu'] },
+    settings: { mode, steps: stepsList, batchSize, ...(mode === 'reconstruction' ? { tStart: o.tStart ?? 0.2, reconSteps: stepsList[0] } : {}), bundle: basename(resolve(o.model)), calibration: m.calibration.status },
+    rows,
+    rocImage,
+    rocPixel,
+    histograms,
+    latency,
+    gallery,
+    notes,
+  };
+  if (o.out) await writeReport(o.out, report);
+  return report;
+}

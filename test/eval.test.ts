@@ -1,0 +1,134 @@
+/**
+ * invad eval on a tiny synthetic MVTec-layout dataset: textured "good" parts and
+ * parts with a dark blob (with its ground-truth mask), scored by a synthetic
+ * bundle whose backbone answers to local contrast.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { Detector } from '../src';
+import { writeBundle } from '../src/bundle/write';
+import { calibrateBundle, fitBundleLatents } from '../src/calibrate-bundle';
+import { evaluate } from '../src/eval/evaluate';
+import { fitLatentGaussian, mahalanobisMap } from '../src/latent-gaussian';
+import { convBackbone, linearUnet, mulberry32 } from '../src/onnx/synthetic';
+import type { EvalReport } from '../src/report/types';
+import { tempDir } from './helpers/bundles';
+
+const SIZE = 64;
+const STRIDE = 8;
+const C = 8;
+
+function part(seed: number, blob: boolean): { px: Buffer; mask: Buffer } {
+  const rand = mulberry32(seed);
+  const px = Buffer.alloc(SIZE * SIZE);
+  const mask = Buffer.alloc(SIZE * SIZE);
+  const [cx, cy] = [16 + rand() * 32, 16 + rand() * 32];
+  for (let y = 0; y < SIZE; y++)
+    for (let x = 0; x < SIZE; x++) {
+      let v = 128 + 20 * Math.sin(x / 3) + 12 * (rand() - 0.5);
+      if (blob && (x - cx) ** 2 + (y - cy) ** 2 < 25) {
+        v = 20;
+        mask[y * SIZE + x] = 255;
+      }
+      px[y * SIZE + x] = Math.round(v);
+    }
+  return { px, mask };
+}
+
+const png = (data: Buffer, f: string) => sharp(data, { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toFile(f);
+
+let tmp: ReturnType<typeof tempDir>;
+let dataset: string;
+let bundle: string;
+let normals: string[];
+
+beforeAll(async () => {
+  tmp = tempDir('invad-eval-');
+  dataset = join(tmp.dir, 'ds');
+  for (const d of ['train/good', 'test/good', 'test/blob', 'ground_truth/blob']) mkdirSync(join(dataset, d), { recursive: true });
+  normals = [];
+  for (let i = 0; i < 30; i++) {
+    const f = join(dataset, 'train/good', `${i}.png`);
+    await png(part(i, false).px, f);
+    normals.push(f);
+  }
+  for (let i = 0; i < 8; i++) await png(part(100 + i, false).px, join(dataset, 'test/good', `${i}.png`));
+  for (let i = 0; i < 6; i++) {
+    const p = part(200 + i, true);
+    await png(p.px, join(dataset, 'test/blob', `${i}.png`));
+    await png(p.mask, join(dataset, 'ground_truth/blob', `${i}_mask.png`));
+  }
+  // A high-pass backbone (zero-mean kernels) and eps = 0.5*x: contrast drives the score.
+  const rand = mulberry32(1);
+  const k = STRIDE * STRIDE * 3;
+  const w = new Float32Array(C * k).map(() => rand() - 0.5);
+  for (let c = 0; c < C; c++) {
+    const mean = w.subarray(c * k, (c + 1) * k).reduce((a, b) => a + b, 0) / k;
+    for (let i = 0; i < k; i++) w[c * k + i] -= mean;
+  }
+  const side = SIZE / STRIDE;
+  bundle = join(tmp.dir, 'model');
+  await writeBundle(bundle, {
+    input: { width: SIZE, height: SIZE, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] },
+    features: { channels: C, height: side, width: side },
+    defaultSteps: 3,
+    backbone: { bytes: convBackbone({ height: SIZE, width: SIZE, channels: C, stride: STRIDE, weights: w, bias: new Float32Array(C) }), name: 'test-highpass' },
+    unet: { bytes: linearUnet({ channels: C, height: side, width: side, k: 0.5, m: 0 }) },
+  });
+  await fitBundleLatents(bundle, normals.slice(0, 24), { steps: [2, 3] });
+  await calibrateBundle(bundle, normals.slice(24), { steps: [2, 3] });
+});
+afterAll(() => tmp.cleanup());
+
+test('latent-Gaussian statistics: mean, precision and Mahalanobis distance', () => {
+  // Two channels, one position; samples (1,0), (-1,0), (0,2), (0,-2): mean 0, covariance diag(2/3, 8/3).
+  const lat = Float32Array.from([1, 0, -1, 0, 0, 2, 0, -2]); // n=4, c=2, positions=1 (NCHW)
+  const g = fitLatentGaussian(lat, 4, 2, 1, 0);
+  expect([...g.mean]).toEqual([0, 0]);
+  expect(g.precision[0]).toBeCloseTo(1.5, 5);
+  expect(g.precision[3]).toBeCloseTo(3 / 8, 5);
+  expect(Math.abs(g.precision[1])).toBeLessThan(1e-6);
+  expect(mahalanobisMap(Float32Array.from([1, 2]), g)[0]).toBeCloseTo(Math.sqrt(1.5 + 4 * (3 / 8)), 5);
+});
+
+test('the bundle carries latent statistics and per-S calibration', async () => {
+  const m = JSON.parse(readFileSync(join(bundle, 'manifest.json'), 'utf8'));
+  expect(m.latentGaussian.map((g: { steps: number }) => g.steps)).toEqual([2, 3]);
+  expect(m.calibration.bySteps.map((s: { steps: number }) => s.steps)).toEqual([2, 3]);
+  expect(m.calibration.status).toBe('calibrated');
+  const det = await Detector.load(bundle, { scoreDefinition: 'latent-gaussian', steps: 2 });
+  try {
+    const r = await det.score(join(dataset, 'test/blob/0.png'));
+    expect(r.components.latentGaussian).toBeGreaterThan(0);
+    expect(r.featureMaps.latentGaussian).toHaveLength(64);
+    expect(r.threshold).not.toBeNull();
+    await expect(det.score(join(dataset, 'test/blob/0.png'), { steps: 5 })).rejects.toMatchObject({ argument: 'options.steps' });
+  } finally {
+    await det.dispose();
+  }
+});
+
+test('eval reports metrics per definition, S and defect type, and writes the report', async () => {
+  const out = join(tmp.dir, 'report');
+  const report = await evaluate({ dataset, model: bundle, steps: [2, 3], out, latencySamples: 3, gallery: 2 });
+  const defs = [...new Set(report.rows.map((r) => r.scoreDefinition))].sort();
+  expect(defs).toEqual(['combined', 'latent-gaussian', 'nll', 'sp']);
+  expect(report.rows).toHaveLength(4 * 2 * 2); // definitions x S x (all, blob)
+  for (const r of report.rows) {
+    for (const v of Object.values(r.metrics)) expect(v === null || (v >= 0 && v <= 1)).toBe(true);
+  }
+  const sp = report.rows.find((r) => r.scoreDefinition === 'sp' && r.steps === 3 && r.subset === 'all')!.metrics;
+  expect(sp.imageAuroc).toBeGreaterThan(0.9); // the blob is easy for a contrast backbone
+  expect(sp.pixelAuroc).toBeGreaterThan(0.8);
+  expect(report.latency.map((l) => l.batchSize)).toEqual([1, 8, 1, 8]);
+  expect(existsSync(join(out, 'report.html'))).toBe(true);
+  const json = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as EvalReport;
+  expect(json.rows).toHaveLength(report.rows.length);
+});
+
+test('the reconstruction ablation scores the same model by reconstruction error', async () => {
+  const report = await evaluate({ dataset, model: bundle, mode: 'reconstruction', tStart: 0.2, reconSteps: 5, latencySamples: 2, imageOnly: true });
+  expect(report.rows.map((r) => r.scoreDefinition)).toEqual(['reconstruction', 'reconstruction']);
+  expect(report.settings).toMatchObject({ mode: 'reconstruction', tStart: 0.2, reconSteps: 5 });
+});
