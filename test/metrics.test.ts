@@ -1,3 +1,4 @@
+import { mulberry32 } from '../src/onnx/synthetic';
 import {
   auroc,
   averagePrecision,
@@ -15,17 +16,7 @@ import { InvalidArgumentError } from '../src/errors';
 // Expected values are worked out by hand in the comments (scikit-learn is not installed here);
 // randomized cases are checked against brute-force definitions written independently below.
 
-/** Deterministic uniform [0, 1) generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function expectInvalid(fn: () => unknown, argument?: string): void {
   let caught: unknown;

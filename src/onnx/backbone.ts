@@ -624,15 +624,8 @@ export async function buildFeatureBackbone(model: Uint8Array, opts: FeatureBackb
   return { bytes, featureShape: { channels, height: grid.height, width: grid.width }, taps, inputName, outputName };
 }
 
-export interface TapCandidate {
-  name: string;
-  tensor: string;
-  quantized: boolean;
-  channels: number;
-  height: number;
-  width: number;
-  stride: number;
-}
+/** A tensor that could be tapped, with its shape at the probe's input size. */
+export type TapCandidate = TapInfo;
 
 /**
  * The tap candidates that are float (or dequantizable) 4-D feature maps, with
