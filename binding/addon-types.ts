@@ -47,6 +47,8 @@ export interface AddonBuildInfo {
   threads: number;
   /** compiler id and version */
   compiler: string;
+  /** ONNX Runtime C API version the device-resident pipeline requests (GetApi), e.g. 30 */
+  ortApiVersion: number;
 }
 
 export interface CudaStatus {
@@ -57,6 +59,155 @@ export interface CudaStatus {
   /** e.g. "NVIDIA H200"; empty when unavailable */
   deviceName: string;
   driverVersion: number;
+}
+
+// ---- device-resident pipeline (native/pipeline.cc) --------------------------
+//
+// The addon drives the ONNX Runtime C API of the same libonnxruntime that
+// onnxruntime-node ships (TypeScript resolves its path): two sessions with
+// provider fallback (tensorrt -> cuda -> cpu), IoBinding over preallocated
+// buffers, and the fused kernels in between. With both sessions on CUDA or
+// TensorRT (and CUDA compiled in) everything stays on the device on one
+// stream; otherwise the same path runs on host buffers with the CPU kernels.
+
+/** Provider names the native pipeline accepts. */
+export type NativeProvider = 'tensorrt' | 'cuda' | 'cpu';
+
+export interface NativePipelineOptions {
+  /** absolute path of libonnxruntime (onnxruntime-node's own copy) */
+  ortLibraryPath: string;
+  backbonePath: string;
+  unetPath: string;
+  backbone: { inputName: string; outputName: string };
+  unet: { xName: string; tName: string; outputName: string };
+  /** the backbone's input size; the batch is n x 3 x height x width */
+  input: { height: number; width: number };
+  /** the feature (and latent) shape C x h x w */
+  features: { channels: number; height: number; width: number };
+  /** tried in order per session; the first that opens wins */
+  providers: NativeProvider[];
+  /** intra-op threads of the ORT sessions; 0 (default) lets ORT choose */
+  cpuThreads?: number;
+  /** CUDA device for the CUDA and TensorRT providers (default 0) */
+  cudaDeviceId?: number;
+  tensorrt?: {
+    fp16?: boolean;
+    /** engine and timing cache folder */
+    cacheDir?: string;
+    /** TensorRT builder workspace limit in bytes */
+    workspaceBytes?: number;
+  };
+  /**
+   * Largest batch the TensorRT optimization profiles cover (default 64); with
+   * `cudaGraph` also the fixed buffer capacity.
+   */
+  maxBatch?: number;
+  /** Ask the CUDA/TensorRT provider to capture and replay CUDA graphs (default false). */
+  cudaGraph?: boolean;
+}
+
+/** One inversion step: x <- a*x + b*UNet(x, t). */
+export interface NativeStep {
+  t: number;
+  a: number;
+  b: number;
+}
+
+export interface NativeRunTimings {
+  /** host -> device copy of the batch (0 in host mode) */
+  uploadMs: number;
+  backboneMs: number;
+  /** one entry per UNet call */
+  unetMs: number[];
+  /** the DDIM step kernels and the fused last step + reduction */
+  kernelMs: number;
+  /** device -> host copy of the results (host mode: the latents copy) */
+  downloadMs: number;
+  /** the whole call on the host clock */
+  totalMs: number;
+  /** 'cuda-events' in device mode (stage times measured on the stream), else 'host' */
+  clock: 'cuda-events' | 'host';
+}
+
+export interface NativeRunResult extends ChannelNormResult {
+  /** x_T, n x C x h x w, when asked for with `{ latents: true }` */
+  latents?: Float32Array;
+  timings: NativeRunTimings;
+}
+
+export interface NativeValueInfo {
+  name: string;
+  isTensor: boolean;
+  /** "float32", "int64", ... (tensors only) */
+  type?: string;
+  /** dims: a number, a symbolic name, or -1 when unknown (tensors only) */
+  shape?: Array<number | string>;
+}
+
+export interface NativeSessionMetadata {
+  inputs: NativeValueInfo[];
+  outputs: NativeValueInfo[];
+}
+
+export interface NativePipelineProviders {
+  backbone: NativeProvider;
+  unet: NativeProvider;
+  /** providers that failed before one worked, with why */
+  failures: Array<{ session: 'backbone' | 'unet'; provider: string; error: string }>;
+  /** true when buffers and kernels live on the GPU (both sessions on CUDA/TensorRT) */
+  deviceResident: boolean;
+  /** "cpu", or the GPU's name */
+  device: string;
+  /** whether ORT was asked to capture CUDA graphs (device mode only) */
+  cudaGraph: boolean;
+  /** GetVersionString() of the loaded ONNX Runtime */
+  ortVersion: string;
+  /** batch capacity of the preallocated buffers so far */
+  capacity: number;
+  /** set-up notes, e.g. why the pipeline is not device-resident */
+  notes: string[];
+}
+
+export interface DeviceResidentPipeline {
+  /**
+   * backbone -> for each step UNet(x, t) then the fused step (the last one fused
+   * with the channel-norm reduction). `batch` is n x 3 x H x W. Runs off the JS
+   * thread; runs of one pipeline never overlap (later calls wait).
+   */
+  runAsync(batch: Float32Array, n: number, steps: NativeStep[], options?: { latents?: boolean }): Promise<NativeRunResult>;
+  /** The backbone only: the clean features, n x C x h x w. */
+  featuresAsync(batch: Float32Array, n: number): Promise<Float32Array>;
+  /** Which provider each session really uses, and the fallbacks. */
+  providers(): NativePipelineProviders;
+  /** The sessions' declared inputs and outputs (as onnxruntime-node reports them). */
+  metadata(): { backbone: NativeSessionMetadata; unet: NativeSessionMetadata };
+  /** Frees the sessions and buffers once in-flight runs finish; later calls throw. Idempotent. */
+  release(): void;
+  readonly released: boolean;
+}
+
+export interface DeviceResidentPipelineConstructor {
+  /**
+   * Loads ONNX Runtime (C API version 30) from `options.ortLibraryPath` and opens
+   * both sessions. Throws when the library cannot load, and when no provider can
+   * open a session (the error then has `attempts`).
+   */
+  new (options: NativePipelineOptions): DeviceResidentPipeline;
+}
+
+export interface OrtProbeResult {
+  path: string;
+  /** GetVersionString(), e.g. "1.30.0" */
+  version: string;
+  /** the C API version requested */
+  apiVersion: number;
+  /** the ORT release the addon's declarations were written for */
+  headerVersion: string;
+  /** GetAvailableProviders(): compiled into the library, not necessarily loadable */
+  availableProviders: string[];
+  availableProvidersError?: string;
+  /** whether each provider can be appended to session options (loads its library) */
+  providers: Array<{ name: NativeProvider; ok: boolean; error?: string }>;
 }
 
 export interface InvadAddon {
@@ -105,4 +256,28 @@ export interface InvadAddon {
    * the kernel benchmark can compare it with the fused one. Same result.
    */
   ddimLastStepReduceUnfused(x: Float32Array, eps: Float32Array, a: number, b: number, shape: TensorShape): ChannelNormResult;
+
+  /** The device-resident pipeline (see NativePipelineOptions). */
+  DeviceResidentPipeline: DeviceResidentPipelineConstructor;
+  /** Loads ONNX Runtime from a path and reports its version and which providers load. Throws if it cannot load. */
+  ortProbe(libraryPath: string, options?: { cudaDeviceId?: number }): OrtProbeResult;
+  /**
+   * Diagnostic: the CUDA kernels against the CPU kernels on random data of this
+   * shape, plus their mean times over `reps` launches (default 20). Needs a GPU,
+   * not ONNX Runtime. Reports CUDA trouble in `reason` instead of throwing.
+   */
+  cudaKernelCheck(shape: TensorShape, reps?: number): CudaKernelCheckResult;
+}
+
+export interface CudaKernelCheckResult {
+  available: boolean;
+  /** why the check could not run ("addon built without CUDA", a CUDA error) */
+  reason?: string;
+  /** largest |GPU - CPU| per output (sumSq relative); fillI64Exact: the timestep fill kernel wrote the value everywhere */
+  maxAbsDiff?: { ddimStep: number; l2: number; min: number; max: number; sumSqRelative: number; resize: number; fillI64Exact: boolean };
+  /** mean microseconds per launch, measured with CUDA events */
+  meanMicroseconds?: { ddimStep: number; lastStepReduce: number; resizeBilinear: number; fillI64: number };
+  reps?: number;
+  /** the size the maps were resized to (16x the feature grid) */
+  resizeTo?: [number, number];
 }

@@ -35,6 +35,9 @@ const REQUIRED_FUNCTIONS: ReadonlyArray<keyof InvadAddon> = [
   'ddimLastStepReduceUnfused',
   'resizeBilinear',
   'resizeBilinearAsync',
+  'DeviceResidentPipeline',
+  'ortProbe',
+  'cudaKernelCheck',
 ];
 
 const FIX =

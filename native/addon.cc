@@ -4,6 +4,8 @@
 
 #include "cuda_status.h"
 #include "kernels_binding.h"
+#include "ort_api.h"
+#include "pipeline.h"
 #include "thread_pool.h"
 
 #ifndef INVAD_VERSION
@@ -31,6 +33,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cudaArchitectures", Napi::String::New(env, INVAD_WITH_CUDA ? INVAD_CUDA_ARCHS : ""));
   o.Set("threads", Napi::Number::New(env, ThreadPool::instance().threads()));
   o.Set("compiler", Napi::String::New(env, INVAD_COMPILER));
+  o.Set("ortApiVersion", Napi::Number::New(env, ort::kApiVersion));
   return o;
 }
 
@@ -38,6 +41,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus, "cudaStatus"));
   RegisterKernels(env, exports);
+  RegisterPipeline(env, exports);
   return exports;
 }
 

@@ -12,7 +12,8 @@ import { MicroBatcher, type ItemOutcome } from './batcher';
 import { loadBundle } from './bundle/load';
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
-import type { EngineReady, ExecutionProvider, RunResult, ScorePlan } from './engine/protocol';
+import { ortLibraryPath } from './engine/ort-library';
+import type { EngineKind, EngineReady, ExecutionProvider, RunResult, ScorePlan, TensorRtOptions } from './engine/protocol';
 import { DisposedError, InvadError, reviveError } from './errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage } from './preprocess';
 import { calibrationAt } from './calibrate';
@@ -20,6 +21,22 @@ import { imageScore, type ScoreComponents } from './score';
 import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from './validate';
 
 const PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu'];
+const ENGINES: readonly EngineKind[] = ['onnxruntime-node', 'native'];
+const NATIVE_PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt'];
+
+/**
+ * The engine Detector.load uses when `options.engine` is not given: 'native'
+ * (faster on the CPU in `node dist/bench/engine.js`, and the only one that keeps
+ * the pipeline on the GPU) unless a provider in the list is one only
+ * onnxruntime-node offers (dml, coreml, webgpu). INVAD_ENGINE overrides it.
+ * A defaulted native engine that cannot load ONNX Runtime falls back to
+ * onnxruntime-node and says why in info().engineFallback.
+ */
+export function defaultEngine(providers: readonly ExecutionProvider[]): EngineKind {
+  const env = process.env.INVAD_ENGINE;
+  if (env !== undefined && env !== '') return oneOf('INVAD_ENGINE', env, ENGINES);
+  return providers.every((p) => NATIVE_PROVIDERS.includes(p)) ? 'native' : 'onnxruntime-node';
+}
 
 export interface DetectorOptions {
   /** Execution providers to try, in order; the first that opens wins. Default ['cpu']. */
@@ -38,6 +55,17 @@ export interface DetectorOptions {
   threshold?: number;
   /** Check the model files' sha256 against the manifest. Default true. */
   verifyHashes?: boolean;
+  /**
+   * Who runs the models: 'native', the addon's device-resident pipeline on the
+   * ONNX Runtime C API (tensorrt, cuda and cpu providers; IoBinding, fused
+   * kernels, everything on the GPU with CUDA), or 'onnxruntime-node'. Default:
+   * see defaultEngine() ('native' for cpu/cuda/tensorrt provider lists).
+   */
+  engine?: EngineKind;
+  /** TensorRT settings (native engine). */
+  tensorrt?: TensorRtOptions;
+  /** CUDA device of the CUDA/TensorRT providers (native engine). Default 0. */
+  cudaDeviceId?: number;
 }
 
 export interface ScoreTimings {
@@ -112,6 +140,14 @@ export interface DetectorInfo {
   pixelThreshold: number | null;
   inputSize: { width: number; height: number };
   featureShape: { channels: number; height: number; width: number };
+  /** the engine running the models */
+  engine: EngineKind;
+  /** "cpu", or the GPU's name when a session runs on CUDA/TensorRT */
+  device: string;
+  /** native engine: buffers and kernels stay on the GPU */
+  deviceResident: boolean;
+  /** why the default native engine was not used (null when it was, or was not the default) */
+  engineFallback: string | null;
 }
 
 interface Resolved {
@@ -123,14 +159,36 @@ interface Resolved {
   scoreDefinition: ScoreDefinition | undefined;
   threshold: number | undefined;
   verifyHashes: boolean;
+  engine: EngineKind;
+  /** the engine was chosen by default, so a native engine may fall back */
+  engineDefaulted: boolean;
+  tensorrt: TensorRtOptions | undefined;
+  cudaDeviceId: number;
+}
+
+function resolveTensorRt(raw: unknown): TensorRtOptions | undefined {
+  if (raw === undefined) return undefined;
+  const t = plainObject('options.tensorrt', raw);
+  const out: TensorRtOptions = {};
+  if (t.fp16 !== undefined) {
+    if (typeof t.fp16 !== 'boolean') throw invalidArgument('options.tensorrt.fp16', 'a boolean', t.fp16);
+    out.fp16 = t.fp16;
+  }
+  if (t.cacheDir !== undefined) {
+    if (typeof t.cacheDir !== 'string' || t.cacheDir === '') throw invalidArgument('options.tensorrt.cacheDir', 'a folder path', t.cacheDir);
+    out.cacheDir = t.cacheDir;
+  }
+  if (t.workspaceBytes !== undefined) out.workspaceBytes = intInRange('options.tensorrt.workspaceBytes', t.workspaceBytes, 1, Number.MAX_SAFE_INTEGER);
+  return out;
 }
 
 function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number | undefined } {
   const o = plainObject('options', raw ?? {});
-  const providers = o.executionProviders ?? ['cpu'];
-  if (!Array.isArray(providers) || providers.length === 0) throw invalidArgument('options.executionProviders', 'a non-empty array of providers', providers);
+  const rawProviders = o.executionProviders ?? ['cpu'];
+  if (!Array.isArray(rawProviders) || rawProviders.length === 0) throw invalidArgument('options.executionProviders', 'a non-empty array of providers', rawProviders);
+  const providers = rawProviders.map((p, i) => oneOf(`options.executionProviders[${i}]`, p, PROVIDERS));
   return {
-    providers: providers.map((p, i) => oneOf(`options.executionProviders[${i}]`, p, PROVIDERS)),
+    providers,
     steps: o.steps === undefined ? undefined : intInRange('options.steps', o.steps, 1, 1000),
     maxBatchSize: o.maxBatchSize === undefined ? 8 : intInRange('options.maxBatchSize', o.maxBatchSize, 1, 1024),
     maxWaitMs: o.maxWaitMs === undefined ? 2 : numberInRange('options.maxWaitMs', o.maxWaitMs, 0, 60_000),
@@ -138,6 +196,10 @@ function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number
     scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, SCORE_DEFINITIONS),
     threshold: o.threshold === undefined ? undefined : numberInRange('options.threshold', o.threshold, -Number.MAX_VALUE, Number.MAX_VALUE),
     verifyHashes: o.verifyHashes === undefined ? true : o.verifyHashes === true,
+    engine: o.engine === undefined ? defaultEngine(providers) : oneOf('options.engine', o.engine, ENGINES),
+    engineDefaulted: o.engine === undefined,
+    tensorrt: resolveTensorRt(o.tensorrt),
+    cudaDeviceId: o.cudaDeviceId === undefined ? 0 : intInRange('options.cudaDeviceId', o.cudaDeviceId, 0, 1023),
   };
 }
 
@@ -189,6 +251,12 @@ export class Detector {
       manifest: bundle.manifest,
       executionProviders: o.providers,
       intraOpThreads: o.intraOpThreads,
+      engine: o.engine,
+      engineFallback: o.engineDefaulted,
+      ...(o.engine === 'native' ? { ortLibraryPath: ortLibraryPath() } : {}),
+      ...(o.tensorrt ? { tensorrt: o.tensorrt } : {}),
+      cudaDeviceId: o.cudaDeviceId,
+      maxBatch: Math.max(64, o.maxBatchSize),
       latentGaussian: (bundle.manifest.latentGaussian ?? []).map((g) => ({
         steps: g.steps,
         meanPath: join(dir, g.meanFile),
@@ -237,6 +305,10 @@ export class Detector {
       pixelThreshold: m.calibration.pixelThreshold,
       inputSize: { width: m.input.width, height: m.input.height },
       featureShape: { ...m.features },
+      engine: this.ready.engine ?? 'onnxruntime-node',
+      device: this.ready.device ?? 'cpu',
+      deviceResident: this.ready.deviceResident ?? false,
+      engineFallback: this.ready.engineFallback ?? null,
     };
   }
 

@@ -9,6 +9,9 @@ import { ModelMismatchError } from '../errors';
 
 type Dim = number | string;
 
+/** What the checks read of a session: onnxruntime-node's, or the native pipeline's metadata in the same form. */
+export type SessionMetadata = Pick<InferenceSession, 'inputMetadata' | 'outputMetadata'>;
+
 interface Expectation {
   name: string;
   type: string;
@@ -51,7 +54,7 @@ function checkValue(file: string, kind: 'input' | 'output', metas: readonly Infe
   return typeof batch === 'number' && batch > 0 ? batch : null;
 }
 
-export function checkBackbone(session: InferenceSession, m: Manifest): number | null {
+export function checkBackbone(session: SessionMetadata, m: Manifest): number | null {
   const file = m.models.backbone.file;
   const { channels: C, height: h, width: w } = m.features;
   const a = checkValue(file, 'input', session.inputMetadata, {
@@ -71,7 +74,7 @@ export function checkBackbone(session: InferenceSession, m: Manifest): number | 
   return a ?? b;
 }
 
-export function checkUnet(session: InferenceSession, m: Manifest): number | null {
+export function checkUnet(session: SessionMetadata, m: Manifest): number | null {
   const file = m.models.unet.file;
   const { channels: C, height: h, width: w } = m.features;
   const x = checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.xName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/xName', shapeField: '/features' });

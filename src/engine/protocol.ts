@@ -4,6 +4,20 @@ import type { SerializedError } from '../errors';
 
 export type ExecutionProvider = 'cpu' | 'cuda' | 'tensorrt' | 'dml' | 'coreml' | 'webgpu';
 
+/**
+ * Who runs the models: onnxruntime-node sessions (JS tensors, kernels on JS
+ * arrays), or the addon's device-resident pipeline on the ONNX Runtime C API.
+ */
+export type EngineKind = 'onnxruntime-node' | 'native';
+
+/** TensorRT settings of the native engine. */
+export interface TensorRtOptions {
+  fp16?: boolean;
+  /** engine and timing cache folder */
+  cacheDir?: string;
+  workspaceBytes?: number;
+}
+
 export interface EngineConfig {
   backbonePath: string;
   /** null opens the backbone only, for feature extraction */
@@ -14,6 +28,18 @@ export interface EngineConfig {
   intraOpThreads: number;
   /** latent-Gaussian statistics files by S, loaded when first needed */
   latentGaussian?: Array<{ steps: number; meanPath: string; precisionPath: string }>;
+  /** default 'onnxruntime-node' */
+  engine?: EngineKind;
+  /** native engine: the libonnxruntime to load (default: onnxruntime-node's, see ortLibraryPath()) */
+  ortLibraryPath?: string;
+  /** a native engine that cannot load ONNX Runtime falls back to onnxruntime-node (the engine was defaulted) */
+  engineFallback?: boolean;
+  /** native engine only */
+  tensorrt?: TensorRtOptions;
+  /** native engine only: CUDA device of the CUDA/TensorRT providers */
+  cudaDeviceId?: number;
+  /** native engine only: largest batch (buffers and TensorRT profiles) */
+  maxBatch?: number;
 }
 
 /**
@@ -32,6 +58,14 @@ export interface EngineReady {
   fixedBatch: number | null;
   /** providers that failed before one worked, with why */
   fallbacks: Array<{ session: 'backbone' | 'unet'; provider: string; error: string }>;
+  /** the engine that runs the models */
+  engine?: EngineKind;
+  /** "cpu", or the GPU's name when a session runs on CUDA/TensorRT */
+  device?: string;
+  /** native engine: buffers and kernels stay on the GPU */
+  deviceResident?: boolean;
+  /** why a defaulted native engine fell back to onnxruntime-node */
+  engineFallback?: string;
 }
 
 export interface RunRequest {

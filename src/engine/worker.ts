@@ -7,13 +7,14 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadAddon } from '../../binding';
 import { performance } from 'node:perf_hooks';
-import { InferenceError, InvalidArgumentError, serializeError } from '../errors';
+import { BindingLoadError, InferenceError, InvalidArgumentError, serializeError } from '../errors';
 import type { LatentGaussian } from '../latent-gaussian';
 import { readNpy } from '../npy';
 import { inversionSteps, type InversionStep } from '../schedule';
 import { checkBackbone, checkUnet } from './model-check';
 import { batchTimings, extractFeatures, finishSamples, type PipelineSessions, runInversion, runReconstruction } from './pipeline';
-import type { EngineConfig, EngineReady, FeaturesRequest, MainToWorker, RunRequest, WorkerToMain } from './protocol';
+import { NativeEngine } from './native-pipeline';
+import type { EngineConfig, EngineReady, ExecutionProvider, FeaturesRequest, MainToWorker, RunRequest, WorkerToMain } from './protocol';
 import { openSession } from './sessions';
 
 const port = parentPort!;
@@ -42,12 +43,26 @@ async function open(): Promise<{ sessions: EngineSessions; ready: EngineReady }>
       providers: { backbone: backbone.provider, unet: unet?.provider ?? null },
       fixedBatch: fixed.length ? Math.min(...fixed) : null,
       fallbacks,
+      engine: 'onnxruntime-node',
+      device: deviceOf([backbone.provider, unet?.provider]),
     };
     return { sessions, ready };
   } catch (err) {
     await releaseAll(sessions);
     throw err;
   }
+}
+
+/** "cpu", or the GPU's name (from the addon's CUDA probe) when a session runs on CUDA/TensorRT. */
+function deviceOf(providers: Array<ExecutionProvider | undefined>): string {
+  if (!providers.some((p) => p === 'cuda' || p === 'tensorrt')) return 'cpu';
+  try {
+    const status = loadAddon().cudaStatus();
+    if (status.deviceName) return status.deviceName;
+  } catch {
+    // the addon is optional for naming the device
+  }
+  return `cuda:${config.cudaDeviceId ?? 0}`;
 }
 
 interface EngineSessions {
@@ -69,16 +84,33 @@ async function loadGaussian(steps: number): Promise<LatentGaussian | undefined> 
 }
 
 async function main(): Promise<void> {
-  let opened: Awaited<ReturnType<typeof open>>;
+  let sessions: EngineSessions | null = null;
+  let native: NativeEngine | null = null;
+  let ready: EngineReady;
   let addon: ReturnType<typeof loadAddon>;
   try {
     addon = loadAddon();
-    opened = await open();
+    // The native engine needs both models; a backbone-only engine always uses onnxruntime-node.
+    let fallback: string | undefined;
+    if (config.engine === 'native' && config.unetPath !== null) {
+      try {
+        native = NativeEngine.open(addon, config, config.unetPath);
+      } catch (err) {
+        if (!(config.engineFallback && err instanceof BindingLoadError)) throw err;
+        fallback = `native engine unavailable, using onnxruntime-node: ${err.message}`;
+      }
+    }
+    if (native) {
+      ready = native.ready;
+    } else {
+      const opened = await open();
+      sessions = opened.sessions;
+      ready = fallback === undefined ? opened.ready : { ...opened.ready, engineFallback: fallback };
+    }
   } catch (err) {
     post({ type: 'init-error', error: serializeError(err) });
     return;
   }
-  const { sessions, ready } = opened;
   const stepsCache = new Map<number, InversionStep[]>();
   const stepsFor = (s: number) => {
     let steps = stepsCache.get(s);
@@ -97,24 +129,29 @@ async function main(): Promise<void> {
   const serve = async (req: RunRequest | FeaturesRequest) => {
     try {
       if (req.type === 'features' && !req.steps) {
-        const features = await extractFeatures(sessions.backbone, config.manifest, req.batch, req.n);
+        const features = native ? await native.features(req.batch, req.n) : await extractFeatures(sessions!.backbone, config.manifest, req.batch, req.n);
         post({ type: 'features', id: req.id, features }, [features.buffer as ArrayBuffer]);
         return;
       }
-      if (!sessions.unet) throw new InferenceError('this engine was opened for feature extraction only');
-      const pipe = { backbone: sessions.backbone, unet: sessions.unet };
+      const unetPath = config.unetPath;
+      if (!native && !sessions?.unet) throw new InferenceError('this engine was opened for feature extraction only');
+      const pipe = () => ({ backbone: sessions!.backbone, unet: sessions!.unet! });
+      const invert = (steps: InversionStep[], latents: boolean) =>
+        native ? native.inversion(req.batch, req.n, steps, latents) : runInversion(pipe(), addon, config.manifest, req.batch, req.n, steps);
       if (req.type !== 'run') {
-        const out = await runInversion(pipe, addon, config.manifest, req.batch, req.n, stepsFor(req.steps ?? config.manifest.schedule.defaultSteps));
+        const out = await invert(stepsFor(req.steps ?? config.manifest.schedule.defaultSteps), true);
         post({ type: 'features', id: req.id, features: out.latents }, [out.latents.buffer as ArrayBuffer]);
         return;
       }
       const start = performance.now();
       const plan = req.plan;
+      const gaussian = plan.mode === 'inversion' ? await gaussianFor(plan.steps) : undefined;
       const out =
         plan.mode === 'inversion'
-          ? await runInversion(pipe, addon, config.manifest, req.batch, req.n, stepsFor(plan.steps))
-          : await runReconstruction(pipe, addon, config.manifest, req.batch, req.n, plan);
-      const gaussian = plan.mode === 'inversion' ? await gaussianFor(plan.steps) : undefined;
+          ? await invert(stepsFor(plan.steps), gaussian !== undefined)
+          : native
+            ? await native.reconstruction(req.batch, req.n, plan, unetPath!)
+            : await runReconstruction(pipe(), addon, config.manifest, req.batch, req.n, plan);
       if (plan.mode === 'inversion' && plan.map === 'latent-gaussian' && !gaussian) {
         throw new InvalidArgumentError('options.steps', `the bundle has no latent-Gaussian statistics for S = ${plan.steps}`);
       }
@@ -131,7 +168,8 @@ async function main(): Promise<void> {
       chain = chain.then(() => serve(msg));
     } else if (msg.type === 'close') {
       chain = chain.then(async () => {
-        await releaseAll(sessions);
+        if (native) await native.release();
+        if (sessions) await releaseAll(sessions);
         post({ type: 'closed' });
         port.close();
       });

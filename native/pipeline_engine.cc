@@ -1,0 +1,503 @@
+#include "pipeline_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+#include "thread_pool.h"
+
+#if INVAD_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels_cuda.cuh"
+#include "pipeline_cuda.cuh"
+#endif
+
+namespace invad {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+bool IsGpuProvider(const std::string& p) { return p == ort::kProviderCuda || p == ort::kProviderTensorRt; }
+
+// Elements one pool range covers at least. Much larger than kernels_binding.cc's
+// grain: right after a run ORT's intra-op threads still spin, so waking the
+// addon's pool for a few hundred KiB loses more to contention than it gains
+// (8x272x16x16 on 2 cores: 0.21 ms inline vs 0.45 ms median, 4.9 ms p90 split).
+constexpr size_t kGrainElements = size_t(1) << 21;
+
+size_t NormGrain(const cpu::Shape& s) {
+  const size_t per_item = s.c * std::min(s.hw(), cpu::kPositionsPerItem);
+  return std::max<size_t>(1, kGrainElements / per_item);
+}
+
+std::vector<int64_t> Dims(std::initializer_list<size_t> d) {
+  std::vector<int64_t> out;
+  for (size_t v : d) out.push_back(static_cast<int64_t>(v));
+  return out;
+}
+
+// "name:NxAxBxC" for a TensorRT optimization profile.
+std::string ProfileShape(const std::string& name, size_t n, std::initializer_list<size_t> rest) {
+  std::string s = name + ":" + std::to_string(n);
+  for (size_t v : rest) s += "x" + std::to_string(v);
+  return s;
+}
+
+// TensorRT parses profiles on ":" and ","; names containing them get no profile.
+bool ProfileSafe(const std::string& name) { return name.find_first_of(":,") == std::string::npos; }
+
+#if INVAD_WITH_CUDA
+void CudaCheck(cudaError_t e, const char* call) {
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error(std::string(call) + " failed (" + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) +
+                             ")");
+  }
+}
+
+template <typename T>
+void DeviceFree(T*& p) {
+  if (p != nullptr) cudaFree(p);
+  p = nullptr;
+}
+
+template <typename T>
+void HostFree(T*& p) {
+  if (p != nullptr) cudaFreeHost(p);
+  p = nullptr;
+}
+
+template <typename T>
+T* DeviceAlloc(size_t count, const char* what) {
+  void* p = nullptr;
+  CudaCheck(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)), what);
+  return static_cast<T*>(p);
+}
+
+template <typename T>
+T* PinnedAlloc(size_t count, const char* what) {
+  void* p = nullptr;
+  CudaCheck(cudaMallocHost(&p, std::max<size_t>(count, 1) * sizeof(T)), what);
+  return static_cast<T*>(p);
+}
+#endif
+
+}  // namespace
+
+// Tensors and IoBindings for one batch size over the current buffers.
+struct PipelineEngine::Bindings {
+  std::vector<ort::ValuePtr> values;
+  std::unique_ptr<ort::Binding> backbone, unet;
+  ort::RunOptionsPtr runOptions;  // device mode: unsynchronized runs (+ the CUDA graph id)
+};
+
+// CUDA resources of device mode: the stream, device buffers, pinned host
+// buffers and timing events.
+struct PipelineEngine::DeviceState {
+#if INVAD_WITH_CUDA
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  float* d_in = nullptr;
+  float* d_x = nullptr;
+  float* d_eps = nullptr;
+  int64_t* d_t = nullptr;
+  float* d_l2 = nullptr;
+  float* d_min = nullptr;
+  float* d_max = nullptr;
+  double* d_sum = nullptr;
+  float* h_in = nullptr;
+  float* h_l2 = nullptr;
+  float* h_min = nullptr;
+  float* h_max = nullptr;
+  double* h_sum = nullptr;
+  float* h_lat = nullptr;  // x (latents or features), grown on first use
+  size_t lat_capacity = 0;
+  std::vector<cudaEvent_t> events;
+  ort::MemoryInfoPtr cuda_info;
+
+  void FreeBuffers() {
+    DeviceFree(d_in);
+    DeviceFree(d_x);
+    DeviceFree(d_eps);
+    DeviceFree(d_t);
+    DeviceFree(d_l2);
+    DeviceFree(d_min);
+    DeviceFree(d_max);
+    DeviceFree(d_sum);
+    HostFree(h_in);
+    HostFree(h_l2);
+    HostFree(h_min);
+    HostFree(h_max);
+    HostFree(h_sum);
+    HostFree(h_lat);
+    lat_capacity = 0;
+  }
+
+  void EnsureEvents(size_t count) {
+    while (events.size() < count) {
+      cudaEvent_t e = nullptr;
+      CudaCheck(cudaEventCreate(&e), "cudaEventCreate");
+      events.push_back(e);
+    }
+  }
+
+  float Elapsed(size_t from, size_t to) const {
+    float ms = 0.0f;
+    CudaCheck(cudaEventElapsedTime(&ms, events[from], events[to]), "cudaEventElapsedTime");
+    return ms;
+  }
+
+  ~DeviceState() {
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    FreeBuffers();
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+    cudaGetLastError();
+  }
+#endif
+};
+
+PipelineEngine::PipelineEngine(const PipelineConfig& config) : config_(config), dev_(new DeviceState()) {
+  runtime_ = ort::Runtime::Load(config_.ortLibraryPath);
+  cpu_info_ = ort::CpuMemoryInfo(runtime_);
+  host_run_options_ = ort::MakeRunOptions(runtime_, {});
+
+  const auto& providers = config_.session.providers;
+  const bool wants_gpu = std::any_of(providers.begin(), providers.end(), IsGpuProvider);
+  void* stream = nullptr;
+#if INVAD_WITH_CUDA
+  if (wants_gpu) {
+    dev_->device = config_.session.cudaDeviceId;
+    cudaError_t e = cudaSetDevice(dev_->device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&dev_->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      dev_->stream = nullptr;
+      notes_.push_back(std::string("no CUDA stream (") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) +
+                       "), so a GPU provider that loads runs in host mode");
+    }
+    stream = dev_->stream;
+  }
+#else
+  if (wants_gpu) notes_.push_back("the addon was built without CUDA, so a GPU provider that loads runs in host mode");
+#endif
+
+  ort::SessionConfig bb = config_.session;
+  bb.cudaStream = stream;
+  ort::SessionConfig un = bb;
+  const size_t opt = std::min<size_t>(8, config_.maxBatch);
+  if (ProfileSafe(config_.backboneInput)) {
+    const auto in = {size_t(3), config_.inputH, config_.inputW};
+    bb.tensorrt.profileMin = ProfileShape(config_.backboneInput, 1, in);
+    bb.tensorrt.profileOpt = ProfileShape(config_.backboneInput, opt, in);
+    bb.tensorrt.profileMax = ProfileShape(config_.backboneInput, config_.maxBatch, in);
+  }
+  if (ProfileSafe(config_.unetX) && ProfileSafe(config_.unetT)) {
+    const auto f = {config_.channels, config_.featH, config_.featW};
+    un.tensorrt.profileMin = ProfileShape(config_.unetX, 1, f) + "," + ProfileShape(config_.unetT, 1, {});
+    un.tensorrt.profileOpt = ProfileShape(config_.unetX, opt, f) + "," + ProfileShape(config_.unetT, opt, {});
+    un.tensorrt.profileMax =
+        ProfileShape(config_.unetX, config_.maxBatch, f) + "," + ProfileShape(config_.unetT, config_.maxBatch, {});
+  }
+
+  auto open = [&](const std::string& path, const ort::SessionConfig& c, const char* label) {
+    std::unique_ptr<ort::Session> s;
+    try {
+      s = ort::Session::Open(runtime_, path, c, label);
+    } catch (const ort::ProviderError& e) {
+      for (const auto& f : e.failures()) failures_.push_back({label, f.provider, f.error});
+      throw PipelineOpenError(e.what(), failures_);
+    }
+    for (const auto& f : s->failures()) failures_.push_back({label, f.provider, f.error});
+    return s;
+  };
+  backbone_ = open(config_.backbonePath, bb, "backbone");
+  unet_ = open(config_.unetPath, un, "unet");
+
+  const bool gpu_backbone = IsGpuProvider(backbone_->provider());
+  const bool gpu_unet = IsGpuProvider(unet_->provider());
+#if INVAD_WITH_CUDA
+  device_mode_ = dev_->stream != nullptr && gpu_backbone && gpu_unet;
+  if (dev_->stream != nullptr && (gpu_backbone || gpu_unet) && !device_mode_) {
+    notes_.push_back("one session runs on the CPU, so the pipeline runs in host mode");
+  }
+  if (gpu_backbone || gpu_unet) {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, config_.session.cudaDeviceId) == cudaSuccess) {
+      device_name_ = prop.name;
+    } else {
+      cudaGetLastError();
+      device_name_ = "cuda:" + std::to_string(config_.session.cudaDeviceId);
+    }
+  }
+  if (device_mode_) {
+    dev_->cuda_info = ort::CudaMemoryInfo(runtime_, dev_->device);
+    // Captured graphs keep buffer addresses: allocate the largest batch now
+    // so the buffers never move.
+    if (config_.session.cudaGraph) Reserve(config_.maxBatch);
+  }
+#else
+  if (gpu_backbone || gpu_unet) device_name_ = "cuda:" + std::to_string(config_.session.cudaDeviceId);
+#endif
+}
+
+PipelineEngine::~PipelineEngine() {
+  // Bindings reference the buffers and sessions; sessions use the stream.
+  bindings_.clear();
+  backbone_.reset();
+  unet_.reset();
+  dev_.reset();
+}
+
+void PipelineEngine::Reserve(size_t n) {
+  if (n <= capacity_) return;
+  bindings_.clear();
+  if (!device_mode_) {
+    x_.assign(n * chw(), 0.0f);
+    eps_.assign(n * chw(), 0.0f);
+    t_.assign(n, 0);
+    partials_.resize(cpu::norm_item_count(cpu::Shape{n, config_.channels, config_.featH, config_.featW}));
+    capacity_ = n;
+    return;
+  }
+#if INVAD_WITH_CUDA
+  if (config_.session.cudaGraph && capacity_ > 0) {
+    throw std::runtime_error("batch of " + std::to_string(n) + " exceeds maxBatch (" +
+                             std::to_string(config_.maxBatch) + ") with CUDA graphs enabled");
+  }
+  DeviceState& d = *dev_;
+  CudaCheck(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+  d.FreeBuffers();
+  capacity_ = 0;
+  d.d_in = DeviceAlloc<float>(n * inputPlane(), "cudaMalloc(input)");
+  d.d_x = DeviceAlloc<float>(n * chw(), "cudaMalloc(x)");
+  d.d_eps = DeviceAlloc<float>(n * chw(), "cudaMalloc(eps)");
+  d.d_t = DeviceAlloc<int64_t>(n, "cudaMalloc(t)");
+  d.d_l2 = DeviceAlloc<float>(n * hw(), "cudaMalloc(l2)");
+  d.d_min = DeviceAlloc<float>(n, "cudaMalloc(min)");
+  d.d_max = DeviceAlloc<float>(n, "cudaMalloc(max)");
+  d.d_sum = DeviceAlloc<double>(n, "cudaMalloc(sumSq)");
+  d.h_in = PinnedAlloc<float>(n * inputPlane(), "cudaMallocHost(input)");
+  d.h_l2 = PinnedAlloc<float>(n * hw(), "cudaMallocHost(l2)");
+  d.h_min = PinnedAlloc<float>(n, "cudaMallocHost(min)");
+  d.h_max = PinnedAlloc<float>(n, "cudaMallocHost(max)");
+  d.h_sum = PinnedAlloc<double>(n, "cudaMallocHost(sumSq)");
+  capacity_ = n;
+#endif
+}
+
+PipelineEngine::Bindings& PipelineEngine::BindingsFor(size_t n) {
+  Reserve(n);
+  auto it = bindings_.find(n);
+  if (it != bindings_.end()) return *it->second;
+  auto b = std::make_unique<Bindings>();
+  const auto x_shape = Dims({n, config_.channels, config_.featH, config_.featW});
+  const auto t_shape = Dims({n});
+  const size_t x_bytes = n * chw() * sizeof(float);
+  b->backbone.reset(new ort::Binding(runtime_, backbone_->get()));
+  b->unet.reset(new ort::Binding(runtime_, unet_->get()));
+  if (!device_mode_) {
+    const ort::OrtMemoryInfo* mi = cpu_info_.get();
+    b->values.push_back(ort::TensorOver(runtime_, mi, x_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(ort::TensorOver(runtime_, mi, eps_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(ort::TensorOver(runtime_, mi, t_.data(), n * sizeof(int64_t), t_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
+    // The backbone's input is bound per call, over the caller's buffer.
+    b->backbone->BindOutput(config_.backboneOutput, b->values[0].get());
+    b->unet->BindInput(config_.unetX, b->values[0].get());
+    b->unet->BindInput(config_.unetT, b->values[2].get());
+    b->unet->BindOutput(config_.unetOutput, b->values[1].get());
+  } else {
+#if INVAD_WITH_CUDA
+    DeviceState& d = *dev_;
+    const ort::OrtMemoryInfo* mi = d.cuda_info.get();
+    b->values.push_back(ort::TensorOver(runtime_, mi, d.d_x, x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(ort::TensorOver(runtime_, mi, d.d_eps, x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(ort::TensorOver(runtime_, mi, d.d_t, n * sizeof(int64_t), t_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
+    b->values.push_back(ort::TensorOver(runtime_, mi, d.d_in, n * inputPlane() * sizeof(float),
+                                        Dims({n, 3, config_.inputH, config_.inputW}),
+                                        ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->backbone->BindInput(config_.backboneInput, b->values[3].get());
+    b->backbone->BindOutput(config_.backboneOutput, b->values[0].get());
+    b->unet->BindInput(config_.unetX, b->values[0].get());
+    b->unet->BindInput(config_.unetT, b->values[2].get());
+    b->unet->BindOutput(config_.unetOutput, b->values[1].get());
+    // Everything is ordered on the one stream, so ORT need not synchronize at
+    // the end of each run; the pipeline synchronizes once per call.
+    std::vector<std::pair<std::string, std::string>> entries = {{"disable_synchronize_execution_providers", "1"}};
+    if (config_.session.cudaGraph) entries.emplace_back("gpu_graph_id", std::to_string(n));
+    b->runOptions = ort::MakeRunOptions(runtime_, entries);
+#endif
+  }
+  Bindings& ref = *b;
+  bindings_[n] = std::move(b);
+  return ref;
+}
+
+RunTimings PipelineEngine::Run(const float* batch, size_t n, const std::vector<StepSpec>& steps,
+                               const RunOutputs& out) {
+  if (steps.empty()) throw std::invalid_argument("the inversion needs at least one step");
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  return device_mode_ ? RunDevice(batch, n, &steps, out, nullptr) : RunHost(batch, n, &steps, out, nullptr);
+}
+
+RunTimings PipelineEngine::Features(const float* batch, size_t n, float* features) {
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  const RunOutputs none{nullptr, nullptr, nullptr, nullptr, nullptr};
+  return device_mode_ ? RunDevice(batch, n, nullptr, none, features) : RunHost(batch, n, nullptr, none, features);
+}
+
+RunTimings PipelineEngine::RunHost(const float* batch, size_t n, const std::vector<StepSpec>* steps,
+                                   const RunOutputs& out, float* features) {
+  RunTimings tm;
+  const auto t_start = Clock::now();
+  Bindings& b = BindingsFor(n);
+  const size_t count = n * chw();
+
+  // The batch is bound where it is (no copy); ORT only reads it.
+  ort::ValuePtr input = ort::TensorOver(runtime_, cpu_info_.get(), const_cast<float*>(batch),
+                                        n * inputPlane() * sizeof(float), Dims({n, 3, config_.inputH, config_.inputW}),
+                                        ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  auto t0 = Clock::now();
+  b.backbone->BindInput(config_.backboneInput, input.get());
+  b.backbone->Run(backbone_->get(), host_run_options_.get());
+  b.backbone->SynchronizeOutputs();
+  tm.backboneMs = MsSince(t0);
+  if (steps == nullptr) {
+    t0 = Clock::now();
+    std::memcpy(features, x_.data(), count * sizeof(float));
+    tm.downloadMs = MsSince(t0);
+    tm.totalMs = MsSince(t_start);
+    return tm;
+  }
+
+  float* x = x_.data();
+  const float* eps = eps_.data();
+  const cpu::Shape shape{n, config_.channels, config_.featH, config_.featW};
+  ThreadPool& pool = ThreadPool::instance();
+  for (size_t i = 0; i < steps->size(); ++i) {
+    const StepSpec& st = (*steps)[i];
+    t0 = Clock::now();
+    std::fill(t_.begin(), t_.begin() + static_cast<std::ptrdiff_t>(n), st.t);
+    b.unet->Run(unet_->get(), host_run_options_.get());
+    b.unet->SynchronizeOutputs();
+    const auto t1 = Clock::now();
+    tm.unetMs.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    if (i + 1 < steps->size()) {
+      pool.parallel_for(count, kGrainElements,
+                        [&](size_t begin, size_t end) { cpu::ddim_step(x, eps, st.a, st.b, begin, end); });
+    } else {
+      cpu::NormPartial* p = partials_.data();
+      const size_t items = cpu::norm_item_count(shape);
+      pool.parallel_for(items, NormGrain(shape), [&](size_t begin, size_t end) {
+        cpu::last_step_reduce_items(x, eps, st.a, st.b, shape, out.l2, p, begin, end);
+      });
+      cpu::finish_norm(shape, p, out.min, out.max, out.sumSq);
+    }
+    tm.kernelMs += MsSince(t1);
+  }
+  if (out.latents != nullptr) {
+    t0 = Clock::now();
+    std::memcpy(out.latents, x, count * sizeof(float));
+    tm.downloadMs = MsSince(t0);
+  }
+  tm.totalMs = MsSince(t_start);
+  return tm;
+}
+
+RunTimings PipelineEngine::RunDevice(const float* batch, size_t n, const std::vector<StepSpec>* steps,
+                                     const RunOutputs& out, float* features) {
+#if INVAD_WITH_CUDA
+  RunTimings tm;
+  tm.deviceClock = true;
+  const auto t_start = Clock::now();
+  DeviceState& d = *dev_;
+  CudaCheck(cudaSetDevice(d.device), "cudaSetDevice");
+  Bindings& b = BindingsFor(n);
+  const size_t S = steps == nullptr ? 0 : steps->size();
+  const bool want_x = steps == nullptr || out.latents != nullptr;
+  const size_t count = n * chw();
+  if (want_x && d.lat_capacity < count) {
+    HostFree(d.h_lat);
+    d.h_lat = PinnedAlloc<float>(capacity_ * chw(), "cudaMallocHost(latents)");
+    d.lat_capacity = capacity_ * chw();
+  }
+  // Events: 0 start, 1 uploaded, 2 backbone done, then per step (unet, kernel), then downloaded.
+  const size_t last_event = 3 + 2 * S;
+  d.EnsureEvents(last_event + 1);
+  cudaStream_t s = d.stream;
+  try {
+    const size_t in_bytes = n * inputPlane() * sizeof(float);
+    std::memcpy(d.h_in, batch, in_bytes);
+    CudaCheck(cudaEventRecord(d.events[0], s), "cudaEventRecord");
+    CudaCheck(cudaMemcpyAsync(d.d_in, d.h_in, in_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync(input)");
+    CudaCheck(cudaEventRecord(d.events[1], s), "cudaEventRecord");
+    b.backbone->Run(backbone_->get(), b.runOptions.get());
+    CudaCheck(cudaEventRecord(d.events[2], s), "cudaEventRecord");
+    for (size_t i = 0; i < S; ++i) {
+      const StepSpec& st = (*steps)[i];
+      CudaCheck(cuda::fill_i64(d.d_t, st.t, n, s), "fill_i64 kernel");
+      b.unet->Run(unet_->get(), b.runOptions.get());
+      CudaCheck(cudaEventRecord(d.events[3 + 2 * i], s), "cudaEventRecord");
+      if (i + 1 < S) {
+        CudaCheck(cuda::ddim_step(d.d_x, d.d_eps, st.a, st.b, count, s), "ddim_step kernel");
+      } else {
+        CudaCheck(cuda::last_step_reduce(d.d_x, d.d_eps, st.a, st.b, n, config_.channels, config_.featH,
+                                         config_.featW, d.d_l2, d.d_min, d.d_max, d.d_sum, s),
+                  "last_step_reduce kernel");
+      }
+      CudaCheck(cudaEventRecord(d.events[4 + 2 * i], s), "cudaEventRecord");
+    }
+    if (S > 0) {
+      CudaCheck(cudaMemcpyAsync(d.h_l2, d.d_l2, n * hw() * sizeof(float), cudaMemcpyDeviceToHost, s),
+                "cudaMemcpyAsync(l2)");
+      CudaCheck(cudaMemcpyAsync(d.h_min, d.d_min, n * sizeof(float), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync(min)");
+      CudaCheck(cudaMemcpyAsync(d.h_max, d.d_max, n * sizeof(float), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync(max)");
+      CudaCheck(cudaMemcpyAsync(d.h_sum, d.d_sum, n * sizeof(double), cudaMemcpyDeviceToHost, s),
+                "cudaMemcpyAsync(sumSq)");
+    }
+    if (want_x) {
+      CudaCheck(cudaMemcpyAsync(d.h_lat, d.d_x, count * sizeof(float), cudaMemcpyDeviceToHost, s),
+                "cudaMemcpyAsync(x)");
+    }
+    CudaCheck(cudaEventRecord(d.events[last_event], s), "cudaEventRecord");
+    CudaCheck(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  } catch (...) {
+    cudaStreamSynchronize(s);
+    cudaGetLastError();
+    throw;
+  }
+  if (S > 0) {
+    std::memcpy(out.l2, d.h_l2, n * hw() * sizeof(float));
+    std::memcpy(out.min, d.h_min, n * sizeof(float));
+    std::memcpy(out.max, d.h_max, n * sizeof(float));
+    std::memcpy(out.sumSq, d.h_sum, n * sizeof(double));
+  }
+  if (want_x) std::memcpy(steps == nullptr ? features : out.latents, d.h_lat, count * sizeof(float));
+  tm.uploadMs = d.Elapsed(0, 1);
+  tm.backboneMs = d.Elapsed(1, 2);
+  size_t prev = 2;
+  for (size_t i = 0; i < S; ++i) {
+    tm.unetMs.push_back(d.Elapsed(prev, 3 + 2 * i));
+    tm.kernelMs += d.Elapsed(3 + 2 * i, 4 + 2 * i);
+    prev = 4 + 2 * i;
+  }
+  tm.downloadMs = d.Elapsed(prev, last_event);
+  tm.totalMs = MsSince(t_start);
+  return tm;
+#else
+  (void)batch;
+  (void)n;
+  (void)steps;
+  (void)out;
+  (void)features;
+  throw std::logic_error("device mode without CUDA");
+#endif
+}
+
+}  // namespace invad
