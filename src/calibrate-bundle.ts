@@ -60,7 +60,7 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   try {
     for (const s of steps) {
       options.onProgress?.(`calibrating S = ${s} on ${normals.length} held-out normals`);
-      bySteps.push(calibrateStep(s, await det.scoreBatch(normals, { steps: s }), far));
+      bySteps.push(calibrateStep(s, await det.scoreBatch(normals, { steps: s, allMaps: true }), far));
     }
   } finally {
     await det.dispose();

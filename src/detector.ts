@@ -117,6 +117,12 @@ export interface ScoreOptions {
    * reconSteps DDIM steps, and take the per-position error norm.
    */
   reconstruction?: { tStart: number; reconSteps: number };
+  /**
+   * Also compute the maps and parts the score definition does not use (the
+   * latent-Gaussian ones when the bundle has them), as evaluation and
+   * calibration need. Default false: they cost time.
+   */
+  allMaps?: boolean;
 }
 
 export interface ScoreBatchOptions extends ScoreOptions {
@@ -419,7 +425,7 @@ export class Detector {
     if (definition === 'latent-gaussian' && !this.manifest.latentGaussian?.some((g) => g.steps === steps)) {
       throw invalidArgument('options.steps', `a step count with latent-Gaussian statistics in the bundle (${(this.manifest.latentGaussian ?? []).map((g) => g.steps).join(', ') || 'none'})`, steps);
     }
-    return { mode: 'inversion', steps, map: definition === 'latent-gaussian' ? 'latent-gaussian' : 'l2' };
+    return { mode: 'inversion', steps, map: definition === 'latent-gaussian' ? 'latent-gaussian' : 'l2', allMaps: o.allMaps === true };
   }
 
   /** The inverted latents x_T of images (n x C x h x w), e.g. to fit the latent-Gaussian statistics. */

@@ -107,6 +107,15 @@ test('the bundle carries latent statistics and per-S calibration', async () => {
   } finally {
     await det.dispose();
   }
+  // The Mahalanobis map costs time: other definitions skip it unless asked for every map.
+  const sp = await Detector.load(bundle, { scoreDefinition: 'sp', steps: 2 });
+  try {
+    const file = join(dataset, 'test/blob/0.png');
+    expect((await sp.score(file)).components.latentGaussian).toBeUndefined();
+    expect((await sp.score(file, { allMaps: true })).featureMaps.latentGaussian).toHaveLength(64);
+  } finally {
+    await sp.dispose();
+  }
 });
 
 test('eval reports metrics per definition, S and defect type, and writes the report', async () => {

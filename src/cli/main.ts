@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { InvadError } from '../errors';
 import { packageVersion } from '../package-info';
 import { backboneCommand } from './commands/backbone';
+import { benchCommand } from './commands/bench';
 import { calibrateCommand } from './commands/calibrate';
 import { doctorCommand } from './commands/doctor';
 import { evalCommand } from './commands/eval';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .addCommand(evalCommand())
     .addCommand(backboneCommand())
     .addCommand(doctorCommand())
+    .addCommand(benchCommand())
     .showHelpAfterError();
 }
 

@@ -145,7 +145,8 @@ async function main(): Promise<void> {
       }
       const start = performance.now();
       const plan = req.plan;
-      const gaussian = plan.mode === 'inversion' ? await gaussianFor(plan.steps) : undefined;
+      const wantsLatent = plan.mode === 'inversion' && (plan.map === 'latent-gaussian' || plan.allMaps);
+      const gaussian = wantsLatent ? await gaussianFor(plan.steps) : undefined;
       const out =
         plan.mode === 'inversion'
           ? await invert(stepsFor(plan.steps), gaussian !== undefined)

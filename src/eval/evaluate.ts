@@ -200,7 +200,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
   try {
     for (const steps of stepsList) {
       const scoreOptions: ScoreOptions =
-        mode === 'reconstruction' ? { reconstruction: { tStart: o.tStart ?? 0.2, reconSteps: steps } } : { steps };
+        mode === 'reconstruction' ? { reconstruction: { tStart: o.tStart ?? 0.2, reconSteps: steps } } : { steps, allMaps: true };
       say(mode === 'reconstruction' ? `reconstruction ablation: t_start ${o.tStart ?? 0.2}, ${steps} steps` : `scoring at S = ${steps}`);
       const { scored, perImageMs } = await scoreAll(det, items, scoreOptions, batchSize, notes);
       const b1 = await latencyAtBatch1(det, items, scoreOptions, o.latencySamples ?? 20);
