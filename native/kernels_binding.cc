@@ -11,6 +11,7 @@
 
 #include "args.h"
 #include "kernels_cpu.h"
+#include "promise_worker.h"
 #include "thread_pool.h"
 
 namespace invad {
@@ -130,35 +131,10 @@ Napi::Object MakeNormResult(Napi::Env env, Napi::Float32Array l2, Napi::Float32A
 // as rejections. Inputs and outputs are held by Napi::Reference so the GC keeps
 // their buffers alive until the worker is deleted on the JS thread. (A buffer
 // transferred or detached by JS while the work runs is not guarded against.)
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  PromiseWorker(Napi::Env env, const char* name)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
-
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
-  // Runs fn, turning any C++ exception into the worker's error.
-  template <typename Fn>
-  void Guard(Fn&& fn) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    } catch (...) {
-      SetError("native kernel failed");
-    }
-  }
-
-  Napi::Promise::Deferred deferred_;
-};
-
 class DdimStepWorker : public PromiseWorker {
  public:
   DdimStepWorker(Napi::Env env, const StepArgs& a)
-      : PromiseWorker(env, "invad:ddimStep"),
+      : PromiseWorker(env, "invad:ddimStep", "native kernel failed"),
         xRef_(Napi::Persistent(a.x.array)),
         epsRef_(Napi::Persistent(a.eps.array)),
         x_(a.x.data),
@@ -189,7 +165,7 @@ class DdimStepWorker : public PromiseWorker {
 class NormWorkerBase : public PromiseWorker {
  protected:
   NormWorkerBase(Napi::Env env, const char* name, const Shape& s)
-      : PromiseWorker(env, name), shape_(s) {
+      : PromiseWorker(env, name, "native kernel failed"), shape_(s) {
     NormOutputs out(env, s);
     l2Ref_ = Napi::Persistent(out.l2);
     minRef_ = Napi::Persistent(out.min);
@@ -272,7 +248,7 @@ class LastStepReduceWorker : public NormWorkerBase {
 class ResizeWorker : public PromiseWorker {
  public:
   ResizeWorker(Napi::Env env, const ResizeArgs& a)
-      : PromiseWorker(env, "invad:resizeBilinear"),
+      : PromiseWorker(env, "invad:resizeBilinear", "native kernel failed"),
         srcRef_(Napi::Persistent(a.src.array)),
         src_(a.src.data),
         rows_(a.planes * a.outH),

@@ -17,6 +17,7 @@
 #include "cuda_check.h"
 #include "ort_session.h"
 #include "pipeline_engine.h"
+#include "promise_worker.h"
 
 namespace invad {
 namespace {
@@ -213,34 +214,16 @@ Napi::Array ValueInfos(Napi::Env env, const std::vector<ort::ValueInfo>& infos) 
 
 // ---- async workers ----------------------------------------------------------------
 
-class PipelineWorker : public Napi::AsyncWorker {
- public:
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
+class PipelineWorker : public PromiseWorker {
  protected:
   PipelineWorker(Napi::Env env, const char* name, std::shared_ptr<PipelineEngine> engine, const args::F32& batch,
                  size_t n)
-      : Napi::AsyncWorker(env, name),
-        deferred_(Napi::Promise::Deferred::New(env)),
+      : PromiseWorker(env, name, "the native pipeline failed"),
         engine_(std::move(engine)),
         batchRef_(Napi::Persistent(batch.array)),
         batch_(batch.data),
         n_(n) {}
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
-  template <typename Fn>
-  void Guard(Fn&& fn) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    } catch (...) {
-      SetError("the native pipeline failed");
-    }
-  }
-
-  Napi::Promise::Deferred deferred_;
   std::shared_ptr<PipelineEngine> engine_;
   Napi::Reference<Napi::Float32Array> batchRef_;
   const float* batch_;
