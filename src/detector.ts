@@ -15,7 +15,7 @@ import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
 import type { EngineKind, EngineReady, ExecutionProvider, RunResult, ScorePlan, TensorRtOptions } from './engine/protocol';
 import { DisposedError, InvadError, reviveError } from './errors';
-import { describeInput, type ImageInput, preprocess, type PreprocessedImage } from './preprocess';
+import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors } from './preprocess';
 import { calibrationAt } from './calibrate';
 import { imageScore, type ScoreComponents } from './score';
 import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from './validate';
@@ -436,20 +436,14 @@ export class Detector {
       const out = new Float32Array(inputs.length * per);
       for (let from = 0; from < inputs.length; from += batchSize) {
         const pres = await Promise.all(inputs.slice(from, from + batchSize).map((input, j) => preprocess(input, this.manifest.input, describeInput(input, from + j))));
-        const plane = pres[0].tensor.length;
-        const batch = new Float32Array(pres.length * plane);
-        pres.forEach((p, i) => batch.set(p.tensor, i * plane));
-        out.set(await this.engine.latents(batch, pres.length, steps), from * per);
+        out.set(await this.engine.latents(stackTensors(pres), pres.length, steps), from * per);
       }
       return out;
     });
   }
 
   private async runBatch(items: QueuedImage[], plan: ScorePlan): Promise<Array<ItemOutcome<EngineOutput>>> {
-    const { width, height } = this.manifest.input;
-    const plane = 3 * width * height;
-    const batch = new Float32Array(items.length * plane);
-    items.forEach((it, i) => batch.set(it.pre.tensor, i * plane));
+    const batch = stackTensors(items.map((it) => it.pre));
     const startedAt = performance.now();
     const sizes = items.map((it) => ({ width: it.pre.width, height: it.pre.height }));
     const result: RunResult = await this.engine.run(batch, items.length, sizes, plan);

@@ -9,7 +9,7 @@ import { buildManifest } from './bundle/write';
 import { EngineClient } from './engine/client';
 import type { ExecutionProvider } from './engine/protocol';
 import { InvalidInputError } from './errors';
-import { preprocess, type PreprocessedImage } from './preprocess';
+import { preprocess, type PreprocessedImage, stackTensors } from './preprocess';
 
 export interface BackboneSpec {
   input: Pick<InputSpec, 'width' | 'height'> & Partial<InputSpec>;
@@ -92,10 +92,7 @@ export class FeatureExtractor {
         }
       });
       if (ok.length > 0) {
-        const plane = ok[0].tensor.length;
-        const batch = new Float32Array(ok.length * plane);
-        ok.forEach((p, i) => batch.set(p.tensor, i * plane));
-        chunks.push(await this.engine.features(batch, ok.length));
+        chunks.push(await this.engine.features(stackTensors(ok), ok.length));
       }
       options.onProgress?.(Math.min(files.length, from + batchSize), files.length);
     }

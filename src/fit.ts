@@ -18,7 +18,7 @@ import { loadBundle } from './bundle/load';
 import type { CalibrationSpec, Manifest, ScoreDefinition } from './bundle/manifest';
 import { commitFolder, writeBundle } from './bundle/write';
 import { calibrateBundle, DEFAULT_STEP_RANGE, fitBundleLatents } from './calibrate-bundle';
-import { expandImagePaths } from './cli/files';
+import { expandImagePaths } from './image-files';
 import type { ExecutionProvider } from './engine/protocol';
 import { AbortedError, InvalidArgumentError, TrainingError } from './errors';
 import { channelStats, FeatureExtractor, type ExtractedFeatures } from './features';

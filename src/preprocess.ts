@@ -143,6 +143,14 @@ export async function toTensor(image: DecodedImage, spec: InputSpec, label: stri
   return out;
 }
 
+/** Stacks preprocessed images into one N x 3 x H x W batch (a fresh buffer, safe to transfer). */
+export function stackTensors(images: readonly Pick<PreprocessedImage, 'tensor'>[]): Float32Array {
+  const plane = images[0]?.tensor.length ?? 0;
+  const batch = new Float32Array(images.length * plane);
+  images.forEach((p, i) => batch.set(p.tensor, i * plane));
+  return batch;
+}
+
 export async function preprocess(input: ImageInput, spec: InputSpec, label: string): Promise<PreprocessedImage> {
   const t0 = performance.now();
   const decoded = await decodeImage(input, label, spec.alpha);

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
-import { expandImagePaths } from '../cli/files';
+import { expandImagePaths } from '../image-files';
 import { InvalidArgumentError } from '../errors';
 import { mulberry32 } from '../onnx/synthetic';
 import type { RawImage } from '../preprocess';

@@ -4,7 +4,7 @@ import { readdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { InvalidArgumentError, InvalidInputError } from '../errors';
-import { IMAGE_EXTENSIONS } from '../cli/files';
+import { IMAGE_EXTENSIONS } from '../image-files';
 
 export interface TestItem {
   file: string;

@@ -1,7 +1,7 @@
 /** `invad calibrate <normals> --model model/`: re-run calibration on a new folder of normal images. */
 import { Command } from 'commander';
 import { calibrateBundle, fitBundleLatents } from '../../calibrate-bundle';
-import { expandImagePaths } from '../files';
+import { expandImagePaths } from '../../image-files';
 import { parsePositiveInt, parseProviders } from './score';
 
 interface CalibrateCommandOptions {

@@ -7,7 +7,7 @@ import type { ExecutionProvider } from '../../engine/protocol';
 import { InvadError } from '../../errors';
 import { renderOverlay } from '../../overlay';
 import { decodeImage } from '../../preprocess';
-import { expandImagePaths } from '../files';
+import { expandImagePaths } from '../../image-files';
 import { makeProgress } from '../progress';
 
 export function parsePositiveInt(value: string): number {
