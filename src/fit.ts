@@ -26,7 +26,7 @@ import { writeNpy } from './npy';
 import { buildFeatureBackbone, type TapInfo } from './onnx/backbone';
 import { mulberry32 } from './onnx/synthetic';
 import { checkExportParity } from './trainer/parity';
-import { runTrainer, type TrainerSummary, type UnetPreset } from './trainer/runner';
+import { runTrainer, type TrainerSummary, UNET_PRESETS, type UnetPreset } from './trainer/runner';
 import { intInRange, numberInRange, oneOf } from './validate';
 
 export interface FitOptions {
@@ -40,7 +40,7 @@ export interface FitOptions {
   backboneModel?: string;
   /** tap tensor names, overriding the preset's */
   taps?: string[];
-  /** UNet size preset; default `small` */
+  /** UNet size preset (`tiny`, `small`, `medium`, `paper`); default `small` */
   preset?: UnetPreset;
   epochs?: number;
   batchSize?: number;
@@ -116,7 +116,7 @@ function checkOptions(o: FitOptions): void {
   if (typeof o.normal !== 'string' || !o.normal) throw new InvalidArgumentError('normal', 'Expected a folder of normal images for normal');
   if (typeof o.out !== 'string' || !o.out) throw new InvalidArgumentError('out', 'Expected an output folder for out');
   oneOf('backbone', o.backbone, Object.keys(BACKBONE_PRESETS));
-  if (o.preset !== undefined) oneOf('preset', o.preset, ['tiny', 'small', 'paper'] as const);
+  if (o.preset !== undefined) oneOf('preset', o.preset, UNET_PRESETS);
   if (o.epochs !== undefined) intInRange('epochs', o.epochs, 1, 100_000);
   if (o.batchSize !== undefined) intInRange('batchSize', o.batchSize, 1, 4096);
   if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);

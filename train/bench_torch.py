@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Tuple
 
 EXIT_USAGE = 2
 
-DEFAULT_FEATURES = {"tiny": (6, 4, 4), "small": (152, 14, 14), "paper": (272, 16, 16)}
+DEFAULT_FEATURES = {"tiny": (6, 4, 4), "small": (152, 14, 14), "medium": (152, 14, 14), "paper": (272, 16, 16)}
 
 
 def _parse_shape(s: str) -> Tuple[int, int, int]:

@@ -7,6 +7,8 @@ import sys
 import traceback
 from typing import Any, Callable, Dict, List
 
+from .presets import PRESETS
+
 Emit = Callable[[Dict[str, Any]], None]
 
 EXIT_ERROR = 1
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--train", required=True, help="float32 .npy [N,C,h,w]")
     f.add_argument("--val", required=True, help="float32 .npy [M,C,h,w]")
     f.add_argument("--out", required=True, help="work directory (checkpoint.pt, unet.onnx, parity_*.npy, summary.json)")
-    f.add_argument("--preset", required=True, choices=["tiny", "small", "paper"])
+    f.add_argument("--preset", required=True, choices=sorted(PRESETS))
     f.add_argument("--epochs", type=_positive_int, default=None)
     f.add_argument("--batch-size", type=_positive_int, default=None)
     f.add_argument("--lr", type=_positive_float, default=None)

@@ -60,15 +60,15 @@ import { readNpy } from '../npy';
 import { convBackbone } from '../onnx/synthetic';
 import { packageRoot } from '../package-info';
 import { inversionSteps } from '../schedule';
-import { findPython } from '../trainer/runner';
+import { findPython, UNET_PRESETS, type UnetPreset } from '../trainer/runner';
 import { constantFeaturesBackbone, STAND_IN_INPUT, STAND_IN_OUTPUT } from './features-backbone';
 import { syntheticImages } from './images';
 import { CpuMonitor, type CpuLoad, peakRssMiB } from './machine';
 import { benchStages, type StageBenchRow } from './stages';
 import { median, type Summary, summarize } from './stats';
 
-export type Preset = 'tiny' | 'small' | 'paper';
-export const PRESETS: readonly Preset[] = ['tiny', 'small', 'paper'];
+export type Preset = UnetPreset;
+export const PRESETS: readonly Preset[] = UNET_PRESETS;
 
 /** The targets from the benchmark issue: invad / PyTorch eager speed-up at batch 1 and at batch 8. */
 export const TARGETS: ReadonlyArray<{ batch: number; speedup: number }> = [

@@ -8,7 +8,9 @@ import { createInterface } from 'node:readline';
 import { AbortedError, TrainingError } from '../errors';
 import { packageRoot } from '../package-info';
 
-export type UnetPreset = 'tiny' | 'small' | 'paper';
+/** The trainer's UNet sizes (train/presets.py): tiny for tests, small (6.6M), medium (15.5M), paper (121M). */
+export const UNET_PRESETS = ['tiny', 'small', 'medium', 'paper'] as const;
+export type UnetPreset = (typeof UNET_PRESETS)[number];
 
 export const INSTALL_TORCH_HINT =
   'PyTorch is needed to train. On Debian/Ubuntu: sudo apt-get install -y --no-install-recommends python3-torch python3-numpy python3-onnx ; ' +

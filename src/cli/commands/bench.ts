@@ -257,7 +257,7 @@ export function benchCommand(): Command {
     .option('--limit-pct <pct>', 'soak: allowed RSS growth from the first sample to the last', parsePositiveNumber, 5)
     .option('--no-gc', 'soak: do not force a full GC before each sample')
     .addOption(new Option('--compare <stack>', 'time the inversion against this reference stack').choices(['torch']))
-    .option('--preset <list>', 'compare: UNet preset(s) with random weights: tiny, small, paper', parsePresets, ['small'] as Preset[])
+    .option('--preset <list>', `compare: UNet preset(s) with random weights: ${PRESETS.join(', ')}`, parsePresets, ['small'] as Preset[])
     .option('--checkpoint <file>', "compare: a training checkpoint's EMA weights instead of random ones")
     .option('--features <CxHxW>', 'compare: feature shape (default small 152x14x14, paper 272x16x16)', parseShape)
     .option('--reps <n>', 'compare: timed alternating repetitions per (batch, S)', parsePositiveInt, 20)

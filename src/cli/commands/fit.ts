@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { BACKBONE_PRESETS } from '../../backbones';
 import { fit, type FitEvent } from '../../fit';
+import { UNET_PRESETS, type UnetPreset } from '../../trainer/runner';
 import { makeProgress, type Progress } from '../progress';
 import { parsePositiveInt, parseProviders } from './score';
 
@@ -11,7 +12,7 @@ interface FitCommandOptions {
   backboneModel?: string;
   taps?: string;
   out: string;
-  preset: 'tiny' | 'small' | 'paper';
+  preset: UnetPreset;
   epochs?: number;
   batchSize?: number;
   lr?: number;
@@ -88,7 +89,7 @@ export function fitCommand(): Command {
     .option('--backbone-model <file>', "the classifier ONNX to tap (default: the preset's)")
     .option('--taps <names>', "comma-separated tensor names to tap, fine to coarse (default: the preset's)")
     .requiredOption('-o, --out <dir>', 'bundle folder to write')
-    .addOption(new Option('--preset <name>', 'UNet size').choices(['tiny', 'small', 'paper']).default('small'))
+    .addOption(new Option('--preset <name>', 'UNet size').choices([...UNET_PRESETS]).default('small'))
     .option('--epochs <n>', "training epochs (default: the preset's)", parsePositiveInt)
     .option('--batch-size <n>', "training batch size (default: the preset's)", parsePositiveInt)
     .option('--lr <rate>', "peak learning rate (default: the preset's)", Number)
