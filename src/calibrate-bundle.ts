@@ -7,8 +7,10 @@ import { loadBundle } from './bundle/load';
 import { writeLatentGaussian } from './bundle/latent';
 import type { CalibrationSpec, LatentGaussianSpec } from './bundle/manifest';
 import { writeManifest } from './bundle/write';
-import { calibrateStep, calibrationSpec } from './calibrate';
+import { calibrateStep, calibrationSpec, withF1Thresholds } from './calibrate';
 import { Detector } from './detector';
+import { InvalidArgumentError } from './errors';
+import type { LabelledSample } from './calibrate';
 import type { ExecutionProvider } from './engine/protocol';
 import { DEFAULT_REGULARIZATION, fitLatentGaussian } from './latent-gaussian';
 
@@ -46,6 +48,23 @@ export async function fitBundleLatents(dir: string, normals: readonly string[], 
 export interface CalibrateBundleOptions extends BundleStepOptions {
   /** target false-alarm rate on normals; default 0.01 */
   falseAlarmRate?: number;
+  /**
+   * A labelled validation set (images not used for training): the image thresholds are then
+   * set at its F1 maximum instead of the false-alarm rate. Normalizations and pixel thresholds
+   * still come from the normals.
+   */
+  validation?: LabelledImages;
+}
+
+export interface LabelledImages {
+  normal: readonly string[];
+  anomalous: readonly string[];
+}
+
+async function scoreLabelled(det: Detector, set: LabelledImages, steps: number, onProgress?: (message: string) => void): Promise<LabelledSample[]> {
+  onProgress?.(`scoring the validation set at S = ${steps}: ${set.normal.length} normal, ${set.anomalous.length} anomalous`);
+  const [normal, anomalous] = [await det.scoreBatch(set.normal, { steps, allMaps: true }), await det.scoreBatch(set.anomalous, { steps, allMaps: true })];
+  return [...normal.map((r) => ({ components: r.components, anomalous: false })), ...anomalous.map((r) => ({ components: r.components, anomalous: true }))];
 }
 
 /** Scores held-out `normals` at each S and writes the resulting calibration into the bundle. */
@@ -54,18 +73,27 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   const m = bundle.manifest;
   const steps = [...new Set([...(options.steps ?? DEFAULT_STEP_RANGE), m.schedule.defaultSteps])].sort((a, b) => a - b);
   const far = options.falseAlarmRate ?? 0.01;
+  const validation = options.validation;
+  if (validation && (validation.normal.length === 0 || validation.anomalous.length === 0)) {
+    throw new InvalidArgumentError('validation', `an F1-optimal threshold needs normal and anomalous validation images, got ${validation.normal.length} normal and ${validation.anomalous.length} anomalous`);
+  }
   // 'sp' needs nothing per S; the latent-Gaussian parts come along wherever the bundle has statistics.
   const det = await Detector.load(dir, { executionProviders: options.executionProviders, scoreDefinition: 'sp' });
   const bySteps = [];
   try {
     for (const s of steps) {
       options.onProgress?.(`calibrating S = ${s} on ${normals.length} held-out normals`);
-      bySteps.push(calibrateStep(s, await det.scoreBatch(normals, { steps: s, allMaps: true }), far));
+      const step = calibrateStep(s, await det.scoreBatch(normals, { steps: s, allMaps: true }), far);
+      bySteps.push(validation ? withF1Thresholds(step, await scoreLabelled(det, validation, s, options.onProgress)) : step);
     }
   } finally {
     await det.dispose();
   }
-  const calibration = calibrationSpec(bySteps, { steps: m.schedule.defaultSteps, definition: m.score.definition, samples: normals.length, falseAlarmRate: far });
+  const calibration = calibrationSpec(
+    bySteps,
+    { steps: m.schedule.defaultSteps, definition: m.score.definition, samples: normals.length, falseAlarmRate: far },
+    validation ? { normal: validation.normal.length, anomalous: validation.anomalous.length } : undefined,
+  );
   await writeManifest(dir, { ...m, calibration });
   return calibration;
 }

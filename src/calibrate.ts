@@ -6,9 +6,14 @@
  * Normalization is a robust z-score, (v - median) / (1.4826 * MAD): with the few
  * dozen normals a line usually has, one odd image moves min-max a lot and the
  * median/MAD hardly at all.
+ *
+ * With a labelled validation set (normal and anomalous images), the image
+ * thresholds can instead be set where F1 is highest on it (anomalib's
+ * F1-adaptive threshold); the normalizations still come from normals alone.
  */
-import { type CalibrationSpec, type PartNormalization, SCORE_DEFINITIONS, type ScoreDefinition, type StepCalibration } from './bundle/manifest';
+import { type CalibrationSpec, type ImageThresholdMethod, type PartNormalization, SCORE_DEFINITIONS, type ScoreDefinition, type StepCalibration } from './bundle/manifest';
 import { InvalidArgumentError } from './errors';
+import { f1Max } from './metrics';
 import { imageScore, type ScoreComponents } from './score';
 
 /** Linear-interpolated quantile of sorted values (numpy's default method). */
@@ -68,17 +73,49 @@ export function calibrateStep(steps: number, normals: readonly NormalSample[], f
   return step;
 }
 
+/** What the F1-optimal threshold needs from scoring one labelled validation image. */
+export interface LabelledSample {
+  components: ScoreComponents;
+  anomalous: boolean;
+}
+
+/**
+ * Replaces each image threshold of `step` by the one with the highest F1 on the labelled
+ * `samples`. F1-max picks t for `score >= t`; the detector flags `score > threshold`, so the
+ * threshold lands halfway between t and the next lower validation score.
+ */
+export function withF1Thresholds(step: StepCalibration, samples: readonly LabelledSample[]): StepCalibration {
+  const anomalous = samples.filter((s) => s.anomalous).length;
+  if (anomalous === 0 || anomalous === samples.length) {
+    throw new InvalidArgumentError('validation', `an F1-optimal threshold needs normal and anomalous validation images, got ${samples.length - anomalous} normal and ${anomalous} anomalous`);
+  }
+  const labels = samples.map((s) => s.anomalous);
+  const imageThresholds: StepCalibration['imageThresholds'] = {};
+  for (const definition of SCORE_DEFINITIONS) {
+    if (step.imageThresholds[definition] === undefined) continue;
+    const scores = samples.map((s) => imageScore(definition, s.components, step));
+    const t = f1Max(scores, labels).threshold;
+    const below = scores.reduce((a, v) => (v < t && v > a ? v : a), -Infinity);
+    imageThresholds[definition] = Number.isFinite(below) ? (t + below) / 2 : t - Math.max(1e-6, Math.abs(t) * 1e-6);
+  }
+  return { ...step, imageThresholds };
+}
+
 /** The bundle's calibration: every S, with the default S and definition repeated at the top. */
 export function calibrationSpec(
   bySteps: StepCalibration[],
   defaults: { steps: number; definition: ScoreDefinition; samples: number; falseAlarmRate: number },
+  validation?: { normal: number; anomalous: number },
 ): CalibrationSpec {
+  const thresholds: ImageThresholdMethod = validation ? 'f1-max' : 'false-alarm-rate';
   const main = bySteps.find((s) => s.steps === defaults.steps);
   if (!main) throw new InvalidArgumentError('steps', `no calibration for the default S = ${defaults.steps}`);
   const pixelKey = defaults.definition === 'latent-gaussian' ? 'latentGaussian' : 'l2';
   return {
     status: 'calibrated',
-    method: 'robust z-score (median, 1.4826*MAD) per part on held-out normals; thresholds at the (1 - falseAlarmRate) quantile of normal scores',
+    method: validation
+      ? 'robust z-score (median, 1.4826*MAD) per part on held-out normals; image thresholds at the F1 maximum on a labelled validation set; pixel thresholds at the (1 - falseAlarmRate) quantile of normal values'
+      : 'robust z-score (median, 1.4826*MAD) per part on held-out normals; thresholds at the (1 - falseAlarmRate) quantile of normal scores',
     sp: main.sp,
     nll: main.nll,
     ...(main.latentGaussian ? { latentGaussian: main.latentGaussian } : {}),
@@ -86,6 +123,8 @@ export function calibrationSpec(
     pixelThreshold: main.pixelThresholds[pixelKey] ?? null,
     samples: defaults.samples,
     falseAlarmRate: defaults.falseAlarmRate,
+    imageThresholdMethod: thresholds,
+    ...(validation ? { validation } : {}),
     bySteps,
   };
 }

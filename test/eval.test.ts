@@ -3,12 +3,14 @@
  * parts with a dark blob (with its ground-truth mask), scored by a synthetic
  * bundle whose backbone answers to local contrast.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { Detector } from '../src';
 import { writeBundle } from '../src/bundle/write';
+import { withF1Thresholds } from '../src/calibrate';
 import { calibrateBundle, fitBundleLatents } from '../src/calibrate-bundle';
+import { loadLabelledImages } from '../src/eval/dataset';
 import { evaluate } from '../src/eval/evaluate';
 import { fitLatentGaussian, mahalanobisMap } from '../src/latent-gaussian';
 import { convBackbone, linearUnet, mulberry32 } from '../src/onnx/synthetic';
@@ -140,4 +142,44 @@ test('the reconstruction ablation scores the same model by reconstruction error'
   const report = await evaluate({ dataset, model: bundle, mode: 'reconstruction', tStart: 0.2, reconSteps: 5, latencySamples: 2, imageOnly: true });
   expect(report.rows.map((r) => r.scoreDefinition)).toEqual(['reconstruction', 'reconstruction']);
   expect(report.settings).toMatchObject({ mode: 'reconstruction', tStart: 0.2, reconSteps: 5 });
+});
+
+describe('F1-optimal image threshold from a labelled validation set', () => {
+  const identity = { center: 0, scale: 1 };
+  const step = { steps: 2, sp: identity, nll: identity, imageThresholds: { sp: 99 }, pixelThresholds: { l2: 1 } };
+  const sample = (spatialRange: number, anomalous: boolean) => ({ components: { spatialRange, nll: 0 }, anomalous });
+
+  test('picks the F1 maximum and puts the threshold below it, for score > threshold', () => {
+    // normal 1, 2, 3; anomalous 2.5, 4. score >= 2.5 flags {2.5, 3, 4}: P 2/3, R 1, F1 0.8, the best.
+    // The next lower score is 2, so the threshold is 2.25; the other definitions are left out.
+    const samples = [sample(1, false), sample(2, false), sample(3, false), sample(2.5, true), sample(4, true)];
+    expect(withF1Thresholds(step, samples).imageThresholds).toEqual({ sp: 2.25 });
+  });
+
+  test('needs both classes', () => {
+    expect(() => withF1Thresholds(step, [sample(1, false), sample(2, false)])).toThrow(/1 normal|2 normal/);
+  });
+
+  test('invad calibrate --validation: thresholds at the F1 maximum, recorded in the manifest', async () => {
+    const copy = join(tmp.dir, 'model-f1');
+    cpSync(bundle, copy, { recursive: true });
+    const validation = await loadLabelledImages(dataset);
+    expect([validation.normal.length, validation.anomalous.length]).toEqual([8, 6]);
+    const cal = await calibrateBundle(copy, normals.slice(24), { steps: [2, 3], validation });
+    expect(cal.imageThresholdMethod).toBe('f1-max');
+    expect(cal.validation).toEqual({ normal: 8, anomalous: 6 });
+    const m = JSON.parse(readFileSync(join(copy, 'manifest.json'), 'utf8'));
+    expect(m.calibration.imageThresholdMethod).toBe('f1-max');
+    // The blob is easy, so on the validation set the F1-max threshold separates the classes exactly.
+    const det = await Detector.load(copy, { scoreDefinition: 'sp', steps: 3 });
+    try {
+      const normal = await det.scoreBatch(validation.normal);
+      const anomalous = await det.scoreBatch(validation.anomalous);
+      expect(normal.filter((r) => r.isAnomalous)).toHaveLength(0);
+      expect(anomalous.filter((r) => !r.isAnomalous)).toHaveLength(0);
+    } finally {
+      await det.dispose();
+    }
+    await expect(calibrateBundle(copy, normals.slice(24), { steps: [2], validation: { normal: validation.normal, anomalous: [] } })).rejects.toMatchObject({ argument: 'validation' });
+  });
 });

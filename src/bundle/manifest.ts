@@ -67,6 +67,8 @@ export interface StepCalibration {
   pixelThresholds: { l2: number; latentGaussian?: number };
 }
 
+export type ImageThresholdMethod = 'false-alarm-rate' | 'f1-max';
+
 export interface CalibrationSpec {
   /** 'placeholder' until a calibration on held-out normals fills this in. */
   status: 'placeholder' | 'calibrated';
@@ -83,6 +85,13 @@ export interface CalibrationSpec {
   samples: number;
   /** target false-alarm rate on normals the thresholds were set for */
   falseAlarmRate: number | null;
+  /**
+   * How the image thresholds were set: at the false-alarm rate on normals (the default), or
+   * F1-optimal on a labelled validation set. Absent means 'false-alarm-rate'.
+   */
+  imageThresholdMethod?: ImageThresholdMethod;
+  /** the labelled validation set behind 'f1-max' thresholds */
+  validation?: { normal: number; anomalous: number };
   /** the same per step count S; the fields above repeat the bundle's default S and score definition */
   bySteps?: StepCalibration[];
 }
@@ -193,6 +202,13 @@ export const manifestSchema = {
         pixelThreshold: { type: 'number', nullable: true },
         samples: { type: 'integer', minimum: 0 },
         falseAlarmRate: { type: 'number', minimum: 0, maximum: 1, nullable: true },
+        imageThresholdMethod: { type: 'string', enum: ['false-alarm-rate', 'f1-max'] },
+        validation: {
+          type: 'object',
+          required: ['normal', 'anomalous'],
+          additionalProperties: false,
+          properties: { normal: { type: 'integer', minimum: 1 }, anomalous: { type: 'integer', minimum: 1 } },
+        },
         bySteps: {
           type: 'array',
           items: {

@@ -23,6 +23,21 @@ async function imagesIn(dir: string): Promise<string[]> {
 export async function loadTestSet(root: string): Promise<TestItem[]> {
   const test = join(root, 'test');
   if (!existsSync(test)) throw new InvalidArgumentError('dataset', `${root} has no test/ folder (expected the MVTec AD layout: test/good, test/<defect>, ground_truth/<defect>)`);
+  return listLabelled(root, test);
+}
+
+/**
+ * A labelled image set: `dir/good` and one folder per defect type, as MVTec AD's test/ folder;
+ * an MVTec AD dataset root is read from its test/ folder.
+ */
+export async function loadLabelledImages(dir: string): Promise<{ normal: string[]; anomalous: string[] }> {
+  const test = existsSync(join(dir, 'test')) ? join(dir, 'test') : dir;
+  if (!existsSync(test)) throw new InvalidArgumentError('validation', `${dir} does not exist`);
+  const items = await listLabelled(dir, test);
+  return { normal: items.filter((i) => !i.anomalous).map((i) => i.file), anomalous: items.filter((i) => i.anomalous).map((i) => i.file) };
+}
+
+async function listLabelled(root: string, test: string): Promise<TestItem[]> {
   const types = (await readdir(test, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
   if (!types.includes('good')) throw new InvalidArgumentError('dataset', `${test} has no good/ folder`);
   const items: TestItem[] = [];
