@@ -132,6 +132,10 @@ SessionOptionsPtr MakeSessionOptions(const std::shared_ptr<Runtime>& rt, const s
     rt->Check(rt->Get<fn::SetIntraOpNumThreads>(slot::SetIntraOpNumThreads)(so.get(), config.cpuThreads),
               "OrtApi::SetIntraOpNumThreads");
   }
+  if (!config.cpuSpinning) {
+    rt->Check(rt->Get<fn::AddConfigEntry>(slot::AddSessionConfigEntry)(so.get(), "session.intra_op.allow_spinning", "0"),
+              "OrtApi::AddSessionConfigEntry");
+  }
   // A provider that cannot load is reported as a fallback; keep ORT's log quiet about it.
   rt->Check(rt->Get<fn::SetSessionLogSeverityLevel>(slot::SetSessionLogSeverityLevel)(
                 so.get(), provider == kProviderCpu ? ORT_LOGGING_LEVEL_ERROR : ORT_LOGGING_LEVEL_FATAL),

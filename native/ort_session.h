@@ -31,6 +31,9 @@ struct TensorRtConfig {
 struct SessionConfig {
   std::vector<std::string> providers;  // tried in order: "tensorrt", "cuda", "cpu"
   int cpuThreads = 0;                  // intra-op threads; 0 lets ORT choose
+  // ORT's intra-op threads spin after a run by default. The pipeline has two sessions (backbone,
+  // UNet) with a pool each, so on few cores one pool's spinning steals the core the other needs.
+  bool cpuSpinning = false;
   int cudaDeviceId = 0;
   // cudaStream_t handed to the CUDA and TensorRT providers as their compute
   // stream (user_compute_stream); nullptr lets them create their own.

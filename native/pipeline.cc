@@ -114,6 +114,7 @@ PipelineConfig ParseConfig(Napi::Env env, Napi::Value arg) {
     c.session.providers.push_back(s);
   }
   c.session.cpuThreads = static_cast<int>(OptionalInt(env, o, "cpuThreads", "options.", 0, 1024, 0));
+  c.session.cpuSpinning = OptionalBool(env, o, "cpuSpinning", "options.", false);
   c.session.cudaDeviceId = static_cast<int>(OptionalInt(env, o, "cudaDeviceId", "options.", 0, 1023, 0));
   c.session.cudaGraph = OptionalBool(env, o, "cudaGraph", "options.", false);
   c.maxBatch = static_cast<size_t>(OptionalInt(env, o, "maxBatch", "options.", 1, 65536, 64));

@@ -18,7 +18,7 @@ import { DisposedError, InvadError, reviveError } from './errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors } from './preprocess';
 import { calibrationAt } from './calibrate';
 import { imageScore, type ScoreComponents } from './score';
-import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from './validate';
+import { intInRange, invalidArgument, numberInRange, oneOf, optionalBoolean, plainObject } from './validate';
 
 const PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu'];
 const ENGINES: readonly EngineKind[] = ['onnxruntime-node', 'native'];
@@ -49,6 +49,12 @@ export interface DetectorOptions {
   maxWaitMs?: number;
   /** ONNX Runtime intra-op threads per session; 0 lets ORT decide. Default 0. */
   intraOpThreads?: number;
+  /**
+   * Let ONNX Runtime's intra-op threads spin after a run, waiting for the next one. Default
+   * false: the backbone and the UNet each have a thread pool, and on a few cores one pool's
+   * spinning takes the core the other needs (README, benchmarks). Try true with spare cores.
+   */
+  threadSpinning?: boolean;
   /** Override the bundle's score definition. */
   scoreDefinition?: ScoreDefinition;
   /** Override the bundle's image threshold. */
@@ -162,6 +168,7 @@ interface Resolved {
   maxBatchSize: number;
   maxWaitMs: number;
   intraOpThreads: number;
+  threadSpinning: boolean;
   scoreDefinition: ScoreDefinition | undefined;
   threshold: number | undefined;
   verifyHashes: boolean;
@@ -199,6 +206,7 @@ function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number
     maxBatchSize: o.maxBatchSize === undefined ? 8 : intInRange('options.maxBatchSize', o.maxBatchSize, 1, 1024),
     maxWaitMs: o.maxWaitMs === undefined ? 2 : numberInRange('options.maxWaitMs', o.maxWaitMs, 0, 60_000),
     intraOpThreads: o.intraOpThreads === undefined ? 0 : intInRange('options.intraOpThreads', o.intraOpThreads, 0, Math.max(1024, cpus().length)),
+    threadSpinning: optionalBoolean('options.threadSpinning', o.threadSpinning, false),
     scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, SCORE_DEFINITIONS),
     threshold: o.threshold === undefined ? undefined : numberInRange('options.threshold', o.threshold, -Number.MAX_VALUE, Number.MAX_VALUE),
     verifyHashes: o.verifyHashes === undefined ? true : o.verifyHashes === true,
@@ -257,6 +265,7 @@ export class Detector {
       manifest: bundle.manifest,
       executionProviders: o.providers,
       intraOpThreads: o.intraOpThreads,
+      threadSpinning: o.threadSpinning,
       engine: o.engine,
       engineFallback: o.engineDefaulted,
       ...(o.engine === 'native' ? { ortLibraryPath: ortLibraryPath() } : {}),

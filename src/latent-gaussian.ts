@@ -3,6 +3,14 @@
  * the inverted latents x_T of the training normals (full covariance plus
  * regularization * I, as PaDiM does on features). A test position is scored by
  * its Mahalanobis distance; the image score is the largest distance.
+ *
+ * PaDiM adds 0.01 * I to the covariance of features of about unit variance. The
+ * latents are far smaller: x_T is the UNet's last eps, and a model cannot guess
+ * the noise of nearly clean features at t = 0, so its outputs shrink (a per-channel
+ * variance of about 0.025 on magnetic-tile). An absolute 0.01 is then 40% of the
+ * variance and drowns the covariance's structure, so by default the amount is taken
+ * relative to each position's mean variance, trace(cov) / C: PaDiM's rule, made
+ * independent of the latent's scale.
  */
 import { InvalidArgumentError } from './errors';
 
@@ -15,8 +23,14 @@ export interface LatentGaussian {
   precision: Float32Array;
 }
 
-/** PaDiM's default: adding 0.01 * I keeps the covariance invertible with few samples. */
-export const DEFAULT_REGULARIZATION = 0.01;
+/** What is added to each covariance's diagonal: `amount`, times the mean variance when relative. */
+export interface Regularization {
+  amount: number;
+  relativeTo: 'absolute' | 'mean-variance';
+}
+
+/** PaDiM's 0.01, relative to the latent's scale (see above). */
+export const DEFAULT_REGULARIZATION: Regularization = { amount: 0.01, relativeTo: 'mean-variance' };
 
 /** In-place inverse of a symmetric positive-definite matrix by Cholesky, float64. */
 function invertSpd(a: Float64Array, c: number): void {
@@ -53,7 +67,8 @@ function invertSpd(a: Float64Array, c: number): void {
 }
 
 /** Fits the per-position Gaussians to latents [n, c, h, w] (NCHW, as the pipeline holds them). */
-export function fitLatentGaussian(latents: Float32Array, n: number, c: number, positions: number, regularization = DEFAULT_REGULARIZATION): LatentGaussian {
+export function fitLatentGaussian(latents: Float32Array, n: number, c: number, positions: number, regularization: Regularization = DEFAULT_REGULARIZATION): LatentGaussian {
+  if (!(regularization.amount >= 0 && Number.isFinite(regularization.amount))) throw new InvalidArgumentError('regularization', `the regularization amount must be a finite number >= 0, got ${regularization.amount}`);
   if (n < 2) throw new InvalidArgumentError('latents', `fitting a Gaussian needs at least 2 samples, got ${n}`);
   if (latents.length !== n * c * positions) throw new InvalidArgumentError('latents', `expected ${n * c * positions} values, got ${latents.length}`);
   const mean = new Float32Array(positions * c);
@@ -77,9 +92,12 @@ export function fitLatentGaussian(latents: Float32Array, n: number, c: number, p
         for (let b = 0; b <= a; b++) cov[a * c + b] += va * v[row + b];
       }
     }
+    let trace = 0;
+    for (let a = 0; a < c; a++) trace += cov[a * c + a] / (n - 1);
+    const added = regularization.relativeTo === 'mean-variance' ? regularization.amount * (trace / c) : regularization.amount;
     for (let a = 0; a < c; a++)
       for (let b = 0; b <= a; b++) {
-        const val = cov[a * c + b] / (n - 1) + (a === b ? regularization : 0);
+        const val = cov[a * c + b] / (n - 1) + (a === b ? added : 0);
         cov[a * c + b] = val;
         cov[b * c + a] = val;
       }

@@ -86,7 +86,7 @@ afterAll(() => tmp.cleanup());
 test('latent-Gaussian statistics: mean, precision and Mahalanobis distance', () => {
   // Two channels, one position; samples (1,0), (-1,0), (0,2), (0,-2): mean 0, covariance diag(2/3, 8/3).
   const lat = Float32Array.from([1, 0, -1, 0, 0, 2, 0, -2]); // n=4, c=2, positions=1 (NCHW)
-  const g = fitLatentGaussian(lat, 4, 2, 1, 0);
+  const g = fitLatentGaussian(lat, 4, 2, 1, { amount: 0, relativeTo: 'absolute' });
   expect([...g.mean]).toEqual([0, 0]);
   expect(g.precision[0]).toBeCloseTo(1.5, 5);
   expect(g.precision[3]).toBeCloseTo(3 / 8, 5);
@@ -94,9 +94,24 @@ test('latent-Gaussian statistics: mean, precision and Mahalanobis distance', () 
   expect(mahalanobisMap(Float32Array.from([1, 2]), g)[0]).toBeCloseTo(Math.sqrt(1.5 + 4 * (3 / 8)), 5);
 });
 
+test('latent-Gaussian regularization: absolute, or relative to the mean variance', () => {
+  const lat = Float32Array.from([1, 0, -1, 0, 0, 2, 0, -2]); // covariance diag(2/3, 8/3), mean variance 5/3
+  const abs = fitLatentGaussian(lat, 4, 2, 1, { amount: 0.5, relativeTo: 'absolute' });
+  expect(abs.precision[0]).toBeCloseTo(1 / (2 / 3 + 0.5), 5);
+  // relative: 0.5 * 5/3 = 5/6 on the diagonal
+  const rel = fitLatentGaussian(lat, 4, 2, 1, { amount: 0.5, relativeTo: 'mean-variance' });
+  expect(rel.precision[0]).toBeCloseTo(2 / 3, 5);
+  expect(rel.precision[3]).toBeCloseTo(2 / 7, 5);
+  // the same data at 1/10 the scale gets the same distances (scale-free), unlike an absolute amount
+  const small = fitLatentGaussian(lat.map((v) => v / 10), 4, 2, 1, { amount: 0.5, relativeTo: 'mean-variance' });
+  expect(mahalanobisMap(Float32Array.from([0.1, 0.2]), small)[0]).toBeCloseTo(mahalanobisMap(Float32Array.from([1, 2]), rel)[0], 4);
+  expect(() => fitLatentGaussian(lat, 4, 2, 1, { amount: Number.NaN, relativeTo: 'absolute' })).toThrow(/regularization/);
+});
+
 test('the bundle carries latent statistics and per-S calibration', async () => {
   const m = JSON.parse(readFileSync(join(bundle, 'manifest.json'), 'utf8'));
   expect(m.latentGaussian.map((g: { steps: number }) => g.steps)).toEqual([2, 3]);
+  expect(m.latentGaussian[0]).toMatchObject({ regularization: 0.01, regularizationRelativeTo: 'mean-variance' });
   expect(m.calibration.bySteps.map((s: { steps: number }) => s.steps)).toEqual([2, 3]);
   expect(m.calibration.status).toBe('calibrated');
   const det = await Detector.load(bundle, { scoreDefinition: 'latent-gaussian', steps: 2 });

@@ -24,6 +24,8 @@ export interface BenchDetectorOptions {
   engine?: EngineKind;
   /** ORT intra-op threads; 0 lets ORT decide (the Detector default) */
   threads: number;
+  /** DetectorOptions.threadSpinning; default false */
+  threadSpinning?: boolean;
   maxWaitMs?: number;
   maxBatchSize?: number;
   /** images folder; default synthetic frames of the bundle's input size */
@@ -72,6 +74,7 @@ export async function runBench(req: BenchRequest, onProgress?: (line: string) =>
   const det = await Detector.load(req.model, {
     executionProviders: req.providers,
     intraOpThreads: req.threads,
+    threadSpinning: req.threadSpinning ?? false,
     ...(req.engine === undefined ? {} : { engine: req.engine }),
     ...(req.maxWaitMs === undefined ? {} : { maxWaitMs: req.maxWaitMs }),
     ...(req.maxBatchSize === undefined ? {} : { maxBatchSize: req.maxBatchSize }),

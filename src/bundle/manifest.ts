@@ -99,7 +99,8 @@ export interface CalibrationSpec {
 /**
  * A per-position Gaussian fitted to the inverted latents x_T of the training
  * normals at one S (as PaDiM does on features): mean [h*w, C] and precision
- * (inverse of covariance + regularization*I) [h*w, C, C], float32 .npy files.
+ * (inverse of covariance + r*I) [h*w, C, C], float32 .npy files; r is `regularization`, times
+ * the position's mean variance trace(cov)/C when `regularizationRelativeTo` is 'mean-variance'.
  */
 export interface LatentGaussianSpec {
   steps: number;
@@ -108,7 +109,10 @@ export interface LatentGaussianSpec {
   precisionFile: string;
   precisionSha256: string;
   samples: number;
+  /** added to the covariance's diagonal: this, or this times the mean variance (below) */
   regularization: number;
+  /** absent in bundles written before the relative default: 'absolute' */
+  regularizationRelativeTo?: 'absolute' | 'mean-variance';
 }
 
 export interface Provenance {
@@ -269,6 +273,7 @@ export const manifestSchema = {
           precisionSha256: sha256,
           samples: { type: 'integer', minimum: 2 },
           regularization: { type: 'number', minimum: 0 },
+          regularizationRelativeTo: { type: 'string', enum: ['absolute', 'mean-variance'] },
         },
       },
     },

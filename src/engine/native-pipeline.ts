@@ -24,7 +24,7 @@ import { checkBackbone, checkUnet, type SessionMetadata } from './model-check';
 import { type InversionOutput, type PipelineSessions, runReconstruction } from './pipeline';
 import type { EngineConfig, EngineReady, ExecutionProvider } from './protocol';
 import { ortLibraryPath } from './ort-library';
-import { openSession } from './sessions';
+import { openSessionPair } from './sessions';
 
 export { ortLibraryFileName, ortLibraryPath } from './ort-library';
 
@@ -43,6 +43,7 @@ export function nativePipelineOptions(config: EngineConfig, unetPath: string, pr
     features: { channels: m.features.channels, height: m.features.height, width: m.features.width },
     providers,
     cpuThreads: config.intraOpThreads,
+    cpuSpinning: config.threadSpinning ?? false,
     cudaDeviceId: config.cudaDeviceId ?? 0,
     ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
     ...(config.tensorrt ? { tensorrt: { ...config.tensorrt } } : {}),
@@ -140,13 +141,8 @@ export class NativeEngine {
   /** The reconstruction ablation, on onnxruntime-node sessions opened on first use. */
   async reconstruction(batch: Float32Array, n: number, plan: { tStart: number; reconSteps: number; seed: number }, unetPath: string): Promise<InversionOutput> {
     this.reconstructionSessions ??= (async () => {
-      const { executionProviders, intraOpThreads } = this.config;
-      const backbone = await openSession(this.config.backbonePath, executionProviders, intraOpThreads, 'backbone');
-      const unet = await openSession(unetPath, executionProviders, intraOpThreads, 'UNet').catch(async (err) => {
-        await backbone.session.release();
-        throw err;
-      });
-      return { backbone: backbone.session, unet: unet.session };
+      const { backbone, unet } = await openSessionPair(this.config, unetPath);
+      return { backbone: backbone.session, unet: unet!.session };
     })();
     const sessions = await this.reconstructionSessions.catch((err) => {
       this.reconstructionSessions = undefined;

@@ -26,6 +26,8 @@ export interface EngineConfig {
   executionProviders: ExecutionProvider[];
   /** ORT intra-op threads per session; 0 lets ORT choose */
   intraOpThreads: number;
+  /** let ORT's intra-op threads spin between runs; default false (see DetectorOptions) */
+  threadSpinning?: boolean;
   /** latent-Gaussian statistics files by S, loaded when first needed */
   latentGaussian?: Array<{ steps: number; meanPath: string; precisionPath: string }>;
   /** default 'onnxruntime-node' */

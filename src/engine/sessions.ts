@@ -5,7 +5,9 @@
  */
 import * as ort from 'onnxruntime-node';
 import { ProviderError } from '../errors';
-import type { ExecutionProvider } from './protocol';
+import type { EngineConfig, ExecutionProvider } from './protocol';
+
+export type SessionThreading = Pick<EngineConfig, 'intraOpThreads' | 'threadSpinning'>;
 
 export interface OpenedSession {
   session: ort.InferenceSession;
@@ -13,7 +15,8 @@ export interface OpenedSession {
   failures: Array<{ provider: string; error: string }>;
 }
 
-export async function openSession(path: string, providers: ExecutionProvider[], intraOpThreads: number, label: string): Promise<OpenedSession> {
+export async function openSession(path: string, providers: ExecutionProvider[], threading: SessionThreading, label: string): Promise<OpenedSession> {
+  const { intraOpThreads, threadSpinning } = threading;
   const failures: Array<{ provider: string; error: string }> = [];
   for (const provider of providers) {
     try {
@@ -23,6 +26,8 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
         // A provider that cannot load is reported in `failures`; keep ORT's own log quiet about it.
         logSeverityLevel: provider === 'cpu' ? 2 : 4,
         ...(intraOpThreads > 0 ? { intraOpNumThreads: intraOpThreads } : {}),
+        // Two sessions, two intra-op pools: see DetectorOptions.threadSpinning.
+        extra: { session: { intra_op: { allow_spinning: threadSpinning ? '1' : '0' } } },
       });
       return { session, provider, failures };
     } catch (err) {
@@ -31,4 +36,16 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
   }
   const detail = failures.map((f) => `  ${f.provider}: ${f.error}`).join('\n');
   throw new ProviderError(`No execution provider could open the ${label} model (${path}). Tried:\n${detail}`, failures);
+}
+
+/** The backbone and, unless `unetPath` is null, the UNet session; neither is left open on failure. */
+export async function openSessionPair(config: EngineConfig, unetPath: string | null): Promise<{ backbone: OpenedSession; unet: OpenedSession | null }> {
+  const backbone = await openSession(config.backbonePath, config.executionProviders, config, 'backbone');
+  if (unetPath === null) return { backbone, unet: null };
+  try {
+    return { backbone, unet: await openSession(unetPath, config.executionProviders, config, 'UNet') };
+  } catch (err) {
+    await backbone.session.release();
+    throw err;
+  }
 }

@@ -15,22 +15,15 @@ import { checkBackbone, checkUnet } from './model-check';
 import { batchTimings, extractFeatures, finishSamples, type PipelineSessions, runInversion, runReconstruction } from './pipeline';
 import { NativeEngine } from './native-pipeline';
 import type { EngineConfig, EngineReady, ExecutionProvider, FeaturesRequest, MainToWorker, RunRequest, WorkerToMain } from './protocol';
-import { openSession } from './sessions';
+import { openSessionPair } from './sessions';
 
 const port = parentPort!;
 const config = workerData as EngineConfig;
 const post = (msg: WorkerToMain, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
 
 async function open(): Promise<{ sessions: EngineSessions; ready: EngineReady }> {
-  const { manifest: m, executionProviders, intraOpThreads } = config;
-  const backbone = await openSession(config.backbonePath, executionProviders, intraOpThreads, 'backbone');
-  const unet =
-    config.unetPath === null
-      ? null
-      : await openSession(config.unetPath, executionProviders, intraOpThreads, 'UNet').catch(async (err) => {
-          await backbone.session.release();
-          throw err;
-        });
+  const { manifest: m } = config;
+  const { backbone, unet } = await openSessionPair(config, config.unetPath);
   const sessions: EngineSessions = { backbone: backbone.session, unet: unet?.session ?? null };
   try {
     const fixed = [checkBackbone(backbone.session, m), unet ? checkUnet(unet.session, m) : null].filter((b): b is number => b !== null);
