@@ -90,6 +90,73 @@ T* PinnedAlloc(size_t count, const char* what) {
 
 }  // namespace
 
+// The thread every run executes on. Callers (AsyncWorkers on whichever libuv
+// pool thread picked them up) hand it the run and wait. ONNX Runtime allocates
+// on the calling thread during a run (execution frame, per-run vectors, arena
+// extensions), and glibc malloc gives each thread its own arena; spread over
+// the rotating libuv pool threads, those allocations can fragment several
+// arenas (a 600-image CPU soak showed 14 thread heaps, several still growing).
+// With one arena (MALLOC_ARENA_MAX=1) a 3,000-image soak sat at 226-229 MiB
+// instead of 262-279 MiB. On one thread, runs reuse one arena, as
+// onnxruntime-node's synchronous run() does on the engine worker's thread.
+// NOTE: the effect of this thread on the 10,000-image soak is not measured yet.
+class PipelineEngine::RunThread {
+ public:
+  RunThread() : thread_([this] { Loop(); }) {}
+  ~RunThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  RunThread(const RunThread&) = delete;
+  RunThread& operator=(const RunThread&) = delete;
+
+  // Runs fn on the thread and waits for it; rethrows what fn threw.
+  // Callers serialize (PipelineEngine::run_mutex_), so one job at a time.
+  void Call(const std::function<void()>& fn) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    job_ = &fn;
+    error_ = nullptr;
+    done_ = false;
+    wake_.notify_all();
+    finished_.wait(lock, [this] { return done_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stop_ || job_ != nullptr; });
+      if (job_ == nullptr) return;  // stop_ with nothing pending
+      const std::function<void()>* fn = job_;
+      job_ = nullptr;
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        (*fn)();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      error_ = error;
+      done_ = true;
+      finished_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_, finished_;
+  const std::function<void()>* job_ = nullptr;
+  std::exception_ptr error_;
+  bool done_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the state above is initialized
+};
+
 // Tensors and IoBindings for one batch size over the current buffers.
 struct PipelineEngine::Bindings {
   std::vector<ort::ValuePtr> values;
@@ -163,7 +230,8 @@ struct PipelineEngine::DeviceState {
 #endif
 };
 
-PipelineEngine::PipelineEngine(const PipelineConfig& config) : config_(config), dev_(new DeviceState()) {
+PipelineEngine::PipelineEngine(const PipelineConfig& config)
+    : config_(config), run_thread_(new RunThread()), dev_(new DeviceState()) {
   runtime_ = ort::Runtime::Load(config_.ortLibraryPath);
   cpu_info_ = ort::CpuMemoryInfo(runtime_);
   host_run_options_ = ort::MakeRunOptions(runtime_, {});
@@ -249,6 +317,7 @@ PipelineEngine::PipelineEngine(const PipelineConfig& config) : config_(config), 
 
 PipelineEngine::~PipelineEngine() {
   // Bindings reference the buffers and sessions; sessions use the stream.
+  run_thread_.reset();
   bindings_.clear();
   backbone_.reset();
   unet_.reset();
@@ -343,13 +412,21 @@ RunTimings PipelineEngine::Run(const float* batch, size_t n, const std::vector<S
                                const RunOutputs& out) {
   if (steps.empty()) throw std::invalid_argument("the inversion needs at least one step");
   std::lock_guard<std::mutex> lock(run_mutex_);
-  return device_mode_ ? RunDevice(batch, n, &steps, out, nullptr) : RunHost(batch, n, &steps, out, nullptr);
+  RunTimings tm;
+  run_thread_->Call([&] {
+    tm = device_mode_ ? RunDevice(batch, n, &steps, out, nullptr) : RunHost(batch, n, &steps, out, nullptr);
+  });
+  return tm;
 }
 
 RunTimings PipelineEngine::Features(const float* batch, size_t n, float* features) {
   std::lock_guard<std::mutex> lock(run_mutex_);
   const RunOutputs none{nullptr, nullptr, nullptr, nullptr, nullptr};
-  return device_mode_ ? RunDevice(batch, n, nullptr, none, features) : RunHost(batch, n, nullptr, none, features);
+  RunTimings tm;
+  run_thread_->Call([&] {
+    tm = device_mode_ ? RunDevice(batch, n, nullptr, none, features) : RunHost(batch, n, nullptr, none, features);
+  });
+  return tm;
 }
 
 RunTimings PipelineEngine::RunHost(const float* batch, size_t n, const std::vector<StepSpec>* steps,

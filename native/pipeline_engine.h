@@ -19,13 +19,17 @@
 // still works: ORT copies the host-bound values itself.
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -141,6 +145,9 @@ class PipelineEngine {
   bool device_mode_ = false;
   std::string device_name_ = "cpu";
 
+  // One thread makes every ONNX Runtime run call (see RunThread in the .cc).
+  class RunThread;
+  std::unique_ptr<RunThread> run_thread_;
   std::mutex run_mutex_;
   size_t capacity_ = 0;
   // Host mode buffers.
