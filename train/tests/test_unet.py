@@ -15,7 +15,7 @@ def _model(preset, c, **over):
 @pytest.mark.parametrize(
     "preset,shape",
     [("tiny", (6, 4, 4)), ("small", (152, 14, 14)), ("small", (8, 7, 7)), ("tiny", (5, 7, 7)),
-     ("small", (4, 13, 9)), ("small", (3, 1, 1))],
+     ("small", (4, 13, 9)), ("small", (3, 1, 1)), ("medium", (152, 14, 14))],
 )
 def test_output_shape(preset, shape):
     torch.manual_seed(0)
@@ -76,3 +76,8 @@ def test_gradients_flow_to_all_parameters():
 def test_param_counts_are_stable():
     assert count_params(_model("tiny", 6)) == 653926
     assert count_params(_model("small", 152)) == 6643992
+
+
+def test_medium_preset_size():
+    # README and presets.py quote 15.5M parameters for magnetic-tile's 152 channels
+    assert round(count_params(_model("medium", 152)) / 1e6, 1) == 15.5
