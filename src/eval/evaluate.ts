@@ -87,8 +87,26 @@ function imageMetrics(scored: Scored[], def: Definition): Omit<MetricSet, 'pixel
   return { imageAuroc: auroc(scores, labels), imageAp: averagePrecision(scores, labels), imageF1Max: f1Max(scores, labels).f1 };
 }
 
+/**
+ * Each ground-truth mask at its image's size, read once: pixel metrics need every mask for
+ * each map kind and each S.
+ */
+class MaskCache {
+  private readonly masks = new Map<string, Promise<Uint8Array>>();
+
+  get(s: Scored): Promise<Uint8Array> {
+    const { width, height } = s.result;
+    if (!s.item.maskPath) return Promise.resolve(new Uint8Array(width * height));
+    const key = `${s.item.maskPath}:${width}x${height}`;
+    let mask = this.masks.get(key);
+    if (!mask) this.masks.set(key, (mask = loadMask(s.item, width, height)));
+    return mask;
+  }
+}
+
 /** Pixel AUROC, AP and AUPRO of one map kind over subsets, in one pass over the images. */
 async function pixelMetrics(
+  masks: MaskCache,
   scored: Scored[],
   mapOf: (s: Scored) => Float32Array,
   subsets: string[],
@@ -104,7 +122,7 @@ async function pixelMetrics(
   for (const s of scored) {
     const { width, height } = s.result;
     const map = addon.resizeBilinear(mapOf(s), 1, features.height, features.width, height, width);
-    const mask = await loadMask(s.item, width, height);
+    const mask = await masks.get(s);
     for (const subset of subsets) {
       if (subset !== 'all' && s.item.anomalous && s.item.label !== subset) continue;
       const a = acc.get(subset)!;
@@ -158,7 +176,7 @@ async function latencyAtBatch1(det: Detector, items: TestItem[], options: ScoreO
   return { median: percentile(times, 0.5), p90: percentile(times, 0.9), p99: percentile(times, 0.99) };
 }
 
-async function galleryFor(scored: Scored[], def: Definition, features: { height: number; width: number }, count: number): Promise<GalleryItem[]> {
+async function galleryFor(masks: MaskCache, scored: Scored[], def: Definition, features: { height: number; width: number }, count: number): Promise<GalleryItem[]> {
   if (def.threshold === null || count === 0) return [];
   const thr = def.threshold;
   const withScore = scored.map((s) => ({ s, score: def.score(s) }));
@@ -170,7 +188,7 @@ async function galleryFor(scored: Scored[], def: Definition, features: { height:
     for (const { s, score } of list) {
       const { width, height } = s.result;
       const map = addon.resizeBilinear(def.map(s), 1, features.height, features.width, height, width);
-      const mask = s.item.maskPath ? await loadMask(s.item, width, height) : null;
+      const mask = s.item.maskPath ? await masks.get(s) : null;
       items.push(await galleryItem(s.item.file, map, mask, { kind, score, threshold: thr, label: s.item.label }));
     }
   }
@@ -193,6 +211,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
   const rocPixel: RocSeries[] = [];
   const histograms: ScoreHistogram[] = [];
   const latency: LatencyRow[] = [];
+  const masks = new MaskCache();
   let gallery: GalleryItem[] = [];
   say(`${items.length} test images (${items.filter((i) => !i.anomalous).length} good; defects: ${types.join(', ')})`);
 
@@ -216,7 +235,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
         let pixel: Awaited<ReturnType<typeof pixelMetrics>> | undefined;
         if (!o.imageOnly) {
           // sp, nll and combined share the l2 map: compute its pixel metrics once.
-          pixel = pixelByMap.get(def.mapKind) ?? (await pixelMetrics(scored, def.map, subsets, m.features));
+          pixel = pixelByMap.get(def.mapKind) ?? (await pixelMetrics(masks, scored, def.map, subsets, m.features));
           pixelByMap.set(def.mapKind, pixel);
           rocPixel.push({ scoreDefinition: def.name, steps, curve: downsampleCurve(pixel.roc.fpr, pixel.roc.tpr) });
         }
@@ -230,7 +249,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
           (all.pixelAuroc === null ? '' : `  pixel AUROC ${all.pixelAuroc.toFixed(4)}  AP ${all.pixelAp?.toFixed(4)}  AUPRO@0.3 ${all.aupro?.toFixed(4)}`));
       }
       const shown = defs.find((d) => d.name === m.score.definition) ?? defs[0];
-      if (gallery.length === 0 && o.out) gallery = await galleryFor(scored, shown, m.features, o.gallery ?? 6);
+      if (gallery.length === 0 && o.out) gallery = await galleryFor(masks, scored, shown, m.features, o.gallery ?? 6);
     }
   } finally {
     await det.dispose();
