@@ -88,8 +88,8 @@ export interface NativePipelineOptions {
   providers: NativeProvider[];
   /** intra-op threads of the ORT sessions; 0 (default) lets ORT choose */
   cpuThreads?: number;
-  /** let the sessions' intra-op threads spin between runs (ORT's default); default false */
-  cpuSpinning?: boolean;
+  /** whose intra-op threads spin between runs (ORT's default is to spin): 'none' (default), 'unet' or 'all' */
+  cpuSpinning?: 'none' | 'unet' | 'all';
   /** CUDA device for the CUDA and TensorRT providers (default 0) */
   cudaDeviceId?: number;
   tensorrt?: {

@@ -72,6 +72,20 @@ bool OptionalBool(Napi::Env env, Napi::Object o, const char* key, const std::str
   return v.As<Napi::Boolean>().Value();
 }
 
+std::string OptionalEnum(Napi::Env env, Napi::Object o, const char* key, const std::string& prefix,
+                         const std::vector<std::string>& allowed, const std::string& fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  std::string list;
+  for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+  if (!v.IsString()) args::ThrowType(env, "Expected one of " + list + " for " + prefix + key + " but received " + args::Describe(v));
+  const std::string s = v.As<Napi::String>().Utf8Value();
+  for (const auto& a : allowed) {
+    if (s == a) return s;
+  }
+  args::ThrowRange(env, prefix + key + " must be one of " + list + ", got \"" + s + "\"");
+}
+
 PipelineConfig ParseConfig(Napi::Env env, Napi::Value arg) {
   Napi::Object o = ObjectArg(env, arg, "options", "{ortLibraryPath, backbonePath, unetPath, ...}");
   PipelineConfig c;
@@ -114,7 +128,9 @@ PipelineConfig ParseConfig(Napi::Env env, Napi::Value arg) {
     c.session.providers.push_back(s);
   }
   c.session.cpuThreads = static_cast<int>(OptionalInt(env, o, "cpuThreads", "options.", 0, 1024, 0));
-  c.session.cpuSpinning = OptionalBool(env, o, "cpuSpinning", "options.", false);
+  const std::string spinning = OptionalEnum(env, o, "cpuSpinning", "options.", {"none", "unet", "all"}, "none");
+  c.backboneSpinning = spinning == "all";
+  c.unetSpinning = spinning != "none";
   c.session.cudaDeviceId = static_cast<int>(OptionalInt(env, o, "cudaDeviceId", "options.", 0, 1023, 0));
   c.session.cudaGraph = OptionalBool(env, o, "cudaGraph", "options.", false);
   c.maxBatch = static_cast<size_t>(OptionalInt(env, o, "maxBatch", "options.", 1, 65536, 64));

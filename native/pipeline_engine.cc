@@ -259,6 +259,8 @@ PipelineEngine::PipelineEngine(const PipelineConfig& config)
   ort::SessionConfig bb = config_.session;
   bb.cudaStream = stream;
   ort::SessionConfig un = bb;
+  bb.cpuSpinning = config_.backboneSpinning;
+  un.cpuSpinning = config_.unetSpinning;
   const size_t opt = std::min<size_t>(8, config_.maxBatch);
   if (ProfileSafe(config_.backboneInput)) {
     const auto in = {size_t(3), config_.inputH, config_.inputW};

@@ -45,6 +45,8 @@ struct PipelineConfig {
   size_t inputH = 0, inputW = 0;
   size_t channels = 0, featH = 0, featW = 0;
   ort::SessionConfig session;  // providers, threads, device, graph, TensorRT (profiles are filled in here)
+  // Which sessions' intra-op threads may spin between runs (session.cpuSpinning is ignored).
+  bool backboneSpinning = false, unetSpinning = false;
   // Largest batch the TensorRT profiles cover; with cudaGraph also the fixed
   // buffer capacity (captured graphs keep buffer addresses, so they never move).
   size_t maxBatch = 64;

@@ -13,12 +13,12 @@ import { loadBundle } from './bundle/load';
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
-import type { EngineKind, EngineReady, ExecutionProvider, RunResult, ScorePlan, TensorRtOptions } from './engine/protocol';
+import { THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
 import { DisposedError, InvadError, reviveError } from './errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors } from './preprocess';
 import { calibrationAt } from './calibrate';
 import { imageScore, type ScoreComponents } from './score';
-import { intInRange, invalidArgument, numberInRange, oneOf, optionalBoolean, plainObject } from './validate';
+import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from './validate';
 
 const PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu'];
 const ENGINES: readonly EngineKind[] = ['onnxruntime-node', 'native'];
@@ -50,11 +50,12 @@ export interface DetectorOptions {
   /** ONNX Runtime intra-op threads per session; 0 lets ORT decide. Default 0. */
   intraOpThreads?: number;
   /**
-   * Let ONNX Runtime's intra-op threads spin after a run, waiting for the next one. Default
-   * false: the backbone and the UNet each have a thread pool, and on a few cores one pool's
-   * spinning takes the core the other needs (README, benchmarks). Try true with spare cores.
+   * Whose ONNX Runtime intra-op threads spin after a run, waiting for the next one: 'none',
+   * 'unet' (the UNet's, between its S calls) or 'all'. The backbone and the UNet each have a
+   * thread pool, and on a few cores a spinning pool takes the core the other session needs
+   * (README, benchmarks). Default 'none'.
    */
-  threadSpinning?: boolean;
+  threadSpinning?: ThreadSpinning;
   /** Override the bundle's score definition. */
   scoreDefinition?: ScoreDefinition;
   /** Override the bundle's image threshold. */
@@ -168,7 +169,7 @@ interface Resolved {
   maxBatchSize: number;
   maxWaitMs: number;
   intraOpThreads: number;
-  threadSpinning: boolean;
+  threadSpinning: ThreadSpinning;
   scoreDefinition: ScoreDefinition | undefined;
   threshold: number | undefined;
   verifyHashes: boolean;
@@ -206,7 +207,7 @@ function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number
     maxBatchSize: o.maxBatchSize === undefined ? 8 : intInRange('options.maxBatchSize', o.maxBatchSize, 1, 1024),
     maxWaitMs: o.maxWaitMs === undefined ? 2 : numberInRange('options.maxWaitMs', o.maxWaitMs, 0, 60_000),
     intraOpThreads: o.intraOpThreads === undefined ? 0 : intInRange('options.intraOpThreads', o.intraOpThreads, 0, Math.max(1024, cpus().length)),
-    threadSpinning: optionalBoolean('options.threadSpinning', o.threadSpinning, false),
+    threadSpinning: o.threadSpinning === undefined ? 'none' : oneOf('options.threadSpinning', o.threadSpinning, THREAD_SPINNING),
     scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, SCORE_DEFINITIONS),
     threshold: o.threshold === undefined ? undefined : numberInRange('options.threshold', o.threshold, -Number.MAX_VALUE, Number.MAX_VALUE),
     verifyHashes: o.verifyHashes === undefined ? true : o.verifyHashes === true,

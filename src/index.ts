@@ -7,7 +7,7 @@ export { Detector } from './detector';
 export type { DetectorOptions, DetectorInfo, ScoreBatchOptions, ScoreOptions, ScoreResult, ScoreTimings } from './detector';
 export type { ImageInput, RawImage } from './preprocess';
 export type { ScoreComponents } from './score';
-export type { ExecutionProvider } from './engine/protocol';
+export type { ExecutionProvider, ThreadSpinning } from './engine/protocol';
 export {
   BindingLoadError,
   DisposedError,

@@ -33,12 +33,6 @@ export function plainObject(name: string, v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-export function optionalBoolean(name: string, v: unknown, fallback: boolean): boolean {
-  if (v === undefined) return fallback;
-  if (typeof v !== 'boolean') throw invalidArgument(name, 'a boolean', v);
-  return v;
-}
-
 export function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
   if (typeof v !== 'string' || !allowed.includes(v as T)) throw invalidArgument(name, `one of ${allowed.join(', ')}`, v);
   return v as T;

@@ -152,13 +152,13 @@ describe('dispose', () => {
     await expect(Detector.load(bundle, { steps: 0 })).rejects.toMatchObject({ argument: 'options.steps' });
     await expect(Detector.load(bundle, { executionProviders: ['gpu' as never] })).rejects.toMatchObject({ argument: 'options.executionProviders[0]' });
     await expect(Detector.load(bundle, { maxBatchSize: 1.5 })).rejects.toMatchObject({ argument: 'options.maxBatchSize' });
-    await expect(Detector.load(bundle, { threadSpinning: 'yes' as never })).rejects.toMatchObject({ argument: 'options.threadSpinning' });
+    await expect(Detector.load(bundle, { threadSpinning: true as never })).rejects.toMatchObject({ argument: 'options.threadSpinning' });
   });
 
-  test.each(['native', 'onnxruntime-node'] as const)('thread spinning on or off gives the same scores (%s engine)', async (engine) => {
+  test.each(['native', 'onnxruntime-node'] as const)('every thread-spinning mode gives the same scores (%s engine)', async (engine) => {
     const input = randomRaw(8, 8, 3, 21);
     const results = [];
-    for (const threadSpinning of [false, true]) {
+    for (const threadSpinning of ['none', 'unet', 'all'] as const) {
       const d = await Detector.load(bundle, { executionProviders: ['cpu'], steps: 3, engine, threadSpinning, intraOpThreads: 2 });
       try {
         results.push(await d.score(input));
@@ -167,6 +167,7 @@ describe('dispose', () => {
       }
     }
     sameResult(results[0], results[1]);
+    sameResult(results[0], results[2]);
   });
 
   test('an unavailable provider falls back to the next and says so', async () => {

@@ -310,7 +310,8 @@ describe('DeviceResidentPipeline contract', () => {
     expectThrowsNamed(() => new C({ ...opts, providers: ['gpu' as never] }), 'RangeError', /options\.providers\[0\]/);
     expectThrowsNamed(() => new C({ ...opts, providers: 'cpu' as never }), 'TypeError', /options\.providers/);
     expectThrowsNamed(() => new C({ ...opts, cpuThreads: 1.5 }), 'RangeError', /options\.cpuThreads/);
-    expectThrowsNamed(() => new C({ ...opts, cpuSpinning: 1 as never }), 'TypeError', /options\.cpuSpinning/);
+    expectThrowsNamed(() => new C({ ...opts, cpuSpinning: true as never }), 'TypeError', /options\.cpuSpinning/);
+    expectThrowsNamed(() => new C({ ...opts, cpuSpinning: 'some' as never }), 'RangeError', /options\.cpuSpinning must be one of none, unet, all/);
     expectThrowsNamed(() => new C({ ...opts, tensorrt: { fp16: 1 as never } }), 'TypeError', /options\.tensorrt\.fp16/);
     expectThrowsNamed(() => (C as unknown as () => unknown)(), 'TypeError', /new/);
   });

@@ -54,7 +54,7 @@ import { defaultEngine, Detector } from '../detector';
 import { openPipeline } from '../engine/native-pipeline';
 import { ortLibraryPath } from '../engine/ort-library';
 import { runInversion, type PipelineSessions } from '../engine/pipeline';
-import type { EngineKind, ExecutionProvider } from '../engine/protocol';
+import type { EngineKind, ExecutionProvider, ThreadSpinning } from '../engine/protocol';
 import { openSession } from '../engine/sessions';
 import { readNpy } from '../npy';
 import { convBackbone } from '../onnx/synthetic';
@@ -86,8 +86,8 @@ export interface CompareOptions {
   reps: number;
   warmup: number;
   threads: number;
-  /** let invad's ORT thread pools spin between runs (DetectorOptions.threadSpinning); default false */
-  threadSpinning?: boolean;
+  /** whose ORT thread pools spin between runs (DetectorOptions.threadSpinning); default 'none' */
+  threadSpinning?: ThreadSpinning;
   providers: ExecutionProvider[];
   seed: number;
   /** idle time between two timed calls, ms */
@@ -180,7 +180,7 @@ export interface CompareResult {
   params: number;
   featureShape: { channels: number; height: number; width: number };
   threads: number;
-  threadSpinning: boolean;
+  threadSpinning: ThreadSpinning;
   providers: ExecutionProvider[];
   unit: string;
   /** the PyTorch side: version, threads, build (BLAS, MKL-DNN) */
@@ -358,10 +358,10 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
     };
 
     if (wanted.includes('onnxruntime-node')) {
-      const threading = { intraOpThreads: o.threads, threadSpinning: o.threadSpinning ?? false };
-      const backbone = await openSession(standIn, o.providers, threading, 'stand-in backbone');
+      const spinning = o.threadSpinning ?? 'none';
+      const backbone = await openSession(standIn, o.providers, { intraOpThreads: o.threads, spinning: spinning === 'all' }, 'stand-in backbone');
       standInSession = backbone.session;
-      const opened = await openSession(ready.onnx, o.providers, threading, 'UNet');
+      const opened = await openSession(ready.onnx, o.providers, { intraOpThreads: o.threads, spinning: spinning !== 'none' }, 'UNet');
       session = opened.session;
       const sessions: PipelineSessions = { backbone: backbone.session, unet: opened.session };
       engineSides.push({
@@ -392,7 +392,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
           features: featureShape,
           providers,
           cpuThreads: o.threads,
-          cpuSpinning: o.threadSpinning ?? false,
+          cpuSpinning: o.threadSpinning ?? 'none',
           maxBatch: maxBatch,
         });
         const pipeline = nativePipeline;
@@ -499,7 +499,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       const imgs = await syntheticImages(width * stride, height * stride, 8);
       for (const engine of engines) {
         o.onProgress?.(`compare: end-to-end invad through the Detector, ${engine} engine (one-Conv backbone, raw frames)`);
-        const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning: o.threadSpinning ?? false, verifyHashes: false, maxBatchSize: maxBatch, engine });
+        const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning: o.threadSpinning ?? 'none', verifyHashes: false, maxBatchSize: maxBatch, engine });
         try {
           const rows = await benchStages(det, imgs, { batches: o.batches, steps: o.steps, inputs: ['raw'], runs: Math.max(3, Math.ceil(o.reps / 2)), warmup: Math.max(1, o.warmup), onProgress: o.onProgress });
           endToEnd.push({ engine: det.info().engine, rows });
@@ -514,7 +514,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       params: ready.params,
       featureShape,
       threads: o.threads,
-      threadSpinning: o.threadSpinning ?? false,
+      threadSpinning: o.threadSpinning ?? 'none',
       providers: o.providers,
       unit: `features ${channels}x${height}x${width} -> S UNet calls + DDIM update -> channel-norm map and statistics`,
       torch: ready.machine,

@@ -107,7 +107,7 @@ export function formatCompare(r: CompareResult): string {
   const t = r.torch as { torch?: string; threads?: number; mkldnn?: boolean; blas?: string; buildType?: string };
   const head = [
     `compare: ${r.preset} preset (${r.params.toLocaleString('en-US')} parameters, ${r.weights}), ${r.unit}`,
-    `invad: ${r.engines.join(' and ')} engines, ${r.providers.join(',')}, ${r.threads} intra-op threads, thread spinning ${r.threadSpinning ? 'on' : 'off'}; PyTorch ${t.torch} eager (no_grad, eval), ${t.threads} threads, MKL-DNN ${t.mkldnn ? 'on' : 'off'}, BLAS ${t.blas ?? '?'}, build ${t.buildType ?? '?'}`,
+    `invad: ${r.engines.join(' and ')} engines, ${r.providers.join(',')}, ${r.threads} intra-op threads, thread spinning ${r.threadSpinning}; PyTorch ${t.torch} eager (no_grad, eval), ${t.threads} threads, MKL-DNN ${t.mkldnn ? 'on' : 'off'}, BLAS ${t.blas ?? '?'}, build ${t.buildType ?? '?'}`,
     `PyTorch variants: ${r.torchVariants.map((v) => (v === 'default' ? "default (PyTorch's own convolution dispatch)" : 'onednn (every convolution on oneDNN)')).join('; ')}`,
   ];
   const rows = r.rows.flatMap((x) => {

@@ -5,7 +5,7 @@
  */
 import { cpus } from 'node:os';
 import { Detector, type DetectorInfo } from '../detector';
-import type { EngineKind, ExecutionProvider } from '../engine/protocol';
+import type { EngineKind, ExecutionProvider, ThreadSpinning } from '../engine/protocol';
 import { packageVersion } from '../package-info';
 import { benchCompare, type CompareOptions, type CompareResult } from './compare';
 import { type BenchImages, folderImages, type InputKind, syntheticImages } from './images';
@@ -24,8 +24,8 @@ export interface BenchDetectorOptions {
   engine?: EngineKind;
   /** ORT intra-op threads; 0 lets ORT decide (the Detector default) */
   threads: number;
-  /** DetectorOptions.threadSpinning; default false */
-  threadSpinning?: boolean;
+  /** DetectorOptions.threadSpinning; default 'none' */
+  threadSpinning?: ThreadSpinning;
   maxWaitMs?: number;
   maxBatchSize?: number;
   /** images folder; default synthetic frames of the bundle's input size */
@@ -74,7 +74,7 @@ export async function runBench(req: BenchRequest, onProgress?: (line: string) =>
   const det = await Detector.load(req.model, {
     executionProviders: req.providers,
     intraOpThreads: req.threads,
-    threadSpinning: req.threadSpinning ?? false,
+    threadSpinning: req.threadSpinning ?? 'none',
     ...(req.engine === undefined ? {} : { engine: req.engine }),
     ...(req.maxWaitMs === undefined ? {} : { maxWaitMs: req.maxWaitMs }),
     ...(req.maxBatchSize === undefined ? {} : { maxBatchSize: req.maxBatchSize }),

@@ -43,7 +43,7 @@ export function nativePipelineOptions(config: EngineConfig, unetPath: string, pr
     features: { channels: m.features.channels, height: m.features.height, width: m.features.width },
     providers,
     cpuThreads: config.intraOpThreads,
-    cpuSpinning: config.threadSpinning ?? false,
+    cpuSpinning: config.threadSpinning ?? 'none',
     cudaDeviceId: config.cudaDeviceId ?? 0,
     ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
     ...(config.tensorrt ? { tensorrt: { ...config.tensorrt } } : {}),

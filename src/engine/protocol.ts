@@ -18,6 +18,10 @@ export interface TensorRtOptions {
   workspaceBytes?: number;
 }
 
+/** Which sessions' ORT intra-op threads spin between runs: none, the UNet's only, or both. */
+export type ThreadSpinning = 'none' | 'unet' | 'all';
+export const THREAD_SPINNING: readonly ThreadSpinning[] = ['none', 'unet', 'all'];
+
 export interface EngineConfig {
   backbonePath: string;
   /** null opens the backbone only, for feature extraction */
@@ -26,8 +30,8 @@ export interface EngineConfig {
   executionProviders: ExecutionProvider[];
   /** ORT intra-op threads per session; 0 lets ORT choose */
   intraOpThreads: number;
-  /** let ORT's intra-op threads spin between runs; default false (see DetectorOptions) */
-  threadSpinning?: boolean;
+  /** whose ORT intra-op threads may spin between runs; default 'none' (see DetectorOptions) */
+  threadSpinning?: ThreadSpinning;
   /** latent-Gaussian statistics files by S, loaded when first needed */
   latentGaussian?: Array<{ steps: number; meanPath: string; precisionPath: string }>;
   /** default 'onnxruntime-node' */

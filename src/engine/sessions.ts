@@ -7,7 +7,11 @@ import * as ort from 'onnxruntime-node';
 import { ProviderError } from '../errors';
 import type { EngineConfig, ExecutionProvider } from './protocol';
 
-export type SessionThreading = Pick<EngineConfig, 'intraOpThreads' | 'threadSpinning'>;
+export interface SessionThreading {
+  intraOpThreads: number;
+  /** let this session's intra-op threads spin between runs */
+  spinning: boolean;
+}
 
 export interface OpenedSession {
   session: ort.InferenceSession;
@@ -16,7 +20,7 @@ export interface OpenedSession {
 }
 
 export async function openSession(path: string, providers: ExecutionProvider[], threading: SessionThreading, label: string): Promise<OpenedSession> {
-  const { intraOpThreads, threadSpinning } = threading;
+  const { intraOpThreads, spinning } = threading;
   const failures: Array<{ provider: string; error: string }> = [];
   for (const provider of providers) {
     try {
@@ -27,7 +31,7 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
         logSeverityLevel: provider === 'cpu' ? 2 : 4,
         ...(intraOpThreads > 0 ? { intraOpNumThreads: intraOpThreads } : {}),
         // Two sessions, two intra-op pools: see DetectorOptions.threadSpinning.
-        extra: { session: { intra_op: { allow_spinning: threadSpinning ? '1' : '0' } } },
+        extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
       });
       return { session, provider, failures };
     } catch (err) {
@@ -40,10 +44,11 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
 
 /** The backbone and, unless `unetPath` is null, the UNet session; neither is left open on failure. */
 export async function openSessionPair(config: EngineConfig, unetPath: string | null): Promise<{ backbone: OpenedSession; unet: OpenedSession | null }> {
-  const backbone = await openSession(config.backbonePath, config.executionProviders, config, 'backbone');
+  const spinning = config.threadSpinning ?? 'none';
+  const backbone = await openSession(config.backbonePath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning === 'all' }, 'backbone');
   if (unetPath === null) return { backbone, unet: null };
   try {
-    return { backbone, unet: await openSession(unetPath, config.executionProviders, config, 'UNet') };
+    return { backbone, unet: await openSession(unetPath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning !== 'none' }, 'UNet') };
   } catch (err) {
     await backbone.session.release();
     throw err;
