@@ -13,7 +13,7 @@ import { loadBundle } from './bundle/load';
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
-import { THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
+import { DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
 import { DisposedError, InvadError, reviveError } from './errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors } from './preprocess';
 import { calibrationAt } from './calibrate';
@@ -53,7 +53,7 @@ export interface DetectorOptions {
    * Whose ONNX Runtime intra-op threads spin after a run, waiting for the next one: 'none',
    * 'unet' (the UNet's, between its S calls) or 'all'. The backbone and the UNet each have a
    * thread pool, and on a few cores a spinning pool takes the core the other session needs
-   * (README, benchmarks). Default 'none'.
+   * (README, benchmarks). Default 'unet'.
    */
   threadSpinning?: ThreadSpinning;
   /** Override the bundle's score definition. */
@@ -207,7 +207,7 @@ function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number
     maxBatchSize: o.maxBatchSize === undefined ? 8 : intInRange('options.maxBatchSize', o.maxBatchSize, 1, 1024),
     maxWaitMs: o.maxWaitMs === undefined ? 2 : numberInRange('options.maxWaitMs', o.maxWaitMs, 0, 60_000),
     intraOpThreads: o.intraOpThreads === undefined ? 0 : intInRange('options.intraOpThreads', o.intraOpThreads, 0, Math.max(1024, cpus().length)),
-    threadSpinning: o.threadSpinning === undefined ? 'none' : oneOf('options.threadSpinning', o.threadSpinning, THREAD_SPINNING),
+    threadSpinning: o.threadSpinning === undefined ? DEFAULT_THREAD_SPINNING : oneOf('options.threadSpinning', o.threadSpinning, THREAD_SPINNING),
     scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, SCORE_DEFINITIONS),
     threshold: o.threshold === undefined ? undefined : numberInRange('options.threshold', o.threshold, -Number.MAX_VALUE, Number.MAX_VALUE),
     verifyHashes: o.verifyHashes === undefined ? true : o.verifyHashes === true,

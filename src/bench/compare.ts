@@ -54,7 +54,7 @@ import { defaultEngine, Detector } from '../detector';
 import { openPipeline } from '../engine/native-pipeline';
 import { ortLibraryPath } from '../engine/ort-library';
 import { runInversion, type PipelineSessions } from '../engine/pipeline';
-import type { EngineKind, ExecutionProvider, ThreadSpinning } from '../engine/protocol';
+import { DEFAULT_THREAD_SPINNING, type EngineKind, type ExecutionProvider, type ThreadSpinning } from '../engine/protocol';
 import { openSession } from '../engine/sessions';
 import { readNpy } from '../npy';
 import { convBackbone } from '../onnx/synthetic';
@@ -86,7 +86,7 @@ export interface CompareOptions {
   reps: number;
   warmup: number;
   threads: number;
-  /** whose ORT thread pools spin between runs (DetectorOptions.threadSpinning); default 'none' */
+  /** whose ORT thread pools spin between runs (DetectorOptions.threadSpinning); default DEFAULT_THREAD_SPINNING */
   threadSpinning?: ThreadSpinning;
   providers: ExecutionProvider[];
   seed: number;
@@ -358,7 +358,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
     };
 
     if (wanted.includes('onnxruntime-node')) {
-      const spinning = o.threadSpinning ?? 'none';
+      const spinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
       const backbone = await openSession(standIn, o.providers, { intraOpThreads: o.threads, spinning: spinning === 'all' }, 'stand-in backbone');
       standInSession = backbone.session;
       const opened = await openSession(ready.onnx, o.providers, { intraOpThreads: o.threads, spinning: spinning !== 'none' }, 'UNet');
@@ -392,7 +392,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
           features: featureShape,
           providers,
           cpuThreads: o.threads,
-          cpuSpinning: o.threadSpinning ?? 'none',
+          cpuSpinning: o.threadSpinning ?? DEFAULT_THREAD_SPINNING,
           maxBatch: maxBatch,
         });
         const pipeline = nativePipeline;
@@ -499,7 +499,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       const imgs = await syntheticImages(width * stride, height * stride, 8);
       for (const engine of engines) {
         o.onProgress?.(`compare: end-to-end invad through the Detector, ${engine} engine (one-Conv backbone, raw frames)`);
-        const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning: o.threadSpinning ?? 'none', verifyHashes: false, maxBatchSize: maxBatch, engine });
+        const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning: o.threadSpinning ?? DEFAULT_THREAD_SPINNING, verifyHashes: false, maxBatchSize: maxBatch, engine });
         try {
           const rows = await benchStages(det, imgs, { batches: o.batches, steps: o.steps, inputs: ['raw'], runs: Math.max(3, Math.ceil(o.reps / 2)), warmup: Math.max(1, o.warmup), onProgress: o.onProgress });
           endToEnd.push({ engine: det.info().engine, rows });
@@ -514,7 +514,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       params: ready.params,
       featureShape,
       threads: o.threads,
-      threadSpinning: o.threadSpinning ?? 'none',
+      threadSpinning: o.threadSpinning ?? DEFAULT_THREAD_SPINNING,
       providers: o.providers,
       unit: `features ${channels}x${height}x${width} -> S UNet calls + DDIM update -> channel-norm map and statistics`,
       torch: ready.machine,

@@ -5,7 +5,7 @@
  */
 import { cpus } from 'node:os';
 import { Detector, type DetectorInfo } from '../detector';
-import type { EngineKind, ExecutionProvider, ThreadSpinning } from '../engine/protocol';
+import { DEFAULT_THREAD_SPINNING, type EngineKind, type ExecutionProvider, type ThreadSpinning } from '../engine/protocol';
 import { packageVersion } from '../package-info';
 import { benchCompare, type CompareOptions, type CompareResult } from './compare';
 import { type BenchImages, folderImages, type InputKind, syntheticImages } from './images';
@@ -24,7 +24,7 @@ export interface BenchDetectorOptions {
   engine?: EngineKind;
   /** ORT intra-op threads; 0 lets ORT decide (the Detector default) */
   threads: number;
-  /** DetectorOptions.threadSpinning; default 'none' */
+  /** DetectorOptions.threadSpinning; default DEFAULT_THREAD_SPINNING */
   threadSpinning?: ThreadSpinning;
   maxWaitMs?: number;
   maxBatchSize?: number;
@@ -74,7 +74,7 @@ export async function runBench(req: BenchRequest, onProgress?: (line: string) =>
   const det = await Detector.load(req.model, {
     executionProviders: req.providers,
     intraOpThreads: req.threads,
-    threadSpinning: req.threadSpinning ?? 'none',
+    threadSpinning: req.threadSpinning ?? DEFAULT_THREAD_SPINNING,
     ...(req.engine === undefined ? {} : { engine: req.engine }),
     ...(req.maxWaitMs === undefined ? {} : { maxWaitMs: req.maxWaitMs }),
     ...(req.maxBatchSize === undefined ? {} : { maxBatchSize: req.maxBatchSize }),

@@ -22,7 +22,7 @@ import { BindingLoadError, ProviderError } from '../errors';
 import type { InversionStep } from '../schedule';
 import { checkBackbone, checkUnet, type SessionMetadata } from './model-check';
 import { type InversionOutput, type PipelineSessions, runReconstruction } from './pipeline';
-import type { EngineConfig, EngineReady, ExecutionProvider } from './protocol';
+import { DEFAULT_THREAD_SPINNING, type EngineConfig, type EngineReady, type ExecutionProvider } from './protocol';
 import { ortLibraryPath } from './ort-library';
 import { openSessionPair } from './sessions';
 
@@ -43,7 +43,7 @@ export function nativePipelineOptions(config: EngineConfig, unetPath: string, pr
     features: { channels: m.features.channels, height: m.features.height, width: m.features.width },
     providers,
     cpuThreads: config.intraOpThreads,
-    cpuSpinning: config.threadSpinning ?? 'none',
+    cpuSpinning: config.threadSpinning ?? DEFAULT_THREAD_SPINNING,
     cudaDeviceId: config.cudaDeviceId ?? 0,
     ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
     ...(config.tensorrt ? { tensorrt: { ...config.tensorrt } } : {}),

@@ -5,7 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { ProviderError } from '../errors';
-import type { EngineConfig, ExecutionProvider } from './protocol';
+import { DEFAULT_THREAD_SPINNING, type EngineConfig, type ExecutionProvider } from './protocol';
 
 export interface SessionThreading {
   intraOpThreads: number;
@@ -44,7 +44,7 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
 
 /** The backbone and, unless `unetPath` is null, the UNet session; neither is left open on failure. */
 export async function openSessionPair(config: EngineConfig, unetPath: string | null): Promise<{ backbone: OpenedSession; unet: OpenedSession | null }> {
-  const spinning = config.threadSpinning ?? 'none';
+  const spinning = config.threadSpinning ?? DEFAULT_THREAD_SPINNING;
   const backbone = await openSession(config.backbonePath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning === 'all' }, 'backbone');
   if (unetPath === null) return { backbone, unet: null };
   try {

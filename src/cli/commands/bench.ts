@@ -13,7 +13,7 @@ import { type BenchReport, type BenchRequest, defaultThreads, runBench } from '.
 import type { SoakResult } from '../../bench/soak';
 import type { StageBenchRow } from '../../bench/stages';
 import { parseDurationMs } from '../../bench/stats';
-import { THREAD_SPINNING, type EngineKind, type ExecutionProvider, type ThreadSpinning } from '../../engine/protocol';
+import { DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type ExecutionProvider, type ThreadSpinning } from '../../engine/protocol';
 import { parsePositiveInt, parseProviders } from './score';
 
 function parseNonNegativeInt(value: string): number {
@@ -238,7 +238,7 @@ export function benchCommand(): Command {
     .option('-s, --steps <list>', "inversion steps S, e.g. 2,3,5 (default: the bundle's; compare: 2,3)", parseIntList)
     .option('-p, --providers <list>', 'execution providers to try in order', parseProviders, ['cpu'] as ExecutionProvider[])
     .option('-e, --engine <engine>', "the Detector's engine: native or onnxruntime-node (default: the Detector's choice); compare: the invad engines to time (default both)", parseEngines)
-    .addOption(new Option('--thread-spinning <whose>', "whose ORT intra-op threads spin between runs: none, unet, all (the Detector's threadSpinning)").choices([...THREAD_SPINNING]).default('none'))
+    .addOption(new Option('--thread-spinning <whose>', "whose ORT intra-op threads spin between runs: none, unet, all (the Detector's threadSpinning)").choices([...THREAD_SPINNING]).default(DEFAULT_THREAD_SPINNING))
     .option('-t, --threads <n>', 'ONNX Runtime intra-op threads (0: ORT decides; compare: also PyTorch threads, default = cores)', parseNonNegativeInt)
     .option('-r, --runs <n>', 'timed calls per configuration, after the warm-up', parsePositiveInt, 30)
     .option('-w, --warmup <n>', 'untimed calls first (default 3; compare 2; soak 20)', parseNonNegativeInt)
