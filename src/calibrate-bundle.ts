@@ -7,10 +7,8 @@ import { loadBundle } from './bundle/load';
 import { writeLatentGaussian } from './bundle/latent';
 import type { CalibrationSpec, LatentGaussianSpec } from './bundle/manifest';
 import { writeManifest } from './bundle/write';
-import { calibrateStep, calibrationSpec, withF1Thresholds } from './calibrate';
+import { calibrateStep, calibrationSpec, type LabelledSample, requireBothClasses, withF1Thresholds } from './calibrate';
 import { Detector } from './detector';
-import { InvalidArgumentError } from './errors';
-import type { LabelledSample } from './calibrate';
 import type { ExecutionProvider } from './engine/protocol';
 import { DEFAULT_REGULARIZATION, fitLatentGaussian } from './latent-gaussian';
 
@@ -74,9 +72,8 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   const steps = [...new Set([...(options.steps ?? DEFAULT_STEP_RANGE), m.schedule.defaultSteps])].sort((a, b) => a - b);
   const far = options.falseAlarmRate ?? 0.01;
   const validation = options.validation;
-  if (validation && (validation.normal.length === 0 || validation.anomalous.length === 0)) {
-    throw new InvalidArgumentError('validation', `an F1-optimal threshold needs normal and anomalous validation images, got ${validation.normal.length} normal and ${validation.anomalous.length} anomalous`);
-  }
+  // Before any scoring, so a bad set fails at once.
+  if (validation) requireBothClasses(validation.normal.length, validation.anomalous.length);
   // 'sp' needs nothing per S; the latent-Gaussian parts come along wherever the bundle has statistics.
   const det = await Detector.load(dir, { executionProviders: options.executionProviders, scoreDefinition: 'sp' });
   const bySteps = [];

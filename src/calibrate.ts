@@ -73,6 +73,13 @@ export function calibrateStep(steps: number, normals: readonly NormalSample[], f
   return step;
 }
 
+/** @throws InvalidArgumentError unless the validation set has normal and anomalous images */
+export function requireBothClasses(normal: number, anomalous: number): void {
+  if (normal === 0 || anomalous === 0) {
+    throw new InvalidArgumentError('validation', `an F1-optimal threshold needs normal and anomalous validation images, got ${normal} normal and ${anomalous} anomalous`);
+  }
+}
+
 /** What the F1-optimal threshold needs from scoring one labelled validation image. */
 export interface LabelledSample {
   components: ScoreComponents;
@@ -86,9 +93,7 @@ export interface LabelledSample {
  */
 export function withF1Thresholds(step: StepCalibration, samples: readonly LabelledSample[]): StepCalibration {
   const anomalous = samples.filter((s) => s.anomalous).length;
-  if (anomalous === 0 || anomalous === samples.length) {
-    throw new InvalidArgumentError('validation', `an F1-optimal threshold needs normal and anomalous validation images, got ${samples.length - anomalous} normal and ${anomalous} anomalous`);
-  }
+  requireBothClasses(samples.length - anomalous, anomalous);
   const labels = samples.map((s) => s.anomalous);
   const imageThresholds: StepCalibration['imageThresholds'] = {};
   for (const definition of SCORE_DEFINITIONS) {

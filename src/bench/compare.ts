@@ -54,7 +54,7 @@ import { defaultEngine, Detector } from '../detector';
 import { openPipeline } from '../engine/native-pipeline';
 import { ortLibraryPath } from '../engine/ort-library';
 import { runInversion, type PipelineSessions } from '../engine/pipeline';
-import { DEFAULT_THREAD_SPINNING, type EngineKind, type ExecutionProvider, type ThreadSpinning } from '../engine/protocol';
+import { DEFAULT_THREAD_SPINNING, type EngineKind, type ExecutionProvider, sessionSpinning, type ThreadSpinning } from '../engine/protocol';
 import { openSession } from '../engine/sessions';
 import { readNpy } from '../npy';
 import { convBackbone } from '../onnx/synthetic';
@@ -294,6 +294,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
   const variants = o.torchVariants?.length ? [...new Set(o.torchVariants)] : [...TORCH_VARIANTS];
   const work = o.workDir ?? mkdtempSync(join(tmpdir(), 'invad-bench-'));
   const maxBatch = Math.max(...o.batches);
+  const threadSpinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
   const args = ['--preset', o.preset, '--out', work, '--threads', String(o.threads), '--seed', String(o.seed), '--max-batch', String(maxBatch)];
   if (o.checkpoint) args.push('--checkpoint', o.checkpoint);
   if (o.features) args.push('--features', `${o.features.channels}x${o.features.height}x${o.features.width}`);
@@ -358,10 +359,10 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
     };
 
     if (wanted.includes('onnxruntime-node')) {
-      const spinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
-      const backbone = await openSession(standIn, o.providers, { intraOpThreads: o.threads, spinning: spinning === 'all' }, 'stand-in backbone');
+      const spinning = sessionSpinning(threadSpinning);
+      const backbone = await openSession(standIn, o.providers, { intraOpThreads: o.threads, spinning: spinning.backbone }, 'stand-in backbone');
       standInSession = backbone.session;
-      const opened = await openSession(ready.onnx, o.providers, { intraOpThreads: o.threads, spinning: spinning !== 'none' }, 'UNet');
+      const opened = await openSession(ready.onnx, o.providers, { intraOpThreads: o.threads, spinning: spinning.unet }, 'UNet');
       session = opened.session;
       const sessions: PipelineSessions = { backbone: backbone.session, unet: opened.session };
       engineSides.push({
@@ -392,7 +393,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
           features: featureShape,
           providers,
           cpuThreads: o.threads,
-          cpuSpinning: o.threadSpinning ?? DEFAULT_THREAD_SPINNING,
+          cpuSpinning: threadSpinning,
           maxBatch: maxBatch,
         });
         const pipeline = nativePipeline;
@@ -499,7 +500,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       const imgs = await syntheticImages(width * stride, height * stride, 8);
       for (const engine of engines) {
         o.onProgress?.(`compare: end-to-end invad through the Detector, ${engine} engine (one-Conv backbone, raw frames)`);
-        const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning: o.threadSpinning ?? DEFAULT_THREAD_SPINNING, verifyHashes: false, maxBatchSize: maxBatch, engine });
+        const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning, verifyHashes: false, maxBatchSize: maxBatch, engine });
         try {
           const rows = await benchStages(det, imgs, { batches: o.batches, steps: o.steps, inputs: ['raw'], runs: Math.max(3, Math.ceil(o.reps / 2)), warmup: Math.max(1, o.warmup), onProgress: o.onProgress });
           endToEnd.push({ engine: det.info().engine, rows });
@@ -514,7 +515,7 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       params: ready.params,
       featureShape,
       threads: o.threads,
-      threadSpinning: o.threadSpinning ?? DEFAULT_THREAD_SPINNING,
+      threadSpinning,
       providers: o.providers,
       unit: `features ${channels}x${height}x${width} -> S UNet calls + DDIM update -> channel-norm map and statistics`,
       torch: ready.machine,

@@ -28,6 +28,11 @@ export const THREAD_SPINNING: readonly ThreadSpinning[] = ['none', 'unet', 'all'
  */
 export const DEFAULT_THREAD_SPINNING: ThreadSpinning = 'unet';
 
+/** Whether the backbone's and the UNet's sessions spin under `mode`. */
+export function sessionSpinning(mode: ThreadSpinning): { backbone: boolean; unet: boolean } {
+  return { backbone: mode === 'all', unet: mode !== 'none' };
+}
+
 export interface EngineConfig {
   backbonePath: string;
   /** null opens the backbone only, for feature extraction */

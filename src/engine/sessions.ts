@@ -5,7 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { ProviderError } from '../errors';
-import { DEFAULT_THREAD_SPINNING, type EngineConfig, type ExecutionProvider } from './protocol';
+import { DEFAULT_THREAD_SPINNING, type EngineConfig, type ExecutionProvider, sessionSpinning } from './protocol';
 
 export interface SessionThreading {
   intraOpThreads: number;
@@ -44,11 +44,11 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
 
 /** The backbone and, unless `unetPath` is null, the UNet session; neither is left open on failure. */
 export async function openSessionPair(config: EngineConfig, unetPath: string | null): Promise<{ backbone: OpenedSession; unet: OpenedSession | null }> {
-  const spinning = config.threadSpinning ?? DEFAULT_THREAD_SPINNING;
-  const backbone = await openSession(config.backbonePath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning === 'all' }, 'backbone');
+  const spinning = sessionSpinning(config.threadSpinning ?? DEFAULT_THREAD_SPINNING);
+  const backbone = await openSession(config.backbonePath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning.backbone }, 'backbone');
   if (unetPath === null) return { backbone, unet: null };
   try {
-    return { backbone, unet: await openSession(unetPath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning !== 'none' }, 'UNet') };
+    return { backbone, unet: await openSession(unetPath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning.unet }, 'UNet') };
   } catch (err) {
     await backbone.session.release();
     throw err;
