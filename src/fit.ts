@@ -50,6 +50,14 @@ export interface FitOptions {
   valFraction?: number;
   /** default inversion steps S written to the bundle; default 3 */
   steps?: number;
+  /**
+   * What the UNet is trained on (baked into the bundle's backbone.onnx):
+   * `standardize` (default) gives every channel mean 0 and standard deviation
+   * `featureScale`; `none` keeps the backbone's raw features, as the paper does.
+   */
+  featureNormalization?: FeatureNormalization;
+  /** standard deviation of every standardized channel; default 1 (only with `standardize`) */
+  featureScale?: number;
   /** score definition written to the bundle; default `combined` */
   score?: ScoreDefinition;
   /** target false-alarm rate on normals for the thresholds; default 0.01 */
@@ -73,6 +81,9 @@ export interface FitOptions {
   onProgress?: (event: FitEvent) => void;
   signal?: AbortSignal;
 }
+
+export const FEATURE_NORMALIZATIONS = ['standardize', 'none'] as const;
+export type FeatureNormalization = (typeof FEATURE_NORMALIZATIONS)[number];
 
 export type FitEvent =
   | { stage: 'backbone'; featureShape: { channels: number; height: number; width: number }; taps: TapInfo[] }
@@ -122,6 +133,13 @@ function checkOptions(o: FitOptions): void {
   if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
   if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
   if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
+  if (o.featureNormalization !== undefined) oneOf('featureNormalization', o.featureNormalization, FEATURE_NORMALIZATIONS);
+  if (o.featureScale !== undefined) {
+    numberInRange('featureScale', o.featureScale, 1e-3, 1e3);
+    if (o.featureNormalization === 'none') {
+      throw new InvalidArgumentError('featureScale', "featureScale applies to standardized features; it cannot be combined with featureNormalization 'none'");
+    }
+  }
 }
 
 async function extractSplit(
@@ -147,6 +165,24 @@ function standardize(f: ExtractedFeatures, mean: Float32Array, std: Float32Array
       const base = (i * c + ch) * plane;
       for (let p = 0; p < plane; p++) f.features[base + p] = (f.features[base + p] - mean[ch]) / std[ch];
     }
+}
+
+/**
+ * The per-channel (x - mean) / std the backbone graph will apply, from the training
+ * features; std is divided by featureScale so channels end with that deviation.
+ * Undefined for featureNormalization 'none'.
+ */
+function featureNormalizationFor(trainF: ExtractedFeatures, o: FitOptions): { mean: Float32Array; std: Float32Array } | undefined {
+  if (o.featureNormalization === 'none') return undefined;
+  const { mean, std } = channelStats(trainF.features, trainF.shape);
+  const scale = o.featureScale ?? 1;
+  return { mean, std: std.map((s) => Math.max(s, 1e-6) / scale) };
+}
+
+function describeNormalization(o: FitOptions): string {
+  if (o.featureNormalization === 'none') return 'none: the backbone\'s raw features';
+  const scale = o.featureScale ?? 1;
+  return `per-channel mean/std of the training features${scale === 1 ? '' : ` scaled to std ${scale}`}, baked into backbone.onnx`;
 }
 
 export async function fit(options: FitOptions): Promise<FitResult> {
@@ -203,17 +239,18 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     throw new InvalidArgumentError('normal', `too few readable images: ${trainF.files.length} to train on and ${valF.files.length} held out`);
   }
 
-  // 3. Standardize with training statistics, and bake the same into the bundle's backbone.
-  const { mean, std } = channelStats(trainF.features, trainF.shape);
-  const safeStd = std.map((s) => Math.max(s, 1e-6));
-  standardize(trainF, mean, safeStd);
-  standardize(valF, mean, safeStd);
-  const final = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, normalization: { mean, std: safeStd } });
+  // 3. Standardize with training statistics (unless asked not to), and bake the same into the bundle's backbone.
+  const normalization = featureNormalizationFor(trainF, o);
+  if (normalization) {
+    standardize(trainF, normalization.mean, normalization.std);
+    standardize(valF, normalization.mean, normalization.std);
+  }
+  const final = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, normalization });
   await writeNpy(join(work, 'train.npy'), trainF.features, trainF.shape);
   await writeNpy(join(work, 'val.npy'), valF.features, valF.shape);
   await writeFile(
     join(work, 'features.json'),
-    JSON.stringify({ shape: trainF.shape.slice(1), train: trainF.files, val: valF.files, skipped: [...trainF.skipped, ...valF.skipped], mean: [...mean], std: [...safeStd] }, null, 1),
+    JSON.stringify({ shape: trainF.shape.slice(1), train: trainF.files, val: valF.files, skipped: [...trainF.skipped, ...valF.skipped], normalization: describeNormalization(o), mean: normalization ? [...normalization.mean] : null, std: normalization ? [...normalization.std] : null }, null, 1),
   );
   aborted();
 
@@ -259,7 +296,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
       preset: o.preset ?? 'small',
       backboneModel: modelPath,
       taps: final.taps,
-      featureStandardization: 'per-channel mean/std of the training features, baked into backbone.onnx',
+      featureStandardization: describeNormalization(o),
       images: { train: trainF.files.length, val: valF.files.length, skipped: trainF.skipped.length + valF.skipped.length },
       seed: o.seed ?? 0,
       valFraction: o.valFraction ?? 0.1,

@@ -31,5 +31,5 @@ export type { InversionStep } from './schedule';
 export * as metrics from './metrics';
 export { calibrateStep, calibrationSpec } from './calibrate';
 export type { NormalSample } from './calibrate';
-export { fit } from './fit';
-export type { FitEvent, FitOptions, FitResult } from './fit';
+export { FEATURE_NORMALIZATIONS, fit } from './fit';
+export type { FeatureNormalization, FitEvent, FitOptions, FitResult } from './fit';

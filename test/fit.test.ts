@@ -3,11 +3,14 @@
  * MobileNetV2 backbone (../shared) and the tiny UNet preset, load the bundle,
  * and check that parts with a synthetic defect score above held-out normals.
  */
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { Detector } from '../src';
+import type { Manifest } from '../src/bundle/manifest';
+import { channelStats, FeatureExtractor } from '../src/features';
 import { fit, type FitEvent } from '../src/fit';
+import { type NpyArray, readNpy } from '../src/npy';
 import { mulberry32 } from '../src/onnx/synthetic';
 import { hasShared, hasTorch, MOBILENET } from './helpers/requirements';
 import { tempDir } from './helpers/bundles';
@@ -96,6 +99,65 @@ const ready = hasShared() && hasTorch();
     await writeParts(few, [1, 2, 3], false);
     await expect(fit({ normal: few, out: join(tmp.dir, 'm'), backbone: 'mobilenetv2-int8', backboneModel: MOBILENET })).rejects.toThrow(/too few images/);
     await expect(fit({ normal: few, out: join(tmp.dir, 'm'), backbone: 'nope' })).rejects.toMatchObject({ argument: 'backbone' });
+    const base = { normal: few, out: join(tmp.dir, 'm'), backbone: 'mobilenetv2-int8', backboneModel: MOBILENET };
+    await expect(fit({ ...base, featureNormalization: 'raw' as never })).rejects.toMatchObject({ argument: 'featureNormalization' });
+    await expect(fit({ ...base, featureScale: 0 })).rejects.toMatchObject({ argument: 'featureScale' });
+    await expect(fit({ ...base, featureNormalization: 'none', featureScale: 0.5 })).rejects.toThrow(/cannot be combined/);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+/** Max abs difference between the bundle backbone's features of one image and `expected`. */
+async function maxDiffToBundleBackbone(bundle: string, m: Manifest, file: string, expected: Float32Array): Promise<number> {
+  const fx = await FeatureExtractor.open(join(bundle, m.models.backbone.file), {
+    input: m.input,
+    features: m.features,
+    inputName: m.models.backbone.inputName,
+    outputName: m.models.backbone.outputName,
+  });
+  try {
+    const got = (await fx.extract([file], { strict: true })).features;
+    expect(got.length).toBe(expected.length);
+    return got.reduce((mx, v, i) => Math.max(mx, Math.abs(v - expected[i])), 0);
+  } finally {
+    await fx.close();
+  }
+}
+
+/** Per-channel standard deviations of an N x C x h x w array. */
+function channelStds(a: NpyArray): number[] {
+  const [n, c, h, w] = a.shape;
+  const { std } = channelStats(a.data as Float32Array, [n, c, h, w]);
+  return [...std];
+}
+
+(ready ? test : test.skip)('the UNet trains on features scaled as asked: standardized to featureScale, or raw', async () => {
+  const tmp = tempDir('invad-fit-');
+  try {
+    const normalDir = join(tmp.dir, 'good');
+    await writeParts(normalDir, Array.from({ length: 12 }, (_, i) => i), false);
+    const common = { normal: normalDir, backbone: 'mobilenetv2-int8', backboneModel: MOBILENET, preset: 'tiny' as const, epochs: 1, valFraction: 0.2, latentSteps: [2] };
+    const scaled = await fit({ ...common, out: join(tmp.dir, 'scaled'), featureScale: 0.5 });
+    const stdScaled = channelStds(await readNpy(join(tmp.dir, 'scaled.work', 'train.npy')));
+    for (const s of stdScaled) if (s > 1e-3) expect(s).toBeCloseTo(0.5, 3); // constant channels stay 0
+    expect(scaled.manifest.provenance.training.featureStandardization).toMatch(/scaled to std 0.5/);
+
+    const raw = await fit({ ...common, out: join(tmp.dir, 'raw'), featureNormalization: 'none' });
+    const trainRaw = await readNpy(join(tmp.dir, 'raw.work', 'train.npy'));
+    const extractedRaw = await readNpy(join(tmp.dir, 'scaled.work', 'train.npy'));
+    const stdRaw = channelStds(trainRaw);
+    // Raw ReLU6 features are not unit-scaled: their deviations differ from channel to channel.
+    expect(Math.max(...stdRaw) / Math.min(...stdRaw.filter((s) => s > 1e-3))).toBeGreaterThan(1.5);
+    expect(trainRaw.shape).toEqual(extractedRaw.shape);
+    expect(raw.manifest.provenance.training.featureStandardization).toMatch(/^none/);
+
+    // Each bundle's backbone applies the same normalization its UNet trained on.
+    for (const [r, work] of [[scaled, 'scaled.work'], [raw, 'raw.work']] as const) {
+      const { train } = JSON.parse(readFileSync(join(tmp.dir, work, 'features.json'), 'utf8')) as { train: string[] };
+      const npy = await readNpy(join(tmp.dir, work, 'train.npy'));
+      expect(await maxDiffToBundleBackbone(r.out, r.manifest, train[0], npy.data.subarray(0, 152 * 14 * 14) as Float32Array)).toBeLessThan(1e-4);
+    }
   } finally {
     tmp.cleanup();
   }

@@ -1,7 +1,7 @@
 /** `invad fit`: a model bundle from a folder of normal images. */
 import { Command, Option } from 'commander';
 import { BACKBONE_PRESETS } from '../../backbones';
-import { fit, type FitEvent } from '../../fit';
+import { FEATURE_NORMALIZATIONS, type FeatureNormalization, fit, type FitEvent } from '../../fit';
 import { UNET_PRESETS, type UnetPreset } from '../../trainer/runner';
 import { makeProgress, type Progress } from '../progress';
 import { parsePositiveInt, parseProviders } from './score';
@@ -19,6 +19,8 @@ interface FitCommandOptions {
   seed: number;
   valFraction: number;
   steps: number;
+  featureNormalization: FeatureNormalization;
+  featureScale?: number;
   score: 'sp' | 'nll' | 'combined';
   resume?: boolean;
   strict?: boolean;
@@ -96,6 +98,10 @@ export function fitCommand(): Command {
     .option('--seed <n>', 'seed for the split and training', Number, 0)
     .option('--val-fraction <f>', 'share of images held out for validation and calibration', Number, 0.1)
     .option('--steps <n>', 'default inversion steps S written to the bundle', parsePositiveInt, 3)
+    .addOption(
+      new Option('--feature-normalization <kind>', "train on standardized features, or on the backbone's raw ones").choices([...FEATURE_NORMALIZATIONS]).default('standardize'),
+    )
+    .option('--feature-scale <s>', 'standard deviation of each standardized feature channel', Number)
     .addOption(new Option('--score <definition>', 'score definition written to the bundle').choices(['sp', 'nll', 'combined']).default('combined'))
     .option('--resume', "continue training from the work folder's checkpoint")
     .option('--strict', 'fail on an unreadable image instead of skipping it')
@@ -127,6 +133,8 @@ export function fitCommand(): Command {
           seed: o.seed,
           valFraction: o.valFraction,
           steps: o.steps,
+          featureNormalization: o.featureNormalization,
+          featureScale: o.featureScale,
           score: o.score,
           resume: o.resume,
           strict: o.strict,
