@@ -1,8 +1,8 @@
 /**
  * `fit`: builds a model bundle from a folder of normal images.
  *
- * backbone (graph surgery) -> split -> extract features -> standardize (baked
- * into backbone.onnx) -> train the UNet (PyTorch child process) -> export and
+ * backbone (graph surgery) -> split -> extract features -> optionally
+ * standardize (baked into backbone.onnx) -> train the UNet (PyTorch child process) -> export and
  * parity check -> calibrate on the held-out normals -> bundle.
  *
  * Everything lands in a work folder next to the output first. The bundle is
@@ -51,14 +51,18 @@ export interface FitOptions {
   /** default inversion steps S written to the bundle; default 3 */
   steps?: number;
   /**
-   * What the UNet is trained on (baked into the bundle's backbone.onnx):
-   * `standardize` (default) gives every channel mean 0 and standard deviation
-   * `featureScale`; `none` keeps the backbone's raw features, as the paper does.
+   * What the UNet is trained on: `none` (the default, as the paper does) keeps
+   * the backbone's raw features; `standardize` gives every channel mean 0 and
+   * standard deviation `featureScale`, baked into the bundle's backbone.onnx.
    */
   featureNormalization?: FeatureNormalization;
-  /** standard deviation of every standardized channel; default 1 (only with `standardize`) */
+  /** standard deviation of every standardized channel; default 1. Implies `standardize`. */
   featureScale?: number;
-  /** score definition written to the bundle; default `combined` */
+  /**
+   * score definition written to the bundle; default `latent-gaussian` (the
+   * most accurate on magnetic-tile, README), or `combined` when `latentSteps`
+   * leaves out the default `steps`
+   */
   score?: ScoreDefinition;
   /** target false-alarm rate on normals for the thresholds; default 0.01 */
   falseAlarmRate?: number;
@@ -133,6 +137,10 @@ function checkOptions(o: FitOptions): void {
   if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
   if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
   if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
+  const latentSteps = o.latentSteps ?? DEFAULT_STEP_RANGE;
+  if (o.score === 'latent-gaussian' && !latentSteps.includes(o.steps ?? 3)) {
+    throw new InvalidArgumentError('score', `score 'latent-gaussian' needs latent statistics for the default steps ${o.steps ?? 3}; add it to latentSteps (${latentSteps.join(', ')})`);
+  }
   if (o.featureNormalization !== undefined) oneOf('featureNormalization', o.featureNormalization, FEATURE_NORMALIZATIONS);
   if (o.featureScale !== undefined) {
     numberInRange('featureScale', o.featureScale, 1e-3, 1e3);
@@ -167,20 +175,25 @@ function standardize(f: ExtractedFeatures, mean: Float32Array, std: Float32Array
     }
 }
 
+/** `none` unless standardization or a feature scale was asked for. */
+function resolvedNormalization(o: FitOptions): FeatureNormalization {
+  return o.featureNormalization ?? (o.featureScale === undefined ? 'none' : 'standardize');
+}
+
 /**
  * The per-channel (x - mean) / std the backbone graph will apply, from the training
  * features; std is divided by featureScale so channels end with that deviation.
  * Undefined for featureNormalization 'none'.
  */
 function featureNormalizationFor(trainF: ExtractedFeatures, o: FitOptions): { mean: Float32Array; std: Float32Array } | undefined {
-  if (o.featureNormalization === 'none') return undefined;
+  if (resolvedNormalization(o) === 'none') return undefined;
   const { mean, std } = channelStats(trainF.features, trainF.shape);
   const scale = o.featureScale ?? 1;
   return { mean, std: std.map((s) => Math.max(s, 1e-6) / scale) };
 }
 
 function describeNormalization(o: FitOptions): string {
-  if (o.featureNormalization === 'none') return 'none: the backbone\'s raw features';
+  if (resolvedNormalization(o) === 'none') return 'none: the backbone\'s raw features';
   const scale = o.featureScale ?? 1;
   return `per-channel mean/std of the training features${scale === 1 ? '' : ` scaled to std ${scale}`}, baked into backbone.onnx`;
 }
@@ -284,12 +297,14 @@ export async function fit(options: FitOptions): Promise<FitResult> {
 
   // 5. Bundle into a staging folder, calibrate on the held-out normals, then move into place.
   const staging = join(work, 'staging');
+  const stepRange = o.latentSteps ?? DEFAULT_STEP_RANGE;
+  const defaultSteps = o.steps ?? 3;
   await rm(staging, { recursive: true, force: true });
   await writeBundle(staging, {
     input,
     features: final.featureShape,
-    defaultSteps: o.steps ?? 3,
-    score: o.score ?? 'combined',
+    defaultSteps,
+    score: o.score ?? (stepRange.includes(defaultSteps) ? 'latent-gaussian' : 'combined'),
     backbone: { bytes: final.bytes, name: o.backbone, taps: final.taps.map((t) => t.name), inputName: final.inputName, outputName: final.outputName },
     unet: { path: unetPath },
     training: {
@@ -304,7 +319,6 @@ export async function fit(options: FitOptions): Promise<FitResult> {
       exportParityMaxAbsDiff: parity,
     },
   });
-  const stepRange = o.latentSteps ?? DEFAULT_STEP_RANGE;
   const log = (message: string) => emit({ stage: 'log', message });
   await fitBundleLatents(staging, trainF.files, { steps: stepRange, executionProviders: o.executionProviders, onProgress: log });
   aborted();

@@ -69,6 +69,8 @@ const ready = hasShared() && hasTorch();
     expect(events.filter((e) => e.stage === 'epoch')).toHaveLength(15);
     expect(r.manifest.calibration.status).toBe('calibrated');
     expect(r.manifest.features).toEqual({ channels: 152, height: 14, width: 14 });
+    expect(r.manifest.provenance.training.featureStandardization).toMatch(/^none/); // the default: raw features
+    expect(r.manifest.score.definition).toBe('latent-gaussian'); // the default score
     // The bundle is complete and nothing half-written is left beside it.
     expect(readdirSync(tmp.dir).sort()).toEqual(['model', 'model.work', 'train']);
     expect(existsSync(join(out, 'manifest.json'))).toBe(true);
@@ -103,6 +105,7 @@ const ready = hasShared() && hasTorch();
     await expect(fit({ ...base, featureNormalization: 'raw' as never })).rejects.toMatchObject({ argument: 'featureNormalization' });
     await expect(fit({ ...base, featureScale: 0 })).rejects.toMatchObject({ argument: 'featureScale' });
     await expect(fit({ ...base, featureNormalization: 'none', featureScale: 0.5 })).rejects.toThrow(/cannot be combined/);
+    await expect(fit({ ...base, score: 'latent-gaussian', steps: 7 })).rejects.toMatchObject({ argument: 'score' });
   } finally {
     tmp.cleanup();
   }

@@ -10,7 +10,7 @@ cwd = the package root. It
 2. exports the same weights to DIR/unet.onnx with the trainer's exporter
    (``train.trainer.export_onnx``), so invad runs exactly these weights;
 3. writes DIR/features.npy: float32 [max_batch, C, h, w], standard normal from
-   the seed (the features are standardized per channel in a real bundle);
+   the seed (timing does not depend on the feature values);
 4. prints one JSON line {"event": "ready", ...} and then serves commands, one
    JSON object per stdin line, one JSON reply per stdout line:
 

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
     sub.required = True
 
-    f = sub.add_parser("fit", help="train the UNet on standardized feature maps")
+    f = sub.add_parser("fit", help="train the UNet on feature maps (.npy, raw or standardized)")
     f.add_argument("--train", required=True, help="float32 .npy [N,C,h,w]")
     f.add_argument("--val", required=True, help="float32 .npy [M,C,h,w]")
     f.add_argument("--out", required=True, help="work directory (checkpoint.pt, unet.onnx, parity_*.npy, summary.json)")

@@ -1,6 +1,7 @@
 /** `invad fit`: a model bundle from a folder of normal images. */
 import { Command, Option } from 'commander';
 import { BACKBONE_PRESETS } from '../../backbones';
+import { SCORE_DEFINITIONS, type ScoreDefinition } from '../../bundle/manifest';
 import { FEATURE_NORMALIZATIONS, type FeatureNormalization, fit, type FitEvent } from '../../fit';
 import { UNET_PRESETS, type UnetPreset } from '../../trainer/runner';
 import { makeProgress, type Progress } from '../progress';
@@ -19,9 +20,9 @@ interface FitCommandOptions {
   seed: number;
   valFraction: number;
   steps: number;
-  featureNormalization: FeatureNormalization;
+  featureNormalization?: FeatureNormalization;
   featureScale?: number;
-  score: 'sp' | 'nll' | 'combined';
+  score?: ScoreDefinition;
   resume?: boolean;
   strict?: boolean;
   overwrite?: boolean;
@@ -99,10 +100,10 @@ export function fitCommand(): Command {
     .option('--val-fraction <f>', 'share of images held out for validation and calibration', Number, 0.1)
     .option('--steps <n>', 'default inversion steps S written to the bundle', parsePositiveInt, 3)
     .addOption(
-      new Option('--feature-normalization <kind>', "train on standardized features, or on the backbone's raw ones").choices([...FEATURE_NORMALIZATIONS]).default('standardize'),
+      new Option('--feature-normalization <kind>', "train on the backbone's raw features (default), or standardize each channel").choices([...FEATURE_NORMALIZATIONS]),
     )
-    .option('--feature-scale <s>', 'standard deviation of each standardized feature channel', Number)
-    .addOption(new Option('--score <definition>', 'score definition written to the bundle').choices(['sp', 'nll', 'combined']).default('combined'))
+    .option('--feature-scale <s>', 'standardize each feature channel to this standard deviation', Number)
+    .addOption(new Option('--score <definition>', 'score definition written to the bundle (default: latent-gaussian, or combined when --steps is outside 2..5)').choices([...SCORE_DEFINITIONS]))
     .option('--resume', "continue training from the work folder's checkpoint")
     .option('--strict', 'fail on an unreadable image instead of skipping it')
     .option('--overwrite', 'replace an existing bundle')
