@@ -198,6 +198,30 @@ function describeNormalization(o: FitOptions): string {
   return `per-channel mean/std of the training features${scale === 1 ? '' : ` scaled to std ${scale}`}, baked into backbone.onnx`;
 }
 
+/** Work folders written before featureNormalization existed always standardized. */
+const LEGACY_NORMALIZATION = 'per-channel mean/std of the training features, baked into backbone.onnx';
+
+/**
+ * --resume continues a checkpoint; the features it trained on must be scaled the
+ * same way, or training would silently go on with different data.
+ */
+async function checkResumeNormalization(work: string, o: FitOptions): Promise<void> {
+  let previous: string;
+  try {
+    const saved = JSON.parse(await readFile(join(work, 'features.json'), 'utf8')) as { normalization?: unknown };
+    previous = typeof saved.normalization === 'string' ? saved.normalization : LEGACY_NORMALIZATION;
+  } catch {
+    return; // nothing extracted yet: the run starts from scratch anyway
+  }
+  const requested = describeNormalization(o);
+  if (previous !== requested) {
+    throw new InvalidArgumentError(
+      'featureNormalization',
+      `cannot --resume: the work folder's checkpoint trained on features with normalization "${previous}", not "${requested}"; pass the matching --feature-normalization / --feature-scale, or start without --resume`,
+    );
+  }
+}
+
 export async function fit(options: FitOptions): Promise<FitResult> {
   checkOptions(options);
   const t0 = performance.now();
@@ -222,6 +246,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   const split = splitFiles(files, o.valFraction ?? 0.1, o.seed ?? 0);
   emit({ stage: 'split', train: split.train.length, val: split.val.length });
   await mkdir(work, { recursive: true });
+  if (o.resume) await checkResumeNormalization(work, o);
 
   // 1. Backbone without standardization, to extract the raw features.
   const classifier = await readFile(modelPath);

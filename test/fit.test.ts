@@ -154,6 +154,8 @@ function channelStds(a: NpyArray): number[] {
     expect(Math.max(...stdRaw) / Math.min(...stdRaw.filter((s) => s > 1e-3))).toBeGreaterThan(1.5);
     expect(trainRaw.shape).toEqual(extractedRaw.shape);
     expect(raw.manifest.provenance.training.featureStandardization).toMatch(/^none/);
+    // Resuming with other scaling would train on different data: refused before any work.
+    await expect(fit({ ...common, out: join(tmp.dir, 'raw'), resume: true, featureScale: 0.5 })).rejects.toMatchObject({ argument: 'featureNormalization' });
 
     // Each bundle's backbone applies the same normalization its UNet trained on.
     for (const [r, work] of [[scaled, 'scaled.work'], [raw, 'raw.work']] as const) {
