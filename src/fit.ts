@@ -86,6 +86,9 @@ export interface FitOptions {
   signal?: AbortSignal;
 }
 
+/** The bundle's default inversion steps S when `steps` is not given. */
+const DEFAULT_STEPS = 3;
+
 export const FEATURE_NORMALIZATIONS = ['standardize', 'none'] as const;
 export type FeatureNormalization = (typeof FEATURE_NORMALIZATIONS)[number];
 
@@ -138,8 +141,9 @@ function checkOptions(o: FitOptions): void {
   if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
   if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
   const latentSteps = o.latentSteps ?? DEFAULT_STEP_RANGE;
-  if (o.score === 'latent-gaussian' && !latentSteps.includes(o.steps ?? 3)) {
-    throw new InvalidArgumentError('score', `score 'latent-gaussian' needs latent statistics for the default steps ${o.steps ?? 3}; add it to latentSteps (${latentSteps.join(', ')})`);
+  const steps = o.steps ?? DEFAULT_STEPS;
+  if (o.score === 'latent-gaussian' && !latentSteps.includes(steps)) {
+    throw new InvalidArgumentError('score', `score 'latent-gaussian' needs latent statistics for the default steps ${steps}; add it to latentSteps (${latentSteps.join(', ')})`);
   }
   if (o.featureNormalization !== undefined) oneOf('featureNormalization', o.featureNormalization, FEATURE_NORMALIZATIONS);
   if (o.featureScale !== undefined) {
@@ -283,7 +287,8 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     standardize(trainF, normalization.mean, normalization.std);
     standardize(valF, normalization.mean, normalization.std);
   }
-  const final = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, normalization });
+  // Raw features need no second graph surgery: the extraction backbone is the bundle's.
+  const final = normalization ? await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, normalization }) : raw;
   await writeNpy(join(work, 'train.npy'), trainF.features, trainF.shape);
   await writeNpy(join(work, 'val.npy'), valF.features, valF.shape);
   await writeFile(
@@ -323,7 +328,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   // 5. Bundle into a staging folder, calibrate on the held-out normals, then move into place.
   const staging = join(work, 'staging');
   const stepRange = o.latentSteps ?? DEFAULT_STEP_RANGE;
-  const defaultSteps = o.steps ?? 3;
+  const defaultSteps = o.steps ?? DEFAULT_STEPS;
   await rm(staging, { recursive: true, force: true });
   await writeBundle(staging, {
     input,
