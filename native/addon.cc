@@ -5,7 +5,7 @@
 #include "cuda_status.h"
 #include "kernels_binding.h"
 #include "ort_api.h"
-#include "pipeline.h"
+#include "engine_binding.h"
 #include "thread_pool.h"
 
 #ifndef INVAD_VERSION

@@ -19,7 +19,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels_cuda.cuh"
-#include "pipeline_cuda.cuh"
+#include "inversion_cuda.cuh"
 #endif
 
 namespace invad {

@@ -6,7 +6,7 @@
 #include <limits>
 #include <vector>
 
-#include "math.h"
+#include "kernel_math.h"
 
 namespace invad {
 namespace cpu {

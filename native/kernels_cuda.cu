@@ -1,5 +1,5 @@
 #include "kernels_cuda.cuh"
-#include "math.h"
+#include "kernel_math.h"
 
 namespace invad {
 namespace cuda {

@@ -1,4 +1,4 @@
-// CUDA versions of the kernels, built on math.h. Host wrappers take device
+// CUDA versions of the kernels, built on kernel_math.h. Host wrappers take device
 // pointers and a stream, launch asynchronously and return the launch error.
 // Only compiled when INVAD_CUDA is ON.
 #pragma once

@@ -1,5 +1,5 @@
 // The device-resident scoring pipeline behind the DeviceResidentPipeline JS
-// class (pipeline.cc), without N-API:
+// class (engine_binding.cc), without N-API:
 //
 //   backbone -> S x (UNet(x, t) -> fused DDIM step) -> fused last step +
 //   channel-norm reduction

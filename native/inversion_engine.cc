@@ -1,4 +1,4 @@
-#include "pipeline_engine.h"
+#include "inversion_engine.h"
 
 #include <algorithm>
 #include <chrono>
@@ -11,7 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels_cuda.cuh"
-#include "pipeline_cuda.cuh"
+#include "inversion_cuda.cuh"
 #endif
 
 namespace invad {

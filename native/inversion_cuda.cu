@@ -1,4 +1,4 @@
-#include "pipeline_cuda.cuh"
+#include "inversion_cuda.cuh"
 
 namespace invad {
 namespace cuda {

@@ -5,7 +5,7 @@
 // most one runs at a time per pipeline and later calls wait their turn.
 // release() drops the JS object's reference: an in-flight run keeps the engine
 // alive until it settles, after which the sessions and buffers are freed.
-#include "pipeline.h"
+#include "engine_binding.h"
 
 #include <cmath>
 #include <exception>
@@ -16,7 +16,7 @@
 #include "args.h"
 #include "cuda_check.h"
 #include "ort_session.h"
-#include "pipeline_engine.h"
+#include "inversion_engine.h"
 #include "promise_worker.h"
 
 namespace invad {
