@@ -1,6 +1,17 @@
 // Shared scalar math of the CPU and CUDA kernels. Compiles with g++ and nvcc;
-// keep it free of N-API and of anything host-only so both paths agree bit for bit
-// where the hardware allows.
+// keep it free of N-API and of anything host-only.
+//
+// Bit-identical CPU and CUDA results: every float product and sum below goes
+// through mul()/add()/sub(), which are __fmul_rn/__fadd_rn/__fsub_rn in device
+// code (nvcc never contracts those into an FMA, whatever -fmad says) and plain
+// IEEE operations on the host (built with -ffp-contract=off, see
+// CMakeLists.txt). With one rounding per operation and the same operation
+// order on both sides, the DDIM step, the channel norm (l2, min, max) and the
+// bilinear resize agree bit for bit. The one exception is the per-sample
+// sumSq, a double sum whose order differs (sequential on the CPU, a tree on the
+// GPU): it is exact, hence identical, whenever the double sum of the float
+// terms is exact, and otherwise within hw * 2^-53 relative (documented and
+// checked at 1e-12 by cudaKernelCheck and deviceSelfTest).
 #pragma once
 
 #include <cstddef>
@@ -14,11 +25,48 @@
 
 namespace invad {
 
-// One DDIM update: x_next = a * x + b * eps.
-INVAD_HD float ddim_update(float x, float eps, float a, float b) { return a * x + b * eps; }
+// One rounding per operation, never fused.
+INVAD_HD float mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+INVAD_HD float add(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+INVAD_HD float sub(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+
+// One DDIM update: x_next = a * x + b * eps (two products, then their sum).
+INVAD_HD float ddim_update(float x, float eps, float a, float b) { return add(mul(a, x), mul(b, eps)); }
 
 // Adds v*v to a per-position channel accumulator; returns the new sum.
-INVAD_HD float accumulate_sq(float acc, float v) { return acc + v * v; }
+INVAD_HD float accumulate_sq(float acc, float v) { return add(acc, mul(v, v)); }
+
+// The channel-norm reduction order, shared by the CPU and CUDA kernels so the
+// two give the same float: the channels of a position are split into runs of
+// kChannelGroup consecutive channels; each run is summed in channel order from
+// 0 (accumulate_sq), and the run sums are added in run order to a total that
+// starts at 0. The CUDA kernel sums the runs of one position in parallel (one
+// warp per run) and adds them in order; the CPU kernel walks them in order.
+constexpr size_t kChannelGroup = 16;
+
+// NaN-propagating min/max: once a NaN is seen it sticks, so a poisoned map is
+// visible in min/max instead of being silently skipped. Order-independent, so
+// a tree reduction gives the same result as a sequential one.
+INVAD_HD float nan_min(float m, float v) { return (v < m || v != v) && m == m ? v : m; }
+INVAD_HD float nan_max(float m, float v) { return (v > m || v != v) && m == m ? v : m; }
 
 // Source taps of one output index along one axis.
 struct BilinearTap {
@@ -40,22 +88,22 @@ INVAD_HD BilinearTap bilinear_tap(int dst, int in_size, int out_size) {
     return t;
   }
   const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
-  float src = (static_cast<float>(dst) + 0.5f) * scale - 0.5f;
+  float src = sub(mul(add(static_cast<float>(dst), 0.5f), scale), 0.5f);
   if (src < 0.0f) src = 0.0f;
   int i0 = static_cast<int>(src);  // floor, src >= 0
   if (i0 > in_size - 1) i0 = in_size - 1;
   t.i0 = i0;
   t.i1 = (i0 < in_size - 1) ? i0 + 1 : i0;
-  float l1 = src - static_cast<float>(i0);
+  float l1 = sub(src, static_cast<float>(i0));
   t.l1 = l1 < 0.0f ? 0.0f : (l1 > 1.0f ? 1.0f : l1);
-  t.l0 = 1.0f - t.l1;
+  t.l0 = sub(1.0f, t.l1);
   return t;
 }
 
 // Same formula as PyTorch: h0*(w0*p00 + w1*p01) + h1*(w0*p10 + w1*p11).
 INVAD_HD float bilinear_blend(float p00, float p01, float p10, float p11, const BilinearTap& ty,
                               const BilinearTap& tx) {
-  return ty.l0 * (tx.l0 * p00 + tx.l1 * p01) + ty.l1 * (tx.l0 * p10 + tx.l1 * p11);
+  return add(mul(ty.l0, add(mul(tx.l0, p00), mul(tx.l1, p01))), mul(ty.l1, add(mul(tx.l0, p10), mul(tx.l1, p11))));
 }
 
 }  // namespace invad

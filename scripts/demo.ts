@@ -8,9 +8,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { Detector, writeBundle, writeManifest, loadBundle } from '../src';
-import { calibrateStep, calibrationSpec } from '../src/calibrate';
-import { convBackbone, linearUnet, mulberry32 } from '../src/onnx/synthetic';
+import { Detector, loadBundle } from '../src';
+import { writeBundle, writeManifest } from '../src/fit';
+import { calibrateStep, calibrationSpec } from '../src/fit/calibrate';
+import { convBackbone, linearUnet } from '../src/fit/onnx/synthetic';
+import { mulberry32 } from '../src/util/prng';
 
 const SIZE = 64;
 const STRIDE = 8;
@@ -88,7 +90,7 @@ async function main(): Promise<void> {
     );
   }
   await calibrated.dispose();
-  console.log(`\nTry: node dist/src/cli/main.js score ${images} --model ${model} --out ${join(root, "overlays")}`);
+  console.log(`\nTry: node dist/src/tools/cli/main.js score ${images} --model ${model} --out ${join(root, "overlays")}`);
 }
 
 main().catch((err) => {

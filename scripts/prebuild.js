@@ -2,7 +2,7 @@
 // `npm run prebuild`: builds the N-API addon with cmake-js (through
 // cmake-js-as-node-gyp.js) and lets prebuildify strip it and store it as
 //   prebuilds/<platform>-<arch>/invad.napi.<libc>.node
-// which node-gyp-build (and so binding/index.ts) picks when build/ is absent.
+// which node-gyp-build (and so src/binding/index.ts) picks when build/ is absent.
 // The "napi" tag marks it runtime- and ABI-agnostic; the libc tag keeps a glibc
 // build from being chosen on musl. Note prebuildify moves build/Release/invad.node
 // into prebuilds/.

@@ -2,12 +2,15 @@
  * invad: reconstruction-free visual anomaly detection. Maps an image's backbone
  * features to a diffusion model's last latent by DDIM inversion and scores how
  * typical that latent is under N(0, I).
+ *
+ * This entry point is the runtime only (scoring a fitted bundle). Fitting is in
+ * `invad/fit`, evaluation in `invad/eval` and the metrics in `invad/metrics`.
  */
-export { Detector } from './detector';
-export type { DetectorOptions, DetectorInfo, ScoreBatchOptions, ScoreOptions, ScoreResult, ScoreTimings } from './detector';
-export type { ImageInput, RawImage } from './preprocess';
-export type { ScoreComponents } from './score';
-export type { ExecutionProvider, ThreadSpinning } from './engine/protocol';
+export { Detector } from './runtime/detector';
+export type { DetectorOptions, DetectorInfo, ScoreBatchOptions, ScoreOptions, ScoreResult, ScoreTimings } from './runtime/detector';
+export type { ImageInput, RawImage } from './runtime/preprocess';
+export type { ScoreComponents } from './runtime/scores';
+export type { ExecutionProvider, ThreadSpinning } from './runtime/engine/protocol';
 export {
   BindingLoadError,
   DisposedError,
@@ -18,18 +21,11 @@ export {
   ModelBundleError,
   ModelMismatchError,
   ProviderError,
-} from './errors';
-export type { InvadErrorCode } from './errors';
-export { loadBundle } from './bundle/load';
-export type { LoadedBundle, LoadBundleOptions } from './bundle/load';
-export { writeBundle, writeManifest } from './bundle/write';
-export type { BundleContents, ModelSource, WriteBundleOptions } from './bundle/write';
-export { MANIFEST_VERSION, validateManifest } from './bundle/manifest';
-export type { Manifest, CalibrationSpec, InputSpec, FeatureSpec, ScoreDefinition, AlphaMode, ResizeKernel } from './bundle/manifest';
-export { alphasCumprod, inversionSteps, linearBetas, spaceTimesteps } from './schedule';
-export type { InversionStep } from './schedule';
-export * as metrics from './metrics';
-export { calibrateStep, calibrationSpec } from './calibrate';
-export type { NormalSample } from './calibrate';
-export { FEATURE_NORMALIZATIONS, fit } from './fit';
-export type { FeatureNormalization, FitEvent, FitOptions, FitResult } from './fit';
+} from './util/errors';
+export type { InvadErrorCode } from './util/errors';
+export { loadBundle } from './runtime/bundle/load';
+export type { LoadedBundle, LoadBundleOptions } from './runtime/bundle/load';
+export { MANIFEST_VERSION, validateManifest } from './runtime/bundle/manifest';
+export type { Manifest, CalibrationSpec, InputSpec, FeatureSpec, ScoreDefinition, AlphaMode, ResizeKernel } from './runtime/bundle/manifest';
+export { alphasCumprod, inversionSteps, linearBetas, spaceTimesteps } from './runtime/schedule';
+export type { InversionStep } from './runtime/schedule';

@@ -1,16 +1,16 @@
 /**
- * Feature backbones by graph surgery (src/onnx/backbone.ts), the presets
- * (src/backbones.ts) and `invad backbone` (src/cli/commands/backbone.ts).
+ * Feature backbones by graph surgery (src/fit/onnx/backbone.ts), the presets
+ * (src/fit/backbones.ts) and `invad backbone` (src/tools/cli/commands/backbone.ts).
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { BACKBONE_PRESETS } from '../src/backbones';
-import { backboneCommand } from '../src/cli/commands/backbone';
-import { InvalidArgumentError } from '../src/errors';
-import { buildFeatureBackbone, listTapCandidates, nearestNames } from '../src/onnx/backbone';
+import { BACKBONE_PRESETS } from '../src/fit/backbones';
+import { backboneCommand } from '../src/tools/cli/commands/backbone';
+import { InvalidArgumentError } from '../src/util/errors';
+import { buildFeatureBackbone, listTapCandidates, nearestNames } from '../src/fit/onnx/backbone';
 import {
   DataType,
   attr,
@@ -24,9 +24,9 @@ import {
   opsetVersion,
   valueInfo,
   valueInfoShape,
-} from '../src/onnx/proto';
-import { mulberry32 } from '../src/onnx/synthetic';
-import { packageRoot } from '../src/package-info';
+} from '../src/fit/onnx/proto';
+import { mulberry32 } from '../src/util/prng';
+import { packageRoot } from '../src/util/package-info';
 import { tempDir } from './helpers/bundles';
 
 const MOBILENET = '/work/shared/models/mobilenetv2-12-int8.onnx';

@@ -7,19 +7,19 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { benchCompare, ortProfileByOp } from '../src/bench/compare';
-import { syntheticImages } from '../src/bench/images';
-import { benchLine } from '../src/bench/line';
-import { benchSoak } from '../src/bench/soak';
-import { benchStages } from '../src/bench/stages';
-import { parseDurationMs, quantileSorted, type Summary, summarize } from '../src/bench/stats';
-import { Detector } from '../src/detector';
-import { packageRoot } from '../src/package-info';
+import { benchCompare, ortProfileByOp } from '../src/tools/bench/compare';
+import { syntheticImages } from '../src/tools/bench/images';
+import { benchLine } from '../src/tools/bench/line';
+import { benchSoak } from '../src/tools/bench/soak';
+import { benchStages } from '../src/tools/bench/stages';
+import { parseDurationMs, quantileSorted, type Summary, summarize } from '../src/tools/bench/stats';
+import { Detector } from '../src/runtime/detector';
+import { packageRoot } from '../src/util/package-info';
 import { tempDir, writeTinyBundle } from './helpers/bundles';
 import { hasTorch } from './helpers/requirements';
 
 const run = promisify(execFile);
-const cli = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const cli = join(packageRoot(), 'dist', 'src', 'tools', 'cli', 'main.js');
 
 let tmp: ReturnType<typeof tempDir>;
 let bundle: string;

@@ -1,8 +1,8 @@
 import { readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Detector, ModelBundleError, ModelMismatchError, loadBundle, validateManifest } from '../src';
-import { writeBundle } from '../src/bundle/write';
-import { linearUnet, convBackbone } from '../src/onnx/synthetic';
+import { writeBundle } from '../src/fit/write-bundle';
+import { linearUnet, convBackbone } from '../src/fit/onnx/synthetic';
 import { tempDir, tinyContents, TINY, writeTinyBundle } from './helpers/bundles';
 
 let tmp: ReturnType<typeof tempDir>;

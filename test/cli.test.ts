@@ -3,12 +3,12 @@ import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
-import { packageRoot } from '../src/package-info';
+import { packageRoot } from '../src/util/package-info';
 import { tempDir, writeTinyBundle } from './helpers/bundles';
 import { pngOf, randomRaw } from './helpers/images';
 
 const run = promisify(execFile);
-const cli = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const cli = join(packageRoot(), 'dist', 'src', 'tools', 'cli', 'main.js');
 const invad = (args: string[]) => run(process.execPath, [cli, ...args]).catch((e) => e as { stdout: string; stderr: string; code: number });
 
 let tmp: ReturnType<typeof tempDir>;

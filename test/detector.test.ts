@@ -1,5 +1,5 @@
 import { Detector, DisposedError, InvalidArgumentError, InvalidInputError, type ScoreResult } from '../src';
-import { toTensor } from '../src/preprocess';
+import { toTensor } from '../src/runtime/preprocess';
 import { referenceScore, tempDir, TINY, writeTinyBundle } from './helpers/bundles';
 import { png16, pngDeclaring, pngOf, randomRaw } from './helpers/images';
 

@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { Detector } from '../src';
-import { writeBundle } from '../src/bundle/write';
-import { channelStats, FeatureExtractor } from '../src/features';
-import { decodeNpy, encodeNpy } from '../src/npy';
-import { linearUnet } from '../src/onnx/synthetic';
-import { splitFiles } from '../src/fit';
+import { writeBundle } from '../src/fit/write-bundle';
+import { channelStats, FeatureExtractor } from '../src/fit/features';
+import { decodeNpy, encodeNpy } from '../src/util/npy';
+import { linearUnet } from '../src/fit/onnx/synthetic';
+import { splitFiles } from '../src/fit/fit';
 import { tempDir, tinyContents, TINY } from './helpers/bundles';
 import { pngOf, randomRaw } from './helpers/images';
 import { writeFileSync } from 'node:fs';

@@ -7,11 +7,11 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { Detector } from '../src';
-import type { Manifest } from '../src/bundle/manifest';
-import { channelStats, FeatureExtractor } from '../src/features';
-import { fit, type FitEvent } from '../src/fit';
-import { type NpyArray, readNpy } from '../src/npy';
-import { mulberry32 } from '../src/onnx/synthetic';
+import type { Manifest } from '../src/runtime/bundle/manifest';
+import { channelStats, FeatureExtractor } from '../src/fit/features';
+import { fit, type FitEvent } from '../src/fit/fit';
+import { type NpyArray, readNpy } from '../src/util/npy';
+import { mulberry32 } from '../src/util/prng';
 import { hasShared, hasTorch, MOBILENET } from './helpers/requirements';
 import { tempDir } from './helpers/bundles';
 

@@ -1,4 +1,4 @@
-import { mulberry32 } from '../src/onnx/synthetic';
+import { mulberry32 } from '../src/util/prng';
 import {
   auroc,
   averagePrecision,
@@ -10,8 +10,8 @@ import {
   precisionRecallCurve,
   ProAccumulator,
   rocCurve,
-} from '../src/metrics';
-import { InvalidArgumentError } from '../src/errors';
+} from '../src/eval/metrics';
+import { InvalidArgumentError } from '../src/util/errors';
 
 // Expected values are worked out by hand in the comments (scikit-learn is not installed here);
 // randomized cases are checked against brute-force definitions written independently below.

@@ -2,19 +2,19 @@
  * The native engine: the addon's DeviceResidentPipeline on the ONNX Runtime C
  * API (CPU provider here) against the onnxruntime-node path on the same tiny
  * bundle, provider fallback, argument validation, a wrong ORT library, and
- * release. The CUDA/TensorRT parts need a GPU (bench/gpu-check.sh).
+ * release. The CUDA/TensorRT parts need a GPU (scripts/gpu-check.sh).
  *
  * Errors thrown by the addon come from the main realm while jest runs this file
  * in a vm context, so they are matched on `name` and `message`.
  */
 import * as ort from 'onnxruntime-node';
-import { loadAddon, type DeviceResidentPipeline, type NativePipelineOptions } from '../binding';
+import { loadAddon, type DeviceResidentPipeline, type NativePipelineOptions } from '../src/binding';
 import { Detector, type ScoreResult } from '../src';
-import { loadBundle, type LoadedBundle } from '../src/bundle/load';
-import { nativePipelineOptions, ortLibraryPath } from '../src/engine/native-pipeline';
-import { extractFeatures, runInversion } from '../src/engine/pipeline';
-import { mulberry32 } from '../src/onnx/synthetic';
-import { inversionSteps } from '../src/schedule';
+import { loadBundle, type LoadedBundle } from '../src/runtime/bundle/load';
+import { nativePipelineOptions, ortLibraryPath } from '../src/runtime/engine/native-engine';
+import { extractFeatures, runInversion } from '../src/runtime/engine/ort-node-inversion';
+import { mulberry32 } from '../src/util/prng';
+import { inversionSteps } from '../src/runtime/schedule';
 import { tempDir, writeTinyBundle } from './helpers/bundles';
 import { randomRaw } from './helpers/images';
 

@@ -14,12 +14,12 @@ import { Worker } from 'worker_threads';
 import {
   addonSource,
   loadAddon,
-  packageRoot,
   type ChannelNormResult,
   type InvadAddon,
   type TensorShape,
-} from '../binding';
-import { mulberry32 } from '../src/onnx/synthetic';
+} from '../src/binding';
+import { mulberry32 } from '../src/util/prng';
+import { packageRoot } from '../src/util/package-info';
 
 const addon: InvadAddon = loadAddon();
 
@@ -221,7 +221,7 @@ describe('build info and loader', () => {
     try {
       jest.isolateModules(() => {
         // eslint-disable-next-line @typescript-eslint/no-require-imports
-        const fresh = require('../binding') as typeof import('../binding');
+        const fresh = require('../src/binding') as typeof import('../src/binding');
         expect(fresh.addonSource()).toEqual({ kind: 'override', path: file });
         expect(typeof fresh.loadAddon().ddimStep).toBe('function');
       });
@@ -237,7 +237,7 @@ describe('build info and loader', () => {
     try {
       jest.isolateModules(() => {
         // eslint-disable-next-line @typescript-eslint/no-require-imports
-        const fresh = require('../binding') as typeof import('../binding');
+        const fresh = require('../src/binding') as typeof import('../src/binding');
         expect(fresh.addonSource().kind).not.toBe('override');
       });
     } finally {

@@ -17,7 +17,7 @@ import {
   toNumber,
   valueInfo,
   valueInfoShape,
-} from '../src/onnx/proto';
+} from '../src/fit/onnx/proto';
 import {
   ConvBackboneOptions,
   SLOW_UNET_DEFAULT_SIZE,
@@ -25,10 +25,10 @@ import {
   convBackbone,
   convBackboneWeights,
   linearUnet,
-  mulberry32,
   slowUnet,
   slowUnetRepeats,
-} from '../src/onnx/synthetic';
+} from '../src/fit/onnx/synthetic';
+import { mulberry32 } from '../src/util/prng';
 
 const rand = mulberry32(12345);
 const randomArray = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rand());

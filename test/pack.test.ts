@@ -17,8 +17,8 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join, relative, resolve } from 'node:path';
-import { convBackbone, linearUnet } from '../src/onnx/synthetic';
-import { packageRoot } from '../src/package-info';
+import { convBackbone, linearUnet } from '../src/fit/onnx/synthetic';
+import { packageRoot } from '../src/util/package-info';
 import { TINY } from './helpers/bundles';
 
 const TIMEOUT_MS = 10 * 60_000;
@@ -193,7 +193,7 @@ afterAll(() => {
 
 test('the tarball holds the compiled JS, typings and the prebuild, and no tests or dependencies', () => {
   const files = new Set(tarballFiles);
-  for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/engine/worker.js', 'dist/src/cli/main.js', 'dist/binding/index.js', 'scripts/install.js', 'package.json']) {
+  for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/runtime/engine/worker.js', 'dist/src/tools/cli/main.js', 'dist/src/binding/index.js', 'scripts/install.js', 'package.json']) {
     expect(files).toContain(`package/${f}`);
   }
   const prebuilds = tarballFiles.filter((f) => f.startsWith(`package/prebuilds/${platformDir}/`) && f.endsWith('.node'));
@@ -277,8 +277,10 @@ const SCRIPT_BODY = `
 const CJS_SCRIPT = `'use strict';
 const fs = require('fs');
 const path = require('path');
-const { Detector, writeBundle } = require('invad');
-const { addonSource } = require('invad/dist/binding/index.js');
+const { Detector } = require('invad');
+const { writeBundle } = require('invad/fit');
+// The loader is internal (not in the exports map): reach it by file path.
+const { addonSource } = require(path.join(path.dirname(require.resolve('invad/package.json')), 'dist/src/binding/index.js'));
 (async () => {${SCRIPT_BODY.replace('__HERE__', '__dirname').replace('__KIND__', "'cjs'")}})().catch((err) => {
   console.error(err && err.stack ? err.stack : err);
   process.exit(1);
@@ -289,9 +291,10 @@ const ESM_SCRIPT = `import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { Detector, writeBundle } from 'invad';
-import { addonSource } from 'invad/dist/binding/index.js';
+import { Detector } from 'invad';
+import { writeBundle } from 'invad/fit';
 const require = createRequire(import.meta.url);
+const { addonSource } = require(path.join(path.dirname(require.resolve('invad/package.json')), 'dist/src/binding/index.js'));
 ${SCRIPT_BODY.replace('__HERE__', 'path.dirname(fileURLToPath(import.meta.url))').replace('__KIND__', "'esm'")}`;
 
 interface ScriptReport {

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { chromium } from 'playwright-core';
-import { mulberry32 } from '../src/onnx/synthetic';
-import { galleryItem, maskOutline, OUTLINE_RGB } from '../src/report/gallery';
-import { escapeHtml, niceTicks, renderReportHtml } from '../src/report/html';
-import { downsampleCurve, MAX_CURVE_POINTS, type EvalReport, type EvalRow, type GalleryItem, type ScoreHistogram } from '../src/report/types';
-import { writeReport } from '../src/report/write';
+import { mulberry32 } from '../src/util/prng';
+import { galleryItem, maskOutline, OUTLINE_RGB } from '../src/eval/report/gallery';
+import { escapeHtml, niceTicks, renderReportHtml } from '../src/eval/report/html';
+import { downsampleCurve, MAX_CURVE_POINTS, type EvalReport, type EvalRow, type GalleryItem, type ScoreHistogram } from '../src/eval/report/types';
+import { writeReport } from '../src/eval/report/write';
 
 const CHROMIUM = '/usr/bin/chromium';
 const EVIL_NAME = 'a<b>&"c".png';

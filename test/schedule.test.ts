@@ -1,5 +1,5 @@
-import { alphasCumprod, inversionSteps, linearBetas, spaceTimesteps } from '../src/schedule';
-import { InvalidArgumentError } from '../src/errors';
+import { alphasCumprod, inversionSteps, linearBetas, spaceTimesteps } from '../src/runtime/schedule';
+import { InvalidArgumentError } from '../src/util/errors';
 
 // Reference values computed independently in plain Python float64:
 // betas = 1e-4 + (0.02 - 1e-4) * i / 999, abar = running product of (1 - beta),

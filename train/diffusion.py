@@ -1,6 +1,6 @@
 """Diffusion schedule (float64 numpy, then cast) and the epsilon-prediction loss.
 
-Must match src/schedule.ts: linear betas numpy.linspace(1e-4, 0.02, 1000),
+Must match src/runtime/schedule.ts: linear betas numpy.linspace(1e-4, 0.02, 1000),
 abar = cumprod(1 - beta), guided-diffusion's space_timesteps(T, "S") for one
 section (Python round(), half-to-even) and the DDIM inversion coefficients
 a = sqrt(abar_next)/sqrt(abar_t),

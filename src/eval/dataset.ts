@@ -3,8 +3,8 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import sharp from 'sharp';
-import { InvalidArgumentError, InvalidInputError } from '../errors';
-import { IMAGE_EXTENSIONS } from '../image-files';
+import { InvalidArgumentError, InvalidInputError } from '../util/errors';
+import { IMAGE_EXTENSIONS } from '../util/image-files';
 
 export interface TestItem {
   file: string;

@@ -10,19 +10,19 @@
 import { cpus } from 'node:os';
 import { basename, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { loadAddon } from '../../binding';
-import { loadBundle } from '../bundle/load';
-import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from '../bundle/manifest';
-import { calibrationAt } from '../calibrate';
-import { Detector, type ScoreOptions, type ScoreResult } from '../detector';
-import type { ExecutionProvider } from '../engine/protocol';
-import { InvadError } from '../errors';
-import { auroc, averagePrecision, f1Max, PixelMetricsAccumulator, ProAccumulator, rocCurve } from '../metrics';
-import { downsampleCurve } from '../report/types';
-import type { EvalReport, EvalRow, GalleryItem, LatencyRow, MetricSet, RocSeries, ScoreHistogram } from '../report/types';
-import { galleryItem } from '../report/gallery';
-import { writeReport } from '../report/write';
-import { imageScore } from '../score';
+import { loadAddon } from '../binding';
+import { loadBundle } from '../runtime/bundle/load';
+import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from '../runtime/bundle/manifest';
+import { calibrationAt } from '../runtime/calibration';
+import { Detector, type ScoreOptions, type ScoreResult } from '../runtime/detector';
+import type { ExecutionProvider } from '../runtime/engine/protocol';
+import { InvadError } from '../util/errors';
+import { auroc, averagePrecision, f1Max, PixelMetricsAccumulator, ProAccumulator, rocCurve } from './metrics';
+import { downsampleCurve } from './report/types';
+import type { EvalReport, EvalRow, GalleryItem, LatencyRow, MetricSet, RocSeries, ScoreHistogram } from './report/types';
+import { galleryItem } from './report/gallery';
+import { writeReport } from './report/write';
+import { imageScore } from '../runtime/scores';
 import { loadMask, loadTestSet, type TestItem } from './dataset';
 
 export interface EvaluateOptions {

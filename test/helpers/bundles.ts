@@ -2,9 +2,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeBundle, type BundleContents } from '../../src/bundle/write';
-import { convBackbone, convBackboneWeights, linearUnet, slowUnet } from '../../src/onnx/synthetic';
-import { inversionSteps } from '../../src/schedule';
+import { writeBundle, type BundleContents } from '../../src/fit/write-bundle';
+import { convBackbone, convBackboneWeights, linearUnet, slowUnet } from '../../src/fit/onnx/synthetic';
+import { inversionSteps } from '../../src/runtime/schedule';
 
 export interface TinySpec {
   inputSize: number;

@@ -1,8 +1,8 @@
 /** Test images made in memory with sharp, including deliberately broken ones. */
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
-import { mulberry32 } from '../../src/onnx/synthetic';
-import type { RawImage } from '../../src/preprocess';
+import { mulberry32 } from '../../src/util/prng';
+import type { RawImage } from '../../src/runtime/preprocess';
 
 export function randomRaw(width: number, height: number, channels: RawImage['channels'], seed: number): RawImage {
   const rand = mulberry32(seed);

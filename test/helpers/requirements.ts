@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../../src/package-info';
+import { packageRoot } from '../../src/util/package-info';
 
 export const SHARED = join(packageRoot(), '..', 'shared');
 export const MOBILENET = join(SHARED, 'models', 'mobilenetv2-12-int8.onnx');

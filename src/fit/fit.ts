@@ -1,0 +1,374 @@
+/**
+ * `fit`: builds a model bundle from a folder of normal images.
+ *
+ * backbone (graph surgery) -> split -> extract features -> optionally
+ * standardize (baked into backbone.onnx) -> train the UNet (PyTorch child process) -> export and
+ * parity check -> calibrate on the held-out normals -> bundle.
+ *
+ * Everything lands in a work folder next to the output first. The bundle is
+ * renamed into place only when complete, so Ctrl-C or a crash never leaves a
+ * half-written bundle. The work folder keeps the checkpoint for --resume.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { BACKBONE_PRESETS } from './backbones';
+import { loadBundle } from '../runtime/bundle/load';
+import type { CalibrationSpec, Manifest, ScoreDefinition } from '../runtime/bundle/manifest';
+import { commitFolder, writeBundle } from './write-bundle';
+import { calibrateBundle, DEFAULT_STEP_RANGE, fitBundleLatents } from './calibrate-bundle';
+import { expandImagePaths } from '../util/image-files';
+import type { ExecutionProvider } from '../runtime/engine/protocol';
+import { AbortedError, InvalidArgumentError, TrainingError } from '../util/errors';
+import { channelStats, FeatureExtractor, type ExtractedFeatures } from './features';
+import { writeNpy } from '../util/npy';
+import { buildFeatureBackbone, type TapInfo } from './onnx/backbone';
+import { mulberry32 } from '../util/prng';
+import { checkExportParity } from './trainer/parity';
+import { runTrainer, type TrainerSummary, UNET_PRESETS, type UnetPreset } from './trainer/runner';
+import { intInRange, numberInRange, oneOf } from '../util/validate';
+
+export interface FitOptions {
+  /** folder (searched recursively) of normal images */
+  normal: string;
+  /** bundle folder to write */
+  out: string;
+  /** backbone preset name (`mobilenetv2-int8`, `efficientnet-b4`) */
+  backbone: string;
+  /** the classifier ONNX to tap; default: the preset's model file */
+  backboneModel?: string;
+  /** tap tensor names, overriding the preset's */
+  taps?: string[];
+  /** UNet size preset (`tiny`, `small`, `medium`, `paper`); default `small` */
+  preset?: UnetPreset;
+  epochs?: number;
+  batchSize?: number;
+  lr?: number;
+  seed?: number;
+  /** share of the images held out for validation and calibration; default 0.1 */
+  valFraction?: number;
+  /** default inversion steps S written to the bundle; default 3 */
+  steps?: number;
+  /**
+   * What the UNet is trained on: `none` (the default, as the paper does) keeps
+   * the backbone's raw features; `standardize` gives every channel mean 0 and
+   * standard deviation `featureScale`, baked into the bundle's backbone.onnx.
+   */
+  featureNormalization?: FeatureNormalization;
+  /** standard deviation of every standardized channel; default 1. Implies `standardize`. */
+  featureScale?: number;
+  /**
+   * score definition written to the bundle; default `latent-gaussian` (the
+   * most accurate on magnetic-tile, README), or `combined` when `latentSteps`
+   * leaves out the default `steps`
+   */
+  score?: ScoreDefinition;
+  /** target false-alarm rate on normals for the thresholds; default 0.01 */
+  falseAlarmRate?: number;
+  /** step counts S to fit latent statistics and calibrate for; default [2, 3, 4, 5] */
+  latentSteps?: number[];
+  /** continue training from the work folder's checkpoint */
+  resume?: boolean;
+  /** fail on an unreadable image instead of skipping it */
+  strict?: boolean;
+  /** replace an existing bundle at `out` (implied by `resume`) */
+  overwrite?: boolean;
+  /** work folder; default `<out>.work` */
+  workDir?: string;
+  /** Python with PyTorch; default $INVAD_PYTHON, then /usr/bin/python3, then python3 */
+  python?: string;
+  device?: 'auto' | 'cpu' | 'cuda';
+  /** stop training after this many minutes (after the current epoch) */
+  maxMinutes?: number;
+  executionProviders?: ExecutionProvider[];
+  onProgress?: (event: FitEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** The bundle's default inversion steps S when `steps` is not given. */
+const DEFAULT_STEPS = 3;
+
+export const FEATURE_NORMALIZATIONS = ['standardize', 'none'] as const;
+export type FeatureNormalization = (typeof FEATURE_NORMALIZATIONS)[number];
+
+export type FitEvent =
+  | { stage: 'backbone'; featureShape: { channels: number; height: number; width: number }; taps: TapInfo[] }
+  | { stage: 'split'; train: number; val: number }
+  | { stage: 'extract'; split: 'train' | 'val'; done: number; total: number }
+  | { stage: 'skipped'; files: Array<{ file: string; error: string }> }
+  | { stage: 'train-start'; params: number; device: string; epochs: number }
+  | { stage: 'epoch'; epoch: number; epochs: number; loss: number; valLoss: number; lr: number; imagesPerS: number }
+  | { stage: 'export'; parityMaxAbsDiff: number }
+  | { stage: 'calibrate'; samples: number; calibration: CalibrationSpec }
+  | { stage: 'log'; message: string };
+
+export interface FitResult {
+  out: string;
+  manifest: Manifest;
+  training: TrainerSummary;
+  parityMaxAbsDiff: number;
+  skipped: Array<{ file: string; error: string }>;
+  wallSeconds: number;
+}
+
+/** Deterministic split: a seeded shuffle of the sorted file list. */
+export function splitFiles(files: readonly string[], valFraction: number, seed: number): { train: string[]; val: string[] } {
+  const order = [...files].sort();
+  const rand = mulberry32(seed);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const nVal = Math.max(2, Math.round(order.length * valFraction));
+  if (order.length - nVal < 4) {
+    throw new InvalidArgumentError(
+      'normal',
+      `too few images for a validation split: ${order.length} found, need at least ${nVal + 4} (${nVal} held out at valFraction ${valFraction}, 4 to train on)`,
+    );
+  }
+  return { val: order.slice(0, nVal).sort(), train: order.slice(nVal).sort() };
+}
+
+function checkOptions(o: FitOptions): void {
+  if (typeof o.normal !== 'string' || !o.normal) throw new InvalidArgumentError('normal', 'Expected a folder of normal images for normal');
+  if (typeof o.out !== 'string' || !o.out) throw new InvalidArgumentError('out', 'Expected an output folder for out');
+  oneOf('backbone', o.backbone, Object.keys(BACKBONE_PRESETS));
+  if (o.preset !== undefined) oneOf('preset', o.preset, UNET_PRESETS);
+  if (o.epochs !== undefined) intInRange('epochs', o.epochs, 1, 100_000);
+  if (o.batchSize !== undefined) intInRange('batchSize', o.batchSize, 1, 4096);
+  if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
+  if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
+  if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
+  const latentSteps = o.latentSteps ?? DEFAULT_STEP_RANGE;
+  const steps = o.steps ?? DEFAULT_STEPS;
+  if (o.score === 'latent-gaussian' && !latentSteps.includes(steps)) {
+    throw new InvalidArgumentError('score', `score 'latent-gaussian' needs latent statistics for the default steps ${steps}; add it to latentSteps (${latentSteps.join(', ')})`);
+  }
+  if (o.featureNormalization !== undefined) oneOf('featureNormalization', o.featureNormalization, FEATURE_NORMALIZATIONS);
+  if (o.featureScale !== undefined) {
+    numberInRange('featureScale', o.featureScale, 1e-3, 1e3);
+    if (o.featureNormalization === 'none') {
+      throw new InvalidArgumentError('featureScale', "featureScale applies to standardized features; it cannot be combined with featureNormalization 'none'");
+    }
+  }
+}
+
+async function extractSplit(
+  extractor: FeatureExtractor,
+  files: string[],
+  split: 'train' | 'val',
+  o: FitOptions,
+): Promise<ExtractedFeatures> {
+  const r = await extractor.extract(files, {
+    strict: o.strict,
+    onProgress: (done, total) => o.onProgress?.({ stage: 'extract', split, done, total }),
+  });
+  if (r.skipped.length) o.onProgress?.({ stage: 'skipped', files: r.skipped });
+  return r;
+}
+
+/** Standardizes features in place with the training statistics (the same math the backbone graph now does). */
+function standardize(f: ExtractedFeatures, mean: Float32Array, std: Float32Array): void {
+  const [n, c, h, w] = f.shape;
+  const plane = h * w;
+  for (let i = 0; i < n; i++)
+    for (let ch = 0; ch < c; ch++) {
+      const base = (i * c + ch) * plane;
+      for (let p = 0; p < plane; p++) f.features[base + p] = (f.features[base + p] - mean[ch]) / std[ch];
+    }
+}
+
+/** `none` unless standardization or a feature scale was asked for. */
+function resolvedNormalization(o: FitOptions): FeatureNormalization {
+  return o.featureNormalization ?? (o.featureScale === undefined ? 'none' : 'standardize');
+}
+
+/**
+ * The per-channel (x - mean) / std the backbone graph will apply, from the training
+ * features; std is divided by featureScale so channels end with that deviation.
+ * Undefined for featureNormalization 'none'.
+ */
+function featureNormalizationFor(trainF: ExtractedFeatures, o: FitOptions): { mean: Float32Array; std: Float32Array } | undefined {
+  if (resolvedNormalization(o) === 'none') return undefined;
+  const { mean, std } = channelStats(trainF.features, trainF.shape);
+  const scale = o.featureScale ?? 1;
+  return { mean, std: std.map((s) => Math.max(s, 1e-6) / scale) };
+}
+
+function describeNormalization(o: FitOptions): string {
+  if (resolvedNormalization(o) === 'none') return 'none: the backbone\'s raw features';
+  const scale = o.featureScale ?? 1;
+  return `per-channel mean/std of the training features${scale === 1 ? '' : ` scaled to std ${scale}`}, baked into backbone.onnx`;
+}
+
+/** Work folders written before featureNormalization existed always standardized. */
+const LEGACY_NORMALIZATION = 'per-channel mean/std of the training features, baked into backbone.onnx';
+
+/**
+ * --resume continues a checkpoint; the features it trained on must be scaled the
+ * same way, or training would silently go on with different data.
+ */
+async function checkResumeNormalization(work: string, o: FitOptions): Promise<void> {
+  let previous: string;
+  try {
+    const saved = JSON.parse(await readFile(join(work, 'features.json'), 'utf8')) as { normalization?: unknown };
+    previous = typeof saved.normalization === 'string' ? saved.normalization : LEGACY_NORMALIZATION;
+  } catch {
+    return; // nothing extracted yet: the run starts from scratch anyway
+  }
+  const requested = describeNormalization(o);
+  if (previous !== requested) {
+    throw new InvalidArgumentError(
+      'featureNormalization',
+      `cannot --resume: the work folder's checkpoint trained on features with normalization "${previous}", not "${requested}"; pass the matching --feature-normalization / --feature-scale, or start without --resume`,
+    );
+  }
+}
+
+export async function fit(options: FitOptions): Promise<FitResult> {
+  checkOptions(options);
+  const t0 = performance.now();
+  const o = { ...options };
+  const out = resolve(o.out);
+  const work = resolve(o.workDir ?? `${out}.work`);
+  const emit = (e: FitEvent) => o.onProgress?.(e);
+  const aborted = () => {
+    if (o.signal?.aborted) throw new AbortedError('fit');
+  };
+  if (existsSync(out) && !(o.overwrite || o.resume)) {
+    throw new InvalidArgumentError('out', `${out} already exists; pass overwrite (--overwrite) to replace it, or resume (--resume)`);
+  }
+  const preset = BACKBONE_PRESETS[o.backbone];
+  const modelPath = o.backboneModel ?? preset.defaultPath;
+  if (!modelPath || !existsSync(modelPath)) {
+    throw new InvalidArgumentError('backboneModel', `backbone model ${modelPath ?? '(none)'} not found; pass the classifier ONNX with --backbone-model`);
+  }
+
+  const files = await expandImagePaths([o.normal]);
+  if (files.length === 0) throw new InvalidArgumentError('normal', `no images found in ${o.normal}`);
+  const split = splitFiles(files, o.valFraction ?? 0.1, o.seed ?? 0);
+  emit({ stage: 'split', train: split.train.length, val: split.val.length });
+  await mkdir(work, { recursive: true });
+  if (o.resume) await checkResumeNormalization(work, o);
+
+  // 1. Backbone without standardization, to extract the raw features.
+  const classifier = await readFile(modelPath);
+  const taps = o.taps ?? preset.taps;
+  const raw = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize });
+  emit({ stage: 'backbone', featureShape: raw.featureShape, taps: raw.taps });
+  const rawPath = join(work, 'backbone-raw.onnx');
+  await writeFile(rawPath, raw.bytes);
+  const input = { width: preset.inputSize.width, height: preset.inputSize.height, mean: preset.mean, std: preset.std };
+  aborted();
+
+  // 2. Features of both splits, through the same path Detector uses.
+  const extractor = await FeatureExtractor.open(
+    rawPath,
+    { input, features: raw.featureShape, inputName: raw.inputName, outputName: raw.outputName },
+    o.executionProviders,
+  );
+  let trainF: ExtractedFeatures;
+  let valF: ExtractedFeatures;
+  try {
+    trainF = await extractSplit(extractor, split.train, 'train', o);
+    aborted();
+    valF = await extractSplit(extractor, split.val, 'val', o);
+  } finally {
+    await extractor.close();
+  }
+  if (trainF.files.length < 4 || valF.files.length < 2) {
+    throw new InvalidArgumentError('normal', `too few readable images: ${trainF.files.length} to train on and ${valF.files.length} held out`);
+  }
+
+  // 3. Standardize with training statistics (unless asked not to), and bake the same into the bundle's backbone.
+  const normalization = featureNormalizationFor(trainF, o);
+  if (normalization) {
+    standardize(trainF, normalization.mean, normalization.std);
+    standardize(valF, normalization.mean, normalization.std);
+  }
+  // Raw features need no second graph surgery: the extraction backbone is the bundle's.
+  const final = normalization ? await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, normalization }) : raw;
+  await writeNpy(join(work, 'train.npy'), trainF.features, trainF.shape);
+  await writeNpy(join(work, 'val.npy'), valF.features, valF.shape);
+  await writeFile(
+    join(work, 'features.json'),
+    JSON.stringify({ shape: trainF.shape.slice(1), train: trainF.files, val: valF.files, skipped: [...trainF.skipped, ...valF.skipped], normalization: describeNormalization(o), mean: normalization ? [...normalization.mean] : null, std: normalization ? [...normalization.std] : null }, null, 1),
+  );
+  aborted();
+
+  // 4. Train in PyTorch, then check the exported UNet in onnxruntime-node against PyTorch.
+  const trainDir = join(work, 'train');
+  const training = await runTrainer({
+    python: o.python,
+    trainNpy: join(work, 'train.npy'),
+    valNpy: join(work, 'val.npy'),
+    workDir: trainDir,
+    preset: o.preset ?? 'small',
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    lr: o.lr,
+    seed: o.seed ?? 0,
+    resume: o.resume === true,
+    device: o.device,
+    maxMinutes: o.maxMinutes,
+    signal: o.signal,
+    onEvent: (e) => {
+      if (e.event === 'start') emit({ stage: 'train-start', params: e.params, device: e.device, epochs: e.epochs });
+      else if (e.event === 'epoch') emit({ stage: 'epoch', epoch: e.epoch, epochs: e.epochs, loss: e.loss, valLoss: e.val_loss, lr: e.lr, imagesPerS: e.images_per_s });
+    },
+    onLog: (message) => emit({ stage: 'log', message }),
+  });
+  const unetPath = join(trainDir, 'unet.onnx');
+  const parity = await checkExportParity(unetPath, trainDir);
+  emit({ stage: 'export', parityMaxAbsDiff: parity });
+  if (!(parity < 1e-4)) throw new TrainingError(`exported UNet differs from PyTorch by ${parity} (max abs), over the 1e-4 limit`);
+  aborted();
+
+  // 5. Bundle into a staging folder, calibrate on the held-out normals, then move into place.
+  const staging = join(work, 'staging');
+  const stepRange = o.latentSteps ?? DEFAULT_STEP_RANGE;
+  const defaultSteps = o.steps ?? DEFAULT_STEPS;
+  await rm(staging, { recursive: true, force: true });
+  await writeBundle(staging, {
+    input,
+    features: final.featureShape,
+    defaultSteps,
+    score: o.score ?? (stepRange.includes(defaultSteps) ? 'latent-gaussian' : 'combined'),
+    backbone: { bytes: final.bytes, name: o.backbone, taps: final.taps.map((t) => t.name), inputName: final.inputName, outputName: final.outputName },
+    unet: { path: unetPath },
+    training: {
+      preset: o.preset ?? 'small',
+      backboneModel: modelPath,
+      taps: final.taps,
+      featureStandardization: describeNormalization(o),
+      images: { train: trainF.files.length, val: valF.files.length, skipped: trainF.skipped.length + valF.skipped.length },
+      seed: o.seed ?? 0,
+      valFraction: o.valFraction ?? 0.1,
+      summary: training,
+      exportParityMaxAbsDiff: parity,
+    },
+  });
+  const log = (message: string) => emit({ stage: 'log', message });
+  await fitBundleLatents(staging, trainF.files, { steps: stepRange, executionProviders: o.executionProviders, onProgress: log });
+  aborted();
+  const calibration = await calibrateBundle(staging, valF.files, {
+    steps: stepRange,
+    falseAlarmRate: o.falseAlarmRate,
+    executionProviders: o.executionProviders,
+    onProgress: log,
+  });
+  emit({ stage: 'calibrate', samples: valF.files.length, calibration });
+  aborted();
+  await mkdir(dirname(out), { recursive: true });
+  await commitFolder(staging, out, true);
+  const manifest = (await loadBundle(out)).manifest;
+  return {
+    out,
+    manifest,
+    training,
+    parityMaxAbsDiff: parity,
+    skipped: [...trainF.skipped, ...valF.skipped],
+    wallSeconds: (performance.now() - t0) / 1000,
+  };
+}

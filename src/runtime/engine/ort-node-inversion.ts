@@ -1,0 +1,188 @@
+/**
+ * The scoring pipeline on one batch, inside the engine worker. The worker is
+ * already off the caller's thread, so it calls the addon's sync kernels: at
+ * 8x272x16x16 they take ~0.13 ms where the async hand-off alone costs more
+ * (`npm run bench:kernels`).
+ *
+ * backbone -> S x (UNet, fused DDIM step) -> fused last step + channel-norm
+ * reduction -> [Mahalanobis map] -> bilinear resize of each map to its image's size.
+ */
+import { performance } from 'node:perf_hooks';
+import * as ort from 'onnxruntime-node';
+import type { ChannelNormResult, InvadAddon } from '../../binding/addon-types';
+import type { Manifest } from '../bundle/manifest';
+import { serializeError, InferenceError } from '../../util/errors';
+import { type LatentGaussian, mahalanobisMap } from '../latent-gaussian';
+import { mulberry32 } from '../../util/prng';
+import { alphasCumprod, type InversionStep } from '../schedule';
+import { checkRunDims } from './model-check';
+import type { BatchTimings, SampleOutput } from './protocol';
+
+export interface PipelineSessions {
+  backbone: ort.InferenceSession;
+  unet: ort.InferenceSession;
+}
+
+const HALF_LOG_2PI = 0.5 * Math.log(2 * Math.PI);
+
+function outputOf(result: ort.InferenceSession.OnnxValueMapType, name: string, file: string): ort.Tensor {
+  const t = result[name];
+  if (!t) throw new InferenceError(`${file} returned no output named "${name}"`);
+  if (t.type !== 'float32') throw new InferenceError(`${file} output "${name}" is ${t.type}, expected float32`);
+  return t;
+}
+
+/** Runs the backbone and returns the clean features, n x C x h x w. */
+export async function extractFeatures(session: ort.InferenceSession, m: Manifest, batch: Float32Array, n: number): Promise<Float32Array> {
+  const { backbone } = m.models;
+  const input = new ort.Tensor('float32', batch, [n, 3, m.input.height, m.input.width]);
+  const out = outputOf(await session.run({ [backbone.inputName]: input }), backbone.outputName, backbone.file);
+  checkRunDims(backbone.file, '/features', backbone.outputName, out.dims, [n, m.features.channels, m.features.height, m.features.width]);
+  // A fresh copy: the kernels update it in place across steps.
+  return new Float32Array(out.data as Float32Array);
+}
+
+/** One UNet call: eps_theta(x, t) for the whole batch. */
+async function predictEps(unet: ort.InferenceSession, m: Manifest, x: Float32Array, n: number, t: number): Promise<Float32Array> {
+  const spec = m.models.unet;
+  const f = m.features;
+  const dims = [n, f.channels, f.height, f.width];
+  const tTensor = new ort.Tensor('int64', new BigInt64Array(n).fill(BigInt(t)), [n]);
+  const result = await unet.run({ [spec.xName]: new ort.Tensor('float32', x, dims), [spec.tName]: tTensor });
+  const eps = outputOf(result, spec.outputName, spec.file);
+  checkRunDims(spec.file, '/features', spec.outputName, eps.dims, dims);
+  return eps.data as Float32Array;
+}
+
+export interface InversionOutput {
+  /** x_T, n x C x h x w */
+  latents: Float32Array;
+  reduced: ChannelNormResult;
+  backboneMs: number;
+  unetMs: number[];
+  kernelMs: number;
+}
+
+/** Clean features -> x_T in S network evaluations; the last step is fused with the reduction. */
+export async function runInversion(
+  sessions: PipelineSessions,
+  addon: InvadAddon,
+  m: Manifest,
+  batch: Float32Array,
+  n: number,
+  steps: InversionStep[],
+): Promise<InversionOutput> {
+  const t0 = performance.now();
+  const x = await extractFeatures(sessions.backbone, m, batch, n);
+  const backboneMs = performance.now() - t0;
+  const shape = { n, c: m.features.channels, h: m.features.height, w: m.features.width };
+  const unetMs: number[] = [];
+  let kernelMs = 0;
+  let reduced: ChannelNormResult | undefined;
+  for (let i = 0; i < steps.length; i++) {
+    const step = steps[i];
+    const t1 = performance.now();
+    const eps = await predictEps(sessions.unet, m, x, n, step.t);
+    const t2 = performance.now();
+    if (i === steps.length - 1) reduced = addon.ddimLastStepReduce(x, eps, step.a, step.b, shape);
+    else addon.ddimStep(x, eps, step.a, step.b);
+    unetMs.push(t2 - t1);
+    kernelMs += performance.now() - t2;
+  }
+  if (!reduced) throw new InferenceError('inversion ran no steps');
+  return { latents: x, reduced, backboneMs, unetMs, kernelMs };
+}
+
+/** Standard normal samples from a seeded generator (Box-Muller). */
+function gaussianNoise(count: number, seed: number): Float32Array {
+  const rand = mulberry32(seed);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(1 - rand()));
+    const th = 2 * Math.PI * rand();
+    out[i] = r * Math.cos(th);
+    if (i + 1 < count) out[i + 1] = r * Math.sin(th);
+  }
+  return out;
+}
+
+/**
+ * The reconstruction baseline: x_t = sqrt(abar)x0 + sqrt(1-abar)noise at
+ * t = tStart*T (seeded noise), then reconSteps deterministic DDIM steps back to
+ * t = 0; returns the channel-norm reduction of the error x0 - x0_hat.
+ */
+export async function runReconstruction(
+  sessions: PipelineSessions,
+  addon: InvadAddon,
+  m: Manifest,
+  batch: Float32Array,
+  n: number,
+  plan: { tStart: number; reconSteps: number; seed: number },
+): Promise<InversionOutput> {
+  const t0 = performance.now();
+  const x0 = await extractFeatures(sessions.backbone, m, batch, n);
+  const backboneMs = performance.now() - t0;
+  const abar = alphasCumprod(m.schedule);
+  const tMax = Math.round(plan.tStart * (m.schedule.trainSteps - 1));
+  const ts = Array.from({ length: plan.reconSteps + 1 }, (_, i) => Math.round((tMax * i) / plan.reconSteps));
+  const x = new Float32Array(x0);
+  addon.ddimStep(x, gaussianNoise(x.length, plan.seed), Math.sqrt(abar[tMax]), Math.sqrt(1 - abar[tMax]));
+  const unetMs: number[] = [];
+  let kernelMs = 0;
+  for (let i = plan.reconSteps; i >= 1; i--) {
+    const [t, tPrev] = [ts[i], ts[i - 1]];
+    const t1 = performance.now();
+    const eps = await predictEps(sessions.unet, m, x, n, t);
+    const t2 = performance.now();
+    // DDIM update to tPrev: the same a*x + b*eps form as the inversion.
+    const a = Math.sqrt(abar[tPrev] / abar[t]);
+    const b = Math.sqrt(1 - abar[tPrev]) - Math.sqrt(abar[tPrev]) * Math.sqrt(1 - abar[t]) / Math.sqrt(abar[t]);
+    addon.ddimStep(x, eps, a, b);
+    unetMs.push(t2 - t1);
+    kernelMs += performance.now() - t2;
+  }
+  const t3 = performance.now();
+  // error = x0 - x0_hat, then the same per-position channel norm.
+  addon.ddimStep(x, x0, -1, 1);
+  const reduced = addon.channelNorm(x, { n, c: m.features.channels, h: m.features.height, w: m.features.width });
+  kernelMs += performance.now() - t3;
+  return { latents: x, reduced, backboneMs, unetMs, kernelMs };
+}
+
+/** Per-sample scores and maps from an inversion (or reconstruction) output. */
+export function finishSamples(
+  addon: InvadAddon,
+  m: Manifest,
+  out: InversionOutput,
+  sizes: Array<{ width: number; height: number }>,
+  mapFrom: 'l2' | 'latent-gaussian',
+  gaussian: LatentGaussian | undefined,
+): SampleOutput[] {
+  const { channels: c, height: h, width: w } = m.features;
+  const plane = h * w;
+  const d = c * plane;
+  return sizes.map((size, i): SampleOutput => {
+    const sumSq = out.reduced.sumSq[i];
+    const l2Min = out.reduced.min[i];
+    const l2Max = out.reduced.max[i];
+    const base = { spatialRange: l2Max - l2Min, nll: 0.5 * sumSq + d * HALF_LOG_2PI, l2Min, l2Max };
+    if (!Number.isFinite(sumSq) || !Number.isFinite(l2Max) || !Number.isFinite(l2Min)) {
+      const error = new InferenceError(`the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
+      const empty = new Float32Array(0);
+      return { ...base, featureMaps: { l2: empty }, map: empty, error: serializeError(error) };
+    }
+    const l2 = out.reduced.l2.slice(i * plane, (i + 1) * plane);
+    if (!gaussian) {
+      return { ...base, featureMaps: { l2 }, map: addon.resizeBilinear(l2, 1, h, w, size.height, size.width) };
+    }
+    const maha = mahalanobisMap(out.latents.subarray(i * d, (i + 1) * d), gaussian);
+    const latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
+    const map = addon.resizeBilinear(mapFrom === 'latent-gaussian' ? maha : l2, 1, h, w, size.height, size.width);
+    return { ...base, latentGaussian, featureMaps: { l2, latentGaussian: maha }, map };
+  });
+}
+
+export function batchTimings(out: InversionOutput, start: number, resizeStart: number): BatchTimings {
+  const end = performance.now();
+  return { backboneMs: out.backboneMs, unetMs: out.unetMs, kernelMs: out.kernelMs, resizeMs: end - resizeStart, engineMs: end - start };
+}

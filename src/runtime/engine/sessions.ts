@@ -1,0 +1,56 @@
+/**
+ * Opens ONNX Runtime sessions, trying the execution providers in order.
+ * onnxruntime-node does not fall back by itself (['cuda','cpu'] fails outright
+ * when the CUDA provider cannot load), so each provider gets its own attempt.
+ */
+import * as ort from 'onnxruntime-node';
+import { ProviderError } from '../../util/errors';
+import { DEFAULT_THREAD_SPINNING, type EngineConfig, type ExecutionProvider, sessionSpinning } from './protocol';
+
+export interface SessionThreading {
+  intraOpThreads: number;
+  /** let this session's intra-op threads spin between runs */
+  spinning: boolean;
+}
+
+export interface OpenedSession {
+  session: ort.InferenceSession;
+  provider: ExecutionProvider;
+  failures: Array<{ provider: string; error: string }>;
+}
+
+export async function openSession(path: string, providers: ExecutionProvider[], threading: SessionThreading, label: string): Promise<OpenedSession> {
+  const { intraOpThreads, spinning } = threading;
+  const failures: Array<{ provider: string; error: string }> = [];
+  for (const provider of providers) {
+    try {
+      const session = await ort.InferenceSession.create(path, {
+        executionProviders: [provider],
+        graphOptimizationLevel: 'all',
+        // A provider that cannot load is reported in `failures`; keep ORT's own log quiet about it.
+        logSeverityLevel: provider === 'cpu' ? 2 : 4,
+        ...(intraOpThreads > 0 ? { intraOpNumThreads: intraOpThreads } : {}),
+        // Two sessions, two intra-op pools: see DetectorOptions.threadSpinning.
+        extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
+      });
+      return { session, provider, failures };
+    } catch (err) {
+      failures.push({ provider, error: (err as Error).message });
+    }
+  }
+  const detail = failures.map((f) => `  ${f.provider}: ${f.error}`).join('\n');
+  throw new ProviderError(`No execution provider could open the ${label} model (${path}). Tried:\n${detail}`, failures);
+}
+
+/** The backbone and, unless `unetPath` is null, the UNet session; neither is left open on failure. */
+export async function openSessionPair(config: EngineConfig, unetPath: string | null): Promise<{ backbone: OpenedSession; unet: OpenedSession | null }> {
+  const spinning = sessionSpinning(config.threadSpinning ?? DEFAULT_THREAD_SPINNING);
+  const backbone = await openSession(config.backbonePath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning.backbone }, 'backbone');
+  if (unetPath === null) return { backbone, unet: null };
+  try {
+    return { backbone, unet: await openSession(unetPath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning.unet }, 'UNet') };
+  } catch (err) {
+    await backbone.session.release();
+    throw err;
+  }
+}

@@ -1,0 +1,58 @@
+/** `invad eval DATASET --model model/`: metrics, latency and report.html on an MVTec-layout dataset. */
+import { Command, Option } from 'commander';
+import { evaluate } from '../../../eval/evaluate';
+import { parsePositiveInt, parseProviders } from './score';
+
+function parseSteps(value: string): number[] {
+  return value.split(',').map((s) => parsePositiveInt(s.trim()));
+}
+
+interface EvalCommandOptions {
+  model: string;
+  steps?: number[];
+  mode: 'inversion' | 'reconstruction';
+  tStart: number;
+  reconSteps: number;
+  out?: string;
+  batchSize: number;
+  providers: ReturnType<typeof parseProviders>;
+  imageOnly?: boolean;
+  json?: boolean;
+}
+
+export function evalCommand(): Command {
+  return new Command('eval')
+    .description('Evaluate a bundle on a dataset in the MVTec AD layout (test/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png): image AUROC/AP/F1-max, pixel AUROC/AP/AUPRO, per defect type, per score definition and S, latency; writes report.json and report.html')
+    .argument('<dataset>', 'dataset root')
+    .requiredOption('-m, --model <dir>', 'model bundle folder')
+    .option('-s, --steps <list>', "step counts S, e.g. 2,3,4,5 (default: the bundle's)", parseSteps)
+    .addOption(new Option('--mode <mode>', 'inversion (the method) or reconstruction (ablation baseline)').choices(['inversion', 'reconstruction']).default('inversion'))
+    .option('--t-start <f>', 'reconstruction: noise level as a fraction of T', Number, 0.2)
+    .option('--recon-steps <n>', 'reconstruction: DDIM steps back to t = 0', parsePositiveInt, 5)
+    .option('-o, --out <dir>', 'write report.json and report.html here')
+    .option('-b, --batch-size <n>', 'images per model run', parsePositiveInt, 8)
+    .option('-p, --providers <list>', 'execution providers to try in order', parseProviders, ['cpu'])
+    .option('--image-only', 'skip the pixel metrics')
+    .option('--json', 'print the whole report as JSON on stdout')
+    .action(async (dataset: string, o: EvalCommandOptions) => {
+      const report = await evaluate({
+        dataset,
+        model: o.model,
+        steps: o.steps,
+        mode: o.mode,
+        tStart: o.tStart,
+        reconSteps: o.reconSteps,
+        out: o.out,
+        batchSize: o.batchSize,
+        executionProviders: o.providers,
+        imageOnly: o.imageOnly,
+        onProgress: (m) => process.stderr.write(m + '\n'),
+      });
+      if (o.json) process.stdout.write(JSON.stringify(report) + '\n');
+      else {
+        for (const r of report.rows.filter((x) => x.subset === 'all')) process.stdout.write(JSON.stringify({ scoreDefinition: r.scoreDefinition, steps: r.steps, ...r.metrics }) + '\n');
+        for (const l of report.latency) process.stdout.write(JSON.stringify({ latency: l }) + '\n');
+      }
+      if (o.out) process.stderr.write(`report: ${o.out}/report.html\n`);
+    });
+}

@@ -1,0 +1,167 @@
+/** `invad fit`: a model bundle from a folder of normal images. */
+import { Command, Option } from 'commander';
+import { BACKBONE_PRESETS } from '../../../fit/backbones';
+import { SCORE_DEFINITIONS, type ScoreDefinition } from '../../../runtime/bundle/manifest';
+import { FEATURE_NORMALIZATIONS, type FeatureNormalization, fit, type FitEvent } from '../../../fit/fit';
+import { UNET_PRESETS, type UnetPreset } from '../../../fit/trainer/runner';
+import { makeProgress, type Progress } from '../progress';
+import { parsePositiveInt, parseProviders } from './score';
+
+interface FitCommandOptions {
+  normal: string;
+  backbone: string;
+  backboneModel?: string;
+  taps?: string;
+  out: string;
+  preset: UnetPreset;
+  epochs?: number;
+  batchSize?: number;
+  lr?: number;
+  seed: number;
+  valFraction: number;
+  steps: number;
+  featureNormalization?: FeatureNormalization;
+  featureScale?: number;
+  score?: ScoreDefinition;
+  resume?: boolean;
+  strict?: boolean;
+  overwrite?: boolean;
+  workDir?: string;
+  python?: string;
+  device: 'auto' | 'cpu' | 'cuda';
+  maxMinutes?: number;
+  providers: ReturnType<typeof parseProviders>;
+  verbose?: boolean;
+}
+
+const say = (line: string) => process.stderr.write(line + '\n');
+
+/** Renders fit's progress events: bars on a terminal, plain lines otherwise. */
+function reporter(verbose: boolean): (e: FitEvent) => void {
+  let bar: Progress | undefined;
+  let barKey = '';
+  const endBar = () => {
+    bar?.stop();
+    bar = undefined;
+    barKey = '';
+  };
+  return (e) => {
+    switch (e.stage) {
+      case 'split':
+        say(`split: ${e.train} images to train on, ${e.val} held out for validation and calibration`);
+        break;
+      case 'backbone':
+        say(`backbone: features ${e.featureShape.channels} x ${e.featureShape.height} x ${e.featureShape.width} from taps ${e.taps.map((t) => `${t.name} (${t.channels} ch, stride ${t.stride})`).join(', ')}`);
+        break;
+      case 'extract':
+        if (barKey !== e.split) {
+          endBar();
+          bar = makeProgress(e.total, `features (${e.split})`);
+          barKey = e.split;
+        }
+        bar?.update(e.done);
+        if (e.done === e.total) endBar();
+        break;
+      case 'skipped':
+        say(`skipped ${e.files.length} unreadable image(s):\n${e.files.map((f) => `  ${f.file}: ${f.error}`).join('\n')}`);
+        break;
+      case 'train-start':
+        say(`training: ${(e.params / 1e6).toFixed(2)} M parameters on ${e.device}, ${e.epochs} epochs`);
+        break;
+      case 'epoch':
+        say(`epoch ${e.epoch}/${e.epochs}  loss ${e.loss.toFixed(5)}  val ${e.valLoss.toFixed(5)}  lr ${e.lr.toExponential(2)}  ${e.imagesPerS.toFixed(1)} img/s`);
+        break;
+      case 'export':
+        say(`export: onnxruntime-node vs PyTorch max abs diff ${e.parityMaxAbsDiff.toExponential(2)}`);
+        break;
+      case 'calibrate':
+        say(`calibrated on ${e.samples} held-out normals: image threshold ${e.calibration.imageThreshold?.toFixed(4)}`);
+        break;
+      case 'log':
+        if (verbose) say(`  ${e.message}`);
+        break;
+    }
+  };
+}
+
+export function fitCommand(): Command {
+  return new Command('fit')
+    .description('Build a model bundle from a folder of normal images: backbone, features, UNet training (PyTorch), export, calibration')
+    .requiredOption('-n, --normal <dir>', 'folder of normal (defect-free) images, searched recursively')
+    .addOption(new Option('-b, --backbone <preset>', 'backbone preset').choices(Object.keys(BACKBONE_PRESETS)).makeOptionMandatory())
+    .option('--backbone-model <file>', "the classifier ONNX to tap (default: the preset's)")
+    .option('--taps <names>', "comma-separated tensor names to tap, fine to coarse (default: the preset's)")
+    .requiredOption('-o, --out <dir>', 'bundle folder to write')
+    .addOption(new Option('--preset <name>', 'UNet size').choices([...UNET_PRESETS]).default('small'))
+    .option('--epochs <n>', "training epochs (default: the preset's)", parsePositiveInt)
+    .option('--batch-size <n>', "training batch size (default: the preset's)", parsePositiveInt)
+    .option('--lr <rate>', "peak learning rate (default: the preset's)", Number)
+    .option('--seed <n>', 'seed for the split and training', Number, 0)
+    .option('--val-fraction <f>', 'share of images held out for validation and calibration', Number, 0.1)
+    .option('--steps <n>', 'default inversion steps S written to the bundle', parsePositiveInt, 3)
+    .addOption(
+      new Option('--feature-normalization <kind>', "train on the backbone's raw features (default), or standardize each channel").choices([...FEATURE_NORMALIZATIONS]),
+    )
+    .option('--feature-scale <s>', 'standardize each feature channel to this standard deviation', Number)
+    .addOption(new Option('--score <definition>', 'score definition written to the bundle (default: latent-gaussian, or combined when --steps is outside 2..5)').choices([...SCORE_DEFINITIONS]))
+    .option('--resume', "continue training from the work folder's checkpoint")
+    .option('--strict', 'fail on an unreadable image instead of skipping it')
+    .option('--overwrite', 'replace an existing bundle')
+    .option('--work-dir <dir>', 'work folder (default: <out>.work); it keeps features and the checkpoint')
+    .option('--python <path>', 'Python with PyTorch (default: $INVAD_PYTHON, python3, /usr/bin/python3)')
+    .addOption(new Option('--device <device>', 'training device').choices(['auto', 'cpu', 'cuda']).default('auto'))
+    .option('--max-minutes <m>', 'stop training after this many minutes (at the end of an epoch)', Number)
+    .option('-p, --providers <list>', 'ONNX Runtime providers for extraction and calibration', parseProviders, ['cpu'])
+    .option('-v, --verbose', "show the trainer's log")
+    .action(async (o: FitCommandOptions) => {
+      const controller = new AbortController();
+      const onSigint = () => {
+        say('interrupted: stopping; no bundle is written, the work folder is kept for --resume');
+        controller.abort();
+      };
+      process.once('SIGINT', onSigint);
+      try {
+        const r = await fit({
+          normal: o.normal,
+          out: o.out,
+          backbone: o.backbone,
+          backboneModel: o.backboneModel,
+          taps: o.taps?.split(',').map((s) => s.trim()),
+          preset: o.preset,
+          epochs: o.epochs,
+          batchSize: o.batchSize,
+          lr: o.lr,
+          seed: o.seed,
+          valFraction: o.valFraction,
+          steps: o.steps,
+          featureNormalization: o.featureNormalization,
+          featureScale: o.featureScale,
+          score: o.score,
+          resume: o.resume,
+          strict: o.strict,
+          overwrite: o.overwrite,
+          workDir: o.workDir,
+          python: o.python,
+          device: o.device,
+          maxMinutes: o.maxMinutes,
+          executionProviders: o.providers,
+          onProgress: reporter(o.verbose === true),
+          signal: controller.signal,
+        });
+        process.stdout.write(
+          JSON.stringify({
+            out: r.out,
+            wallSeconds: r.wallSeconds,
+            epochs: r.training.epochs,
+            trainLoss: r.training.train_loss,
+            valLoss: r.training.val_loss,
+            parityMaxAbsDiff: r.parityMaxAbsDiff,
+            skipped: r.skipped.length,
+            imageThreshold: r.manifest.calibration.imageThreshold,
+          }) + '\n',
+        );
+      } finally {
+        process.off('SIGINT', onSigint);
+      }
+    });
+}
