@@ -1,0 +1,7 @@
+/** `invad/eval`: evaluation of a bundle on a labelled test set, with the HTML report. */
+export { evaluate } from './evaluate';
+export type { EvaluateOptions } from './evaluate';
+export { writeReport } from './report/write';
+export type * from './report/types';
+export { loadTestSet } from './dataset';
+export type { TestItem } from './dataset';
