@@ -9,19 +9,22 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import * as os from 'os';
 import { Worker } from 'worker_threads';
 
 import {
   addonSource,
   loadAddon,
+  loadAddonWithDiagnostics,
   type ChannelNormResult,
   type InvadAddon,
+  type InvadAddonDiagnostics,
   type TensorShape,
 } from '../src/binding';
 import { mulberry32 } from '../src/util/prng';
 import { packageRoot } from '../src/util/package-info';
 
-const addon: InvadAddon = loadAddon();
+const addon: InvadAddon & InvadAddonDiagnostics = loadAddonWithDiagnostics();
 
 // ---- helpers ----------------------------------------------------------------
 
@@ -228,6 +231,31 @@ describe('build info and loader', () => {
     } finally {
       if (saved === undefined) delete process.env.INVAD_ADDON_PATH;
       else process.env.INVAD_ADDON_PATH = saved;
+    }
+  });
+
+  test('the loader needs only the production functions; the diagnostics are checked on request', () => {
+    // A stand-in addon with the production functions only (the real ones, re-exported).
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'invad-addon-'));
+    const file = path.join(dir, 'production-only.js');
+    const production = ['buildInfo', 'cudaStatus', 'ddimStep', 'channelNorm', 'ddimLastStepReduce', 'resizeBilinear', 'DeviceResidentPipeline', 'ortProbe'];
+    fs.writeFileSync(
+      file,
+      `const real = require(${JSON.stringify(addonSource().path)});\nmodule.exports = Object.fromEntries(${JSON.stringify(production)}.map((k) => [k, real[k]]));\n`,
+    );
+    const saved = process.env.INVAD_ADDON_PATH;
+    process.env.INVAD_ADDON_PATH = file;
+    try {
+      jest.isolateModules(() => {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const fresh = require('../src/binding') as typeof import('../src/binding');
+        expect(fresh.addonSource()).toEqual({ kind: 'override', path: file });
+        expect(() => fresh.loadAddonWithDiagnostics()).toThrow(/lacks the diagnostic functions ddimStepAsync, channelNormAsync/);
+      });
+    } finally {
+      if (saved === undefined) delete process.env.INVAD_ADDON_PATH;
+      else process.env.INVAD_ADDON_PATH = saved;
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

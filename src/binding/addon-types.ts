@@ -212,6 +212,7 @@ export interface OrtProbeResult {
   providers: Array<{ name: NativeProvider; ok: boolean; error?: string }>;
 }
 
+/** The functions the runtime needs: the loader refuses an addon without them. */
 export interface InvadAddon {
   buildInfo(): AddonBuildInfo;
   /** Probes the driver and devices at run time; never throws. */
@@ -219,24 +220,15 @@ export interface InvadAddon {
 
   /** In place: x <- a*x + b*eps. x and eps have the same length (> 0). */
   ddimStep(x: Float32Array, eps: Float32Array, a: number, b: number): void;
-  ddimStepAsync(x: Float32Array, eps: Float32Array, a: number, b: number): Promise<void>;
 
   /** Channel-norm reduction of x (length n*c*h*w). */
   channelNorm(x: Float32Array, shape: TensorShape): ChannelNormResult;
-  channelNormAsync(x: Float32Array, shape: TensorShape): Promise<ChannelNormResult>;
 
   /**
    * Last inversion step fused with the reduction, one pass over memory:
    * x <- a*x + b*eps in place, then the channel-norm reduction of the new x.
    */
   ddimLastStepReduce(x: Float32Array, eps: Float32Array, a: number, b: number, shape: TensorShape): ChannelNormResult;
-  ddimLastStepReduceAsync(
-    x: Float32Array,
-    eps: Float32Array,
-    a: number,
-    b: number,
-    shape: TensorShape,
-  ): Promise<ChannelNormResult>;
 
   /**
    * Bilinear resize of one or more single-channel maps, (planes x inH x inW) to
@@ -244,6 +236,31 @@ export interface InvadAddon {
    * align_corners=False) convention. Returns a new array.
    */
   resizeBilinear(src: Float32Array, planes: number, inH: number, inW: number, outH: number, outW: number): Float32Array;
+
+  /** The device-resident pipeline (see NativePipelineOptions). */
+  DeviceResidentPipeline: DeviceResidentPipelineConstructor;
+  /** Loads ONNX Runtime from a path and reports its version and which providers load. Throws if it cannot load. */
+  ortProbe(libraryPath: string, options?: { cudaDeviceId?: number }): OrtProbeResult;
+}
+
+/**
+ * Variants only benchmarks, tests and the GPU check use. The loader does not require
+ * them; `loadAddonWithDiagnostics()` does, with a BindingLoadError naming what is missing.
+ */
+export interface InvadAddonDiagnostics {
+  /** ddimStep on the libuv pool, split over the addon's thread pool. */
+  ddimStepAsync(x: Float32Array, eps: Float32Array, a: number, b: number): Promise<void>;
+  /** channelNorm on the libuv pool. */
+  channelNormAsync(x: Float32Array, shape: TensorShape): Promise<ChannelNormResult>;
+  /** ddimLastStepReduce on the libuv pool. */
+  ddimLastStepReduceAsync(
+    x: Float32Array,
+    eps: Float32Array,
+    a: number,
+    b: number,
+    shape: TensorShape,
+  ): Promise<ChannelNormResult>;
+  /** resizeBilinear on the libuv pool. */
   resizeBilinearAsync(
     src: Float32Array,
     planes: number,
@@ -252,17 +269,11 @@ export interface InvadAddon {
     outH: number,
     outW: number,
   ): Promise<Float32Array>;
-
   /**
    * The unfused two-pass path (step, then a separate reduction pass), kept only so
    * the kernel benchmark can compare it with the fused one. Same result.
    */
   ddimLastStepReduceUnfused(x: Float32Array, eps: Float32Array, a: number, b: number, shape: TensorShape): ChannelNormResult;
-
-  /** The device-resident pipeline (see NativePipelineOptions). */
-  DeviceResidentPipeline: DeviceResidentPipelineConstructor;
-  /** Loads ONNX Runtime from a path and reports its version and which providers load. Throws if it cannot load. */
-  ortProbe(libraryPath: string, options?: { cudaDeviceId?: number }): OrtProbeResult;
   /**
    * Diagnostic: the CUDA kernels against the CPU kernels on random data of this
    * shape, plus their mean times over `reps` launches (default 20). Needs a GPU,
@@ -270,6 +281,16 @@ export interface InvadAddon {
    */
   cudaKernelCheck(shape: TensorShape, reps?: number): CudaKernelCheckResult;
 }
+
+/** Names of the diagnostic functions, for the loader's check. */
+export const DIAGNOSTIC_FUNCTIONS: ReadonlyArray<keyof InvadAddonDiagnostics> = [
+  'ddimStepAsync',
+  'channelNormAsync',
+  'ddimLastStepReduceAsync',
+  'resizeBilinearAsync',
+  'ddimLastStepReduceUnfused',
+  'cudaKernelCheck',
+];
 
 export interface CudaKernelCheckResult {
   available: boolean;

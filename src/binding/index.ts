@@ -12,7 +12,7 @@ import * as path from 'path';
 
 import { BindingLoadError } from '../util/errors';
 import { packageRoot } from '../util/package-info';
-import type { InvadAddon } from './addon-types';
+import { DIAGNOSTIC_FUNCTIONS, type InvadAddon, type InvadAddonDiagnostics } from './addon-types';
 
 export * from './addon-types';
 
@@ -24,21 +24,16 @@ export interface AddonSource {
   path: string;
 }
 
+/** What the runtime calls; the diagnostic variants (DIAGNOSTIC_FUNCTIONS) stay optional. */
 const REQUIRED_FUNCTIONS: ReadonlyArray<keyof InvadAddon> = [
   'buildInfo',
   'cudaStatus',
   'ddimStep',
-  'ddimStepAsync',
   'channelNorm',
-  'channelNormAsync',
   'ddimLastStepReduce',
-  'ddimLastStepReduceAsync',
-  'ddimLastStepReduceUnfused',
   'resizeBilinear',
-  'resizeBilinearAsync',
   'DeviceResidentPipeline',
   'ortProbe',
-  'cudaKernelCheck',
 ];
 
 const FIX =
@@ -134,6 +129,22 @@ function load(): { addon: InvadAddon; source: AddonSource } {
 /** The native addon, loaded once per process (per worker thread). Throws BindingLoadError. */
 export function loadAddon(): InvadAddon {
   return load().addon;
+}
+
+/**
+ * The addon with its diagnostic variants (async kernels, the unfused reduction, the
+ * CUDA kernel check), for benchmarks, tests and the GPU check.
+ * @throws BindingLoadError when the loaded addon lacks any of them
+ */
+export function loadAddonWithDiagnostics(): InvadAddon & InvadAddonDiagnostics {
+  const { addon, source } = load();
+  const missing = DIAGNOSTIC_FUNCTIONS.filter((name) => typeof (addon as Partial<InvadAddonDiagnostics>)[name] !== 'function');
+  if (missing.length > 0) {
+    throw new BindingLoadError(`The invad addon at ${source.path} lacks the diagnostic functions ${missing.join(', ')}; ${FIX}.`, [
+      { path: source.path, error: `missing ${missing.join(', ')}` },
+    ]);
+  }
+  return addon as InvadAddon & InvadAddonDiagnostics;
 }
 
 /** Where the addon was loaded from (for `invad doctor`). Loads it if needed. */

@@ -26,7 +26,7 @@ import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
 
 import { packageRoot } from '../../util/package-info';
-import { loadAddon, type DeviceResidentPipeline, type NativeProvider, type NativeRunResult } from '../../binding';
+import { loadAddonWithDiagnostics, type DeviceResidentPipeline, type NativeProvider, type NativeRunResult } from '../../binding';
 import { loadBundle, type LoadedBundle } from '../../runtime/bundle/load';
 import { writeBundle } from '../../fit/write-bundle';
 import { nativePipelineOptions, ortLibraryPath } from '../../runtime/engine/native-engine';
@@ -35,7 +35,7 @@ import { convBackbone, slowUnet } from '../../fit/onnx/synthetic';
 import { inversionSteps, type InversionStep } from '../../runtime/schedule';
 import { interleave, machine, makeBundle as makeBenchBundle, PRESETS, randomBatch } from './engine-compare';
 
-const addon = loadAddon();
+const addon = loadAddonWithDiagnostics();
 const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(name);
 const value = (name: string) => {

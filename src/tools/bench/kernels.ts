@@ -11,7 +11,7 @@
  */
 import * as os from 'os';
 
-import { addonSource, loadAddon, type TensorShape } from '../../binding';
+import { addonSource, loadAddonWithDiagnostics, type TensorShape } from '../../binding';
 
 const SHAPE: TensorShape = { n: 8, c: 272, h: 16, w: 16 };
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 30);
@@ -19,7 +19,7 @@ const REPS = Number(process.env.BENCH_REPS ?? 300);
 const A = 0.9128709;
 const B = -0.4082483;
 
-const addon = loadAddon();
+const addon = loadAddonWithDiagnostics();
 
 function randomArray(length: number, seed: number): Float32Array {
   let s = seed >>> 0;
