@@ -18,7 +18,8 @@ const SIZE = 64;
 const STRIDE = 8;
 const CHANNELS = 8;
 
-function texture(seed: number, scratch: boolean): Buffer {
+/** A 64 x 64 gray texture (a sine grating with noise), with a 12 px dark scratch when `scratch`. */
+export function texture(seed: number, scratch: boolean): Buffer {
   const rand = mulberry32(seed);
   const phase = rand() * Math.PI * 2;
   const px = Buffer.alloc(SIZE * SIZE);
@@ -49,11 +50,8 @@ function highPassWeights(seed: number): Float32Array {
   return w;
 }
 
-async function main(): Promise<void> {
-  const root = resolve(process.argv[2] ?? 'demo');
-  const model = join(root, 'model');
-  const images = join(root, 'images');
-  mkdirSync(images, { recursive: true });
+/** Writes the uncalibrated demo bundle to `model` (also used by test/scores-pinned.test.ts). */
+export async function writeDemoBundle(model: string): Promise<void> {
   const side = SIZE / STRIDE;
   await writeBundle(
     model,
@@ -68,6 +66,14 @@ async function main(): Promise<void> {
     },
     { overwrite: true },
   );
+}
+
+async function main(): Promise<void> {
+  const root = resolve(process.argv[2] ?? 'demo');
+  const model = join(root, 'model');
+  const images = join(root, 'images');
+  mkdirSync(images, { recursive: true });
+  await writeDemoBundle(model);
 
   const gray = (px: Buffer) => ({ data: px, width: SIZE, height: SIZE, channels: 1 as const });
   const det = await Detector.load(model, { steps: 3 });
@@ -93,7 +99,10 @@ async function main(): Promise<void> {
   console.log(`\nTry: node dist/src/tools/cli/main.js score ${images} --model ${model} --out ${join(root, "overlays")}`);
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+// Only when run as a script: the test imports the bundle and textures from here.
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}
