@@ -27,6 +27,7 @@ import { runInversion } from '../../runtime/engine/ort-node-inversion';
 import { mulberry32 } from '../../util/prng';
 import { convBackbone, linearUnet, slowUnet } from '../../fit/onnx/synthetic';
 import { inversionSteps } from '../../runtime/schedule';
+import { summarize, type Summary } from './stats';
 
 export interface BenchPreset {
   name: string;
@@ -70,20 +71,9 @@ export function randomBatch(n: number, plane: number, seed: number): Float32Arra
   return out;
 }
 
-export interface Stats {
-  median: number;
-  p90: number;
-  min: number;
-}
-
-export function summarize(samples: number[]): Stats {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
-  return { median: at(0.5), p90: at(0.9), min: sorted[0] };
-}
 
 /** Runs the variants interleaved (rotating order); returns milliseconds per call. */
-export async function interleave(variants: Array<() => Promise<unknown>>, warmup: number, reps: number): Promise<Stats[]> {
+export async function interleave(variants: Array<() => Promise<unknown>>, warmup: number, reps: number): Promise<Summary[]> {
   const samples = variants.map(() => [] as number[]);
   for (let rep = 0; rep < warmup + reps; rep++) {
     for (let k = 0; k < variants.length; k++) {
@@ -116,8 +106,8 @@ interface Row {
   preset: string;
   steps: number;
   batch: number;
-  nativeMs: Stats;
-  ortNodeMs: Stats;
+  nativeMs: Summary;
+  ortNodeMs: Summary;
   /** onnxruntime-node median / native median; > 1 means native is faster */
   ratio: number;
 }

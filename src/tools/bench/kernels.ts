@@ -12,6 +12,7 @@
 import * as os from 'os';
 
 import { addonSource, loadAddonWithDiagnostics, type TensorShape } from '../../binding';
+import { summarize, type Summary } from './stats';
 
 const SHAPE: TensorShape = { n: 8, c: 272, h: 16, w: 16 };
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 30);
@@ -74,20 +75,9 @@ interface Variant {
   run: (x: Float32Array, eps: Float32Array) => unknown;
 }
 
-interface Stats {
-  median: number;
-  p90: number;
-  min: number;
-}
-
-function summarize(samples: number[]): Stats {
-  const sorted = [...samples].sort((p, q) => p - q);
-  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
-  return { median: at(0.5), p90: at(0.9), min: sorted[0] };
-}
 
 /** Runs every variant once per repetition, rotating the order; returns microseconds per variant. */
-async function measure(variants: Variant[], x0: Float32Array, eps: Float32Array): Promise<Map<string, Stats>> {
+async function measure(variants: Variant[], x0: Float32Array, eps: Float32Array): Promise<Map<string, Summary>> {
   const work = variants.map(() => new Float32Array(x0.length));
   const samples = variants.map(() => [] as number[]);
   for (let rep = 0; rep < WARMUP + REPS; rep++) {
@@ -104,7 +94,7 @@ async function measure(variants: Variant[], x0: Float32Array, eps: Float32Array)
   return new Map(variants.map((v, i) => [v.name, summarize(samples[i])]));
 }
 
-function printTable(title: string, stats: Map<string, Stats>): void {
+function printTable(title: string, stats: Map<string, Summary>): void {
   console.log(`\n${title}`);
   console.log(`  ${'variant'.padEnd(34)} ${'median us'.padStart(11)} ${'p90 us'.padStart(11)} ${'min us'.padStart(11)}`);
   for (const [name, s] of stats) {
@@ -114,7 +104,7 @@ function printTable(title: string, stats: Map<string, Stats>): void {
   }
 }
 
-function ratio(num: Stats | undefined, den: Stats | undefined): number {
+function ratio(num: Summary | undefined, den: Summary | undefined): number {
   return num && den ? num.median / den.median : NaN;
 }
 

@@ -1,4 +1,5 @@
 /** Order statistics for the benchmarks. Percentiles interpolate linearly between order statistics (numpy's default). */
+import { quantileSorted } from '../../util/stats';
 
 export interface Summary {
   /** samples */
@@ -9,16 +10,6 @@ export interface Summary {
   p90: number;
   p99: number;
   max: number;
-}
-
-/** The q-quantile (0..1) of sorted values, linear interpolation; NaN when empty. */
-export function quantileSorted(sorted: ArrayLike<number>, q: number): number {
-  const n = sorted.length;
-  if (n === 0) return NaN;
-  const pos = (n - 1) * Math.min(1, Math.max(0, q));
-  const lo = Math.floor(pos);
-  const hi = Math.min(n - 1, lo + 1);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
 export function summarize(values: readonly number[]): Summary {
