@@ -13,16 +13,9 @@
  */
 import { type CalibrationSpec, type ImageThresholdMethod, type PartNormalization, SCORE_DEFINITIONS, type ScoreDefinition, type StepCalibration } from '../runtime/bundle/manifest';
 import { InvalidArgumentError } from '../util/errors';
+import { quantileSorted } from '../util/stats';
 import { f1Max } from '../eval/metrics';
 import { imageScore, type ScoreComponents } from '../runtime/scores';
-
-/** Linear-interpolated quantile of sorted values (numpy's default method). */
-export function quantileSorted(sorted: ArrayLike<number>, q: number): number {
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.min(lo + 1, sorted.length - 1);
-  return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
-}
 
 export function robustNormalization(values: readonly number[]): PartNormalization {
   const sorted = Float64Array.from(values).sort();
