@@ -474,30 +474,130 @@ function withGraph(s: Surgery, graph: onnx.IGraphProto, doc: string, metadata: R
   return encodeModel(m);
 }
 
-/** Runs the pruned graph once on zeros and returns each tap's shape. */
-async function probeShapes(s: Surgery, resolved: readonly ResolvedTap[], inputSize: Size2D): Promise<TapShape[]> {
-  const { nodes, initializers, inputs } = tapGraphNodes(s, resolved);
+type TapGraph = ReturnType<typeof tapGraphNodes>;
+
+/** Runs the pruned tap graph once on zeros; returns each tap's float tensor by float name. */
+async function runTapProbe(s: Surgery, resolved: readonly ResolvedTap[], tapGraph: TapGraph, inputSize: Size2D): Promise<Record<string, ort.Tensor>> {
   const graph = onnx.GraphProto.create({
     name: `${s.graph.name ?? 'graph'}_probe`,
-    node: nodes,
-    input: inputs,
+    node: [...tapGraph.nodes],
+    input: tapGraph.inputs,
     // Untyped outputs: onnxruntime infers their types.
     output: resolved.map((r) => onnx.ValueInfoProto.create({ name: r.floatName })),
-    initializer: initializers,
+    initializer: tapGraph.initializers,
     sparseInitializer: s.graph.sparseInitializer,
   });
-  const out = await runProbe(withGraph(s, graph, 'invad tap probe'), s.input.name ?? '', s.channels, inputSize, resolved.map((r) => r.floatName));
+  return runProbe(withGraph(s, graph, 'invad tap probe'), s.input.name ?? '', s.channels, inputSize, resolved.map((r) => r.floatName));
+}
+
+/** A probed tensor's NCHW shape, or undefined when it is not a float 4-D feature map. */
+function featureMapShape(t: ort.Tensor | undefined): TapShape | undefined {
+  if (!t || t.type !== 'float32' || t.dims.length !== 4) return undefined;
+  const [, channels, height, width] = t.dims.map(Number);
+  return { channels, height, width };
+}
+
+/** Each tap's shape at `inputSize`, from one probe run. */
+async function probeShapes(s: Surgery, resolved: readonly ResolvedTap[], tapGraph: TapGraph, inputSize: Size2D): Promise<TapShape[]> {
+  const out = await runTapProbe(s, resolved, tapGraph, inputSize);
   return resolved.map((r) => {
     const t = out[r.floatName];
-    if (t.type !== 'float32' || t.dims.length !== 4) {
-      throw new InvalidArgumentError('taps', `tap "${r.name}" is a ${t.type} tensor of shape [${t.dims.join(',')}], not a float NCHW feature map`);
-    }
-    const [, channels, height, width] = t.dims.map(Number);
-    return { channels, height, width };
+    const shape = featureMapShape(t);
+    if (!shape) throw new InvalidArgumentError('taps', `tap "${r.name}" is a ${t.type} tensor of shape [${t.dims.join(',')}], not a float NCHW feature map`);
+    return shape;
   });
 }
 
 // ---------------------------------------------------------------- the backbone
+
+/** Nodes and initializers added to the tap graph; names come from `fresh` so none collide. */
+interface GraphAdditions {
+  nodes: onnx.INodeProto[];
+  initializers: onnx.ITensorProto[];
+}
+
+/**
+ * Resizes every tap that is not already on the grid to it (Resize, half_pixel) and
+ * returns the tensor names to concatenate, in tap order.
+ */
+function resizeTapsToGrid(
+  resolved: readonly ResolvedTap[],
+  shapes: readonly TapShape[],
+  grid: Size2D,
+  opset: number,
+  fresh: (base: string) => string,
+  add: GraphAdditions,
+): string[] {
+  let constants: { grid: string; starts: string; ends: string; roi: string; scales: string } | undefined;
+  return resolved.map((r, i) => {
+    const sh = shapes[i];
+    if (sh.height === grid.height && sh.width === grid.width) return r.floatName;
+    if (constants === undefined) {
+      constants = { grid: fresh('invad_grid_hw'), starts: fresh('invad_slice_starts'), ends: fresh('invad_slice_ends'), roi: '', scales: '' };
+      add.initializers.push(int64Vector(constants.grid, [grid.height, grid.width]));
+      add.initializers.push(int64Vector(constants.starts, [0]), int64Vector(constants.ends, [2]));
+      if (opset < 13) {
+        // Resize-11: roi and scales are required inputs; empty tensors mean "use sizes".
+        constants.roi = fresh('invad_resize_roi');
+        constants.scales = fresh('invad_resize_scales');
+        add.initializers.push(floatTensor(constants.roi, [0], []));
+        add.initializers.push(floatTensor(constants.scales, [0], []));
+      }
+    }
+    const tag = `tap${i}`;
+    const shape = fresh(`invad_${tag}_shape`);
+    const nc = fresh(`invad_${tag}_nc`);
+    const sizes = fresh(`invad_${tag}_sizes`);
+    const out = fresh(`invad_${tag}_resized`);
+    // sizes = [N, C, gh, gw] with N read at run time: the batch stays dynamic.
+    add.nodes.push(makeNode('Shape', [r.floatName], [shape], { name: shape }));
+    add.nodes.push(makeNode('Slice', [shape, constants.starts, constants.ends], [nc], { name: nc }));
+    add.nodes.push(makeNode('Concat', [nc, constants.grid], [sizes], { name: sizes, attributes: [attr.int('axis', 0)] }));
+    add.nodes.push(
+      makeNode('Resize', [r.floatName, constants.roi, constants.scales, sizes], [out], {
+        name: out,
+        attributes: [attr.string('mode', 'linear'), attr.string('coordinate_transformation_mode', 'half_pixel')],
+      }),
+    );
+    return out;
+  });
+}
+
+/** @throws InvalidArgumentError unless mean and std are Float32Arrays of `channels` finite values, std > 0 */
+function checkNormalization(norm: FeatureBackboneOptions['normalization'], channels: number): void {
+  if (norm === undefined) return;
+  if (!(norm.mean instanceof Float32Array) || !(norm.std instanceof Float32Array)) {
+    throw new InvalidArgumentError('normalization', 'normalization.mean and .std must be Float32Arrays');
+  }
+  if (norm.mean.length !== channels || norm.std.length !== channels) {
+    throw new InvalidArgumentError('normalization', `normalization.mean and .std must hold ${channels} values (one per feature channel), got ${norm.mean.length} and ${norm.std.length}`);
+  }
+  for (let c = 0; c < channels; c++) {
+    if (!Number.isFinite(norm.mean[c])) throw new InvalidArgumentError('normalization', `normalization.mean[${c}] is not finite`);
+    if (!(norm.std[c] > 0) || !Number.isFinite(norm.std[c])) throw new InvalidArgumentError('normalization', `normalization.std[${c}] must be positive and finite, got ${norm.std[c]}`);
+  }
+}
+
+/** Concatenates the resized taps into `outputName`, standardizing per channel when `norm` is given. */
+function concatFeatures(
+  resized: readonly string[],
+  outputName: string,
+  norm: FeatureBackboneOptions['normalization'],
+  channels: number,
+  fresh: (base: string) => string,
+  add: GraphAdditions,
+): void {
+  const concatOut = norm ? fresh('invad_features_raw') : outputName;
+  add.nodes.push(makeNode('Concat', [...resized], [concatOut], { name: fresh('invad_concat'), attributes: [attr.int('axis', 1)] }));
+  if (!norm) return;
+  const meanName = fresh('invad_feature_mean');
+  const stdName = fresh('invad_feature_std');
+  const centered = fresh('invad_features_centered');
+  add.initializers.push(floatTensor(meanName, [1, channels, 1, 1], norm.mean));
+  add.initializers.push(floatTensor(stdName, [1, channels, 1, 1], norm.std));
+  add.nodes.push(makeNode('Sub', [concatOut, meanName], [centered], { name: fresh('invad_sub_mean') }));
+  add.nodes.push(makeNode('Div', [centered, stdName], [outputName], { name: fresh('invad_div_std') }));
+}
 
 /**
  * Writes a model image [N,3,H,W] -> features [N,C_total,gh,gw]: each tap
@@ -514,88 +614,22 @@ export async function buildFeatureBackbone(model: Uint8Array, opts: FeatureBackb
   if (typeof outputName !== 'string' || outputName === '') throw new InvalidArgumentError('outputName', 'outputName must be a non-empty string');
   if (opts.grid !== undefined) checkSize('grid', opts.grid);
 
+  // One pruned tap graph: probed for the shapes, then extended into the backbone.
   const resolved = resolveTaps(s.index, opts.taps, s.taken);
-  const shapes = await probeShapes(s, resolved, opts.inputSize);
+  const tapGraph = tapGraphNodes(s, resolved);
+  const shapes = await probeShapes(s, resolved, tapGraph, opts.inputSize);
   const grid = opts.grid ?? { height: shapes[shapes.length - 1].height, width: shapes[shapes.length - 1].width };
   const channels = shapes.reduce((a, t) => a + t.channels, 0);
-
-  const { nodes, initializers, inputs } = tapGraphNodes(s, resolved);
-  const taken = s.taken;
-  const kept = new Set([inputName, ...initializers.map((t) => t.name ?? ''), ...nodes.flatMap((n) => [...(n.input ?? []), ...(n.output ?? [])])]);
-  if (kept.has(outputName)) throw new InvalidArgumentError('outputName', `outputName "${outputName}" is already a tensor of the backbone graph; choose another`);
-  taken.add(outputName);
-  const fresh = (base: string): string => uniqueName(base, taken);
-  const opset = opsetVersion(s.model, '') ?? 0;
-
-  const extraInit: onnx.ITensorProto[] = [];
-  let gridName: string | undefined;
-  let startsName = '';
-  let endsName = '';
-  let roiName = '';
-  let scalesName = '';
-  const resized: string[] = [];
-  resolved.forEach((r, i) => {
-    const sh = shapes[i];
-    if (sh.height === grid.height && sh.width === grid.width) {
-      resized.push(r.floatName);
-      return;
-    }
-    if (gridName === undefined) {
-      gridName = fresh('invad_grid_hw');
-      extraInit.push(int64Vector(gridName, [grid.height, grid.width]));
-      startsName = fresh('invad_slice_starts');
-      endsName = fresh('invad_slice_ends');
-      extraInit.push(int64Vector(startsName, [0]), int64Vector(endsName, [2]));
-      if (opset < 13) {
-        // Resize-11: roi and scales are required inputs; empty tensors mean "use sizes".
-        roiName = fresh('invad_resize_roi');
-        scalesName = fresh('invad_resize_scales');
-        extraInit.push(floatTensor(roiName, [0], []));
-        extraInit.push(floatTensor(scalesName, [0], []));
-      }
-    }
-    const tag = `tap${i}`;
-    const shape = fresh(`invad_${tag}_shape`);
-    const nc = fresh(`invad_${tag}_nc`);
-    const sizes = fresh(`invad_${tag}_sizes`);
-    const out = fresh(`invad_${tag}_resized`);
-    // sizes = [N, C, gh, gw] with N read at run time: the batch stays dynamic.
-    nodes.push(makeNode('Shape', [r.floatName], [shape], { name: shape }));
-    nodes.push(makeNode('Slice', [shape, startsName, endsName], [nc], { name: nc }));
-    nodes.push(makeNode('Concat', [nc, gridName], [sizes], { name: sizes, attributes: [attr.int('axis', 0)] }));
-    nodes.push(
-      makeNode('Resize', [r.floatName, roiName, scalesName, sizes], [out], {
-        name: out,
-        attributes: [attr.string('mode', 'linear'), attr.string('coordinate_transformation_mode', 'half_pixel')],
-      }),
-    );
-    resized.push(out);
-  });
-
   const norm = opts.normalization;
-  if (norm !== undefined) {
-    if (!(norm.mean instanceof Float32Array) || !(norm.std instanceof Float32Array)) {
-      throw new InvalidArgumentError('normalization', 'normalization.mean and .std must be Float32Arrays');
-    }
-    if (norm.mean.length !== channels || norm.std.length !== channels) {
-      throw new InvalidArgumentError('normalization', `normalization.mean and .std must hold ${channels} values (one per feature channel), got ${norm.mean.length} and ${norm.std.length}`);
-    }
-    for (let c = 0; c < channels; c++) {
-      if (!Number.isFinite(norm.mean[c])) throw new InvalidArgumentError('normalization', `normalization.mean[${c}] is not finite`);
-      if (!(norm.std[c] > 0) || !Number.isFinite(norm.std[c])) throw new InvalidArgumentError('normalization', `normalization.std[${c}] must be positive and finite, got ${norm.std[c]}`);
-    }
-  }
-  const concatOut = norm ? fresh('invad_features_raw') : outputName;
-  nodes.push(makeNode('Concat', resized, [concatOut], { name: fresh('invad_concat'), attributes: [attr.int('axis', 1)] }));
-  if (norm) {
-    const meanName = fresh('invad_feature_mean');
-    const stdName = fresh('invad_feature_std');
-    const centered = fresh('invad_features_centered');
-    extraInit.push(floatTensor(meanName, [1, channels, 1, 1], norm.mean));
-    extraInit.push(floatTensor(stdName, [1, channels, 1, 1], norm.std));
-    nodes.push(makeNode('Sub', [concatOut, meanName], [centered], { name: fresh('invad_sub_mean') }));
-    nodes.push(makeNode('Div', [centered, stdName], [outputName], { name: fresh('invad_div_std') }));
-  }
+  checkNormalization(norm, channels);
+
+  const kept = new Set([inputName, ...tapGraph.initializers.map((t) => t.name ?? ''), ...tapGraph.nodes.flatMap((n) => [...(n.input ?? []), ...(n.output ?? [])])]);
+  if (kept.has(outputName)) throw new InvalidArgumentError('outputName', `outputName "${outputName}" is already a tensor of the backbone graph; choose another`);
+  s.taken.add(outputName);
+  const fresh = (base: string): string => uniqueName(base, s.taken);
+  const add: GraphAdditions = { nodes: [...tapGraph.nodes], initializers: [] };
+  const resized = resizeTapsToGrid(resolved, shapes, grid, opsetVersion(s.model, '') ?? 0, fresh, add);
+  concatFeatures(resized, outputName, norm, channels, fresh, add);
 
   const taps: TapInfo[] = resolved.map((r, i) => ({
     name: r.name,
@@ -606,10 +640,10 @@ export async function buildFeatureBackbone(model: Uint8Array, opts: FeatureBackb
   }));
   const graph = onnx.GraphProto.create({
     name: `${s.graph.name || 'graph'}_features`,
-    node: nodes,
-    input: inputs,
+    node: add.nodes,
+    input: tapGraph.inputs,
     output: [valueInfo(outputName, DataType.FLOAT, [BATCH_DIM, channels, grid.height, grid.width])],
-    initializer: [...initializers, ...extraInit],
+    initializer: [...tapGraph.initializers, ...add.initializers],
     sparseInitializer: s.graph.sparseInitializer,
   });
   const doc =
@@ -633,24 +667,13 @@ export type TapCandidate = TapInfo;
  */
 export async function describeTapCandidates(model: Uint8Array, opts: { inputSize: Size2D; inputName?: string }): Promise<TapCandidate[]> {
   const s = prepare(model, opts.inputName, opts.inputSize);
-  const names = listTapCandidates(model);
-  const resolved = resolveTaps(s.index, names, s.taken);
-  const { nodes, initializers, inputs } = tapGraphNodes(s, resolved);
-  const graph = onnx.GraphProto.create({
-    name: `${s.graph.name ?? 'graph'}_probe`,
-    node: nodes,
-    input: inputs,
-    output: resolved.map((r) => onnx.ValueInfoProto.create({ name: r.floatName })),
-    initializer: initializers,
-    sparseInitializer: s.graph.sparseInitializer,
-  });
-  const out = await runProbe(withGraph(s, graph, 'invad tap probe'), s.input.name ?? '', s.channels, opts.inputSize, resolved.map((r) => r.floatName));
+  const resolved = resolveTaps(s.index, listTapCandidates(model), s.taken);
+  const out = await runTapProbe(s, resolved, tapGraphNodes(s, resolved), opts.inputSize);
   const result: TapCandidate[] = [];
   for (const r of resolved) {
-    const t = out[r.floatName];
-    if (!t || t.type !== 'float32' || t.dims.length !== 4) continue;
-    const [, channels, height, width] = t.dims.map(Number);
-    result.push({ name: r.name, tensor: r.tensor, quantized: r.quant !== undefined, channels, height, width, stride: opts.inputSize.height / height });
+    const shape = featureMapShape(out[r.floatName]);
+    if (!shape) continue;
+    result.push({ name: r.name, tensor: r.tensor, quantized: r.quant !== undefined, ...shape, stride: opts.inputSize.height / shape.height });
   }
   return result;
 }
