@@ -140,7 +140,7 @@ beforeAll(async () => {
     rocImage: roc(false),
     rocPixel: roc(true),
     histograms: defs.flatMap((def, di) => stepsList.map((steps, si) => gaussianHistogram(def, steps, 2 + di + si, 100 + 10 * di + si))),
-    latency: stepsList.flatMap((steps) => [1, 8].map((batchSize) => ({ steps, batchSize, perImageMs: { median: 3.1 * steps / batchSize + 1, p90: 4 * steps / batchSize + 1.5, p99: 5 * steps / batchSize + 2 } }))),
+    latency: stepsList.flatMap((steps) => [1, 8].map((batchSize) => ({ steps, batchSize, samples: 20, meanMsPerImage: 3 * steps / batchSize + 1, latencyMs: { median: 3.1 * steps / batchSize + 1, p90: 4 * steps / batchSize + 1.5, p99: 5 * steps / batchSize + 2 } }))),
     gallery,
     notes: ['Pixel AP for "mahalanobis" was not computed.', 'Threshold < chosen at F1-max & on validation set.'],
   };

@@ -19,10 +19,10 @@ import type { ExecutionProvider } from '../runtime/engine/protocol';
 import { InvadError } from '../util/errors';
 import { auroc, averagePrecision, f1Max, PixelMetricsAccumulator, ProAccumulator, rocCurve } from './metrics';
 import { downsampleCurve } from './report/types';
-import type { EvalReport, EvalRow, GalleryItem, LatencyRow, MetricSet, RocSeries, ScoreHistogram } from './report/types';
+import type { EvalReport, EvalRow, GalleryItem, LatencyRow, MetricSet, RocSeries, ScoreHistogram, SkippedImage } from './report/types';
 import { galleryItem } from './report/gallery';
 import { writeReport } from './report/write';
-import { imageScore } from '../runtime/scores';
+import { type FeatureMap, imageScore, SCORES } from '../runtime/scores';
 import { loadMask, loadTestSet, type TestItem } from './dataset';
 
 export interface EvaluateOptions {
@@ -59,11 +59,30 @@ interface Definition {
   score: (s: Scored) => number;
   map: (s: Scored) => Float32Array;
   /** which feature map: definitions sharing one share its pixel metrics */
-  mapKind: 'l2' | 'latent-gaussian';
+  mapKind: FeatureMap;
   threshold: number | null;
 }
 
-const percentile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+/** Nearest-rank percentile of ascending values: the smallest value with at least q of them at or below it. */
+function percentile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+/**
+ * A latency row from one timed run: `wallMs` for all of `perImageMs.length` images, and each
+ * image's own time from the start of its decoding to its result.
+ */
+export function latencyRow(steps: number, batchSize: number, wallMs: number, perImageMs: readonly number[]): LatencyRow {
+  const sorted = [...perImageMs].sort((a, b) => a - b);
+  return {
+    steps,
+    batchSize,
+    samples: sorted.length,
+    meanMsPerImage: sorted.length ? wallMs / sorted.length : NaN,
+    latencyMs: { median: percentile(sorted, 0.5), p90: percentile(sorted, 0.9), p99: percentile(sorted, 0.99) },
+  };
+}
 
 function definitionsAt(m: Manifest, steps: number, mode: 'inversion' | 'reconstruction', sample: Scored): Definition[] {
   if (mode === 'reconstruction') {
@@ -72,11 +91,12 @@ function definitionsAt(m: Manifest, steps: number, mode: 'inversion' | 'reconstr
   const cal = calibrationAt(m.calibration, steps);
   const norms = cal ?? m.calibration;
   const hasLatent = sample.result.featureMaps.latentGaussian !== undefined;
-  return SCORE_DEFINITIONS.filter((d) => d !== 'latent-gaussian' || hasLatent).map((d: ScoreDefinition) => ({
+  return SCORE_DEFINITIONS.filter((d) => !SCORES[d].needsLatent || hasLatent).map((d: ScoreDefinition) => ({
     name: d,
     score: (s: Scored) => imageScore(d, s.result.components, norms),
-    map: (s: Scored) => (d === 'latent-gaussian' ? s.result.featureMaps.latentGaussian! : s.result.featureMaps.l2),
-    mapKind: d === 'latent-gaussian' ? ('latent-gaussian' as const) : ('l2' as const),
+    // Eval scores with allMaps, so the latent map is there whenever hasLatent is.
+    map: (s: Scored) => s.result.featureMaps[SCORES[d].map]!,
+    mapKind: SCORES[d].map,
     threshold: cal?.imageThresholds[d] ?? (d === m.score.definition && steps === m.schedule.defaultSteps ? m.calibration.imageThreshold : null),
   }));
 }
@@ -153,27 +173,35 @@ function histogram(scored: Scored[], def: Definition, steps: number, bins = 30):
   return { scoreDefinition: def.name, steps, edges, normal, anomalous };
 }
 
-async function scoreAll(det: Detector, items: TestItem[], options: ScoreOptions, batchSize: number, notes: string[]): Promise<{ scored: Scored[]; perImageMs: number }> {
+/** Scores the test set in batches (decoding overlaps the model runs), timing the whole run and each image. */
+async function scoreAll(det: Detector, items: TestItem[], options: ScoreOptions, batchSize: number, steps: number, notes: string[], skipped: SkippedImage[]): Promise<{ scored: Scored[]; latency: LatencyRow }> {
   const scored: Scored[] = [];
+  const times: number[] = [];
   const t0 = performance.now();
   for (let i = 0; i < items.length; i += 64) {
     const part = items.slice(i, i + 64);
     const results = await det.scoreBatch(part.map((p) => p.file), { ...options, batchSize, errors: 'collect' });
     results.forEach((r, j) => {
-      if (r instanceof InvadError) notes.push(`skipped ${part[j].file}: ${r.message}`);
-      else scored.push({ item: part[j], result: { components: r.components, featureMaps: r.featureMaps, width: r.width, height: r.height } });
+      if (r instanceof Error) {
+        notes.push(`skipped ${part[j].file}: ${r.message}`);
+        skipped.push({ file: part[j].file, code: r instanceof InvadError ? r.code : 'ERR_UNKNOWN', message: r.message });
+        return;
+      }
+      times.push(r.timings.totalMs);
+      scored.push({ item: part[j], result: { components: r.components, featureMaps: r.featureMaps, width: r.width, height: r.height } });
     });
   }
-  return { scored, perImageMs: (performance.now() - t0) / Math.max(1, scored.length) };
+  return { scored, latency: latencyRow(steps, batchSize, performance.now() - t0, times) };
 }
 
-async function latencyAtBatch1(det: Detector, items: TestItem[], options: ScoreOptions, samples: number): Promise<LatencyRow['perImageMs']> {
+/** Batch 1: `samples` images scored one at a time, after one untimed warm-up call. */
+async function latencyAtBatch1(det: Detector, items: TestItem[], options: ScoreOptions, steps: number, samples: number): Promise<LatencyRow> {
   const files = items.slice(0, samples).map((i) => i.file);
   await det.score(files[0], options); // warm-up
   const times: number[] = [];
+  const t0 = performance.now();
   for (const f of files) times.push((await det.score(f, options)).timings.totalMs);
-  times.sort((a, b) => a - b);
-  return { median: percentile(times, 0.5), p90: percentile(times, 0.9), p99: percentile(times, 0.99) };
+  return latencyRow(steps, 1, performance.now() - t0, times);
 }
 
 async function galleryFor(masks: MaskCache, scored: Scored[], def: Definition, features: { height: number; width: number }, count: number): Promise<GalleryItem[]> {
@@ -211,6 +239,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
   const rocPixel: RocSeries[] = [];
   const histograms: ScoreHistogram[] = [];
   const latency: LatencyRow[] = [];
+  const skipped: SkippedImage[] = [];
   const masks = new MaskCache();
   let gallery: GalleryItem[] = [];
   say(`${items.length} test images (${items.filter((i) => !i.anomalous).length} good; defects: ${types.join(', ')})`);
@@ -221,10 +250,9 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
       const scoreOptions: ScoreOptions =
         mode === 'reconstruction' ? { reconstruction: { tStart: o.tStart ?? 0.2, reconSteps: steps } } : { steps, allMaps: true };
       say(mode === 'reconstruction' ? `reconstruction ablation: t_start ${o.tStart ?? 0.2}, ${steps} steps` : `scoring at S = ${steps}`);
-      const { scored, perImageMs } = await scoreAll(det, items, scoreOptions, batchSize, notes);
-      const b1 = await latencyAtBatch1(det, items, scoreOptions, o.latencySamples ?? 20);
-      latency.push({ perImageMs: b1, steps, batchSize: 1 });
-      latency.push({ perImageMs: { median: perImageMs, p90: perImageMs, p99: perImageMs }, steps, batchSize });
+      const run = await scoreAll(det, items, scoreOptions, batchSize, steps, notes, skipped);
+      const { scored } = run;
+      latency.push(await latencyAtBatch1(det, items, scoreOptions, steps, o.latencySamples ?? 20), run.latency);
       const defs = definitionsAt(m, steps, mode, scored[0]);
       const pixelByMap = new Map<string, Awaited<ReturnType<typeof pixelMetrics>>>();
       for (const def of defs) {
@@ -267,6 +295,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
     latency,
     gallery,
     notes,
+    skipped,
   };
   if (o.out) await writeReport(o.out, report);
   return report;

@@ -398,14 +398,16 @@ function latencySection(report: EvalReport): string {
   const rows = [...(report.latency ?? [])].sort((a, b) => a.steps - b.steps || a.batchSize - b.batchSize);
   if (!rows.length) return `<section id="latency"><h2>Latency</h2><p class="empty">No latency measurements.</p></section>`;
   const body = rows
-    .map(
-      (r) =>
-        `<tr><td class="num">${escapeHtml(r.steps)}</td><td class="num">${escapeHtml(r.batchSize)}</td><td class="num">${fmtMs(r.perImageMs?.median)}</td><td class="num">${fmtMs(
-          r.perImageMs?.p90,
-        )}</td><td class="num">${fmtMs(r.perImageMs?.p99)}</td></tr>`,
-    )
+    .map((r) => {
+      const cells = [r.steps, r.batchSize, r.samples].map((v) => `<td class="num">${escapeHtml(v)}</td>`);
+      const ms = [r.meanMsPerImage, r.latencyMs?.median, r.latencyMs?.p90, r.latencyMs?.p99].map((v) => `<td class="num">${fmtMs(v)}</td>`);
+      return `<tr>${cells.join('')}${ms.join('')}</tr>`;
+    })
     .join('');
-  return `<section id="latency"><h2>Latency</h2><table class="latency"><thead><tr><th scope="col">S</th><th scope="col">Batch size</th><th scope="col">Median ms/image</th><th scope="col">p90 ms/image</th><th scope="col">p99 ms/image</th></tr></thead><tbody>${body}</tbody></table></section>`;
+  const head = ['S', 'Batch size', 'Images', 'Mean ms/image', 'Latency median ms', 'Latency p90 ms', 'Latency p99 ms'].map((h) => `<th scope="col">${h}</th>`).join('');
+  const note =
+    '<p class="small">Mean ms/image is the run\'s wall time over its images (1 / throughput). Latency is each image\'s time from the start of its decoding to its result; in a batch it includes waiting for the batch. Percentiles are nearest-rank over the images timed.</p>';
+  return `<section id="latency"><h2>Latency</h2>${note}<table class="latency"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></section>`;
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;

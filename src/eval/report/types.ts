@@ -56,10 +56,30 @@ export interface RocSeries {
   curve: CurvePoints;
 }
 
+/**
+ * Latency at one S and batch size, from one timed run over `samples` images. Two different
+ * quantities: the cost of an image (wall time over images, so 1 / throughput) and how long
+ * each image waited for its result. At batch 1 they agree; in a batch the first is smaller,
+ * since images share model runs, and the second larger, since each waits for its batch.
+ */
 export interface LatencyRow {
-  perImageMs: { median: number; p90: number; p99: number };
   steps: number;
+  /** images per model run (1: one score() call at a time) */
   batchSize: number;
+  /** images timed */
+  samples: number;
+  /** the run's wall time divided by its images: a mean, not a percentile */
+  meanMsPerImage: number;
+  /** each image's time from the start of its decoding to its result: nearest-rank percentiles */
+  latencyMs: { median: number; p90: number; p99: number };
+}
+
+/** A test image that could not be scored; evaluation goes on without it. */
+export interface SkippedImage {
+  file: string;
+  /** the error's code (ERR_INVAD_...) */
+  code: string;
+  message: string;
 }
 
 export interface EvalReport {
@@ -76,6 +96,8 @@ export interface EvalReport {
   latency: LatencyRow[];
   gallery: GalleryItem[];
   notes: string[];
+  /** test images that could not be scored (each also has a line in notes); absent in older reports */
+  skipped?: SkippedImage[];
 }
 
 export const MAX_CURVE_POINTS = 512;

@@ -1,6 +1,7 @@
 /** `invad eval DATASET --model model/`: metrics, latency and report.html on an MVTec-layout dataset. */
 import { Command, Option } from 'commander';
 import { evaluate } from '../../../eval/evaluate';
+import { EXIT_INPUT_FAILED } from '../exit';
 import { parsePositiveInt, parseProviders } from './score';
 
 function parseSteps(value: string): number[] {
@@ -51,8 +52,14 @@ export function evalCommand(): Command {
       if (o.json) process.stdout.write(JSON.stringify(report) + '\n');
       else {
         for (const r of report.rows.filter((x) => x.subset === 'all')) process.stdout.write(JSON.stringify({ scoreDefinition: r.scoreDefinition, steps: r.steps, ...r.metrics }) + '\n');
+        // meanMsPerImage is a mean (wall time / images); latencyMs holds real per-image percentiles.
         for (const l of report.latency) process.stdout.write(JSON.stringify({ latency: l }) + '\n');
       }
       if (o.out) process.stderr.write(`report: ${o.out}/report.html\n`);
+      const skipped = report.skipped?.length ?? 0;
+      if (skipped > 0) {
+        process.stderr.write(`invad eval: ${skipped} test image(s) could not be scored and are left out of the metrics:\n${report.skipped!.map((x) => `  ${x.file}: ${x.message}`).join('\n')}\n`);
+        process.exitCode = EXIT_INPUT_FAILED;
+      }
     });
 }
