@@ -286,45 +286,29 @@ def export_checkpoint(checkpoint: str, out: str, emit: Callable[[Dict[str, Any]]
 # ----------------------------------------------------------------------------- fit
 
 
-def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
-    t_start = time.time()
-    if args.preset not in P.PRESETS:
-        raise TrainError(f"unknown preset {args.preset!r} (choose from {', '.join(P.PRESETS)})")
-    preset = P.PRESETS[args.preset]
-    threads = set_threads(args.threads)
-    device = resolve_device(args.device)
-    use_amp = device.type == "cuda"
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
-        torch.set_flush_denormal(True)  # tiny Adam/EMA values must not hit the slow denormal path
+def _load_resume_checkpoint(args: Any, ckpt_path: str, shape: Tuple[int, ...]) -> Optional[Dict[str, Any]]:
+    """The checkpoint to continue from with --resume, checked against this run; None to start fresh."""
+    if not args.resume:
+        return None
+    if not os.path.isfile(ckpt_path):
+        log(f"--resume: no checkpoint at {ckpt_path}, starting from scratch")
+        return None
+    ckpt = torch_load(ckpt_path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{ckpt_path} is not an invad training checkpoint; cannot --resume")
+    old = ckpt["config"]
+    if old["preset"] != args.preset:
+        raise TrainError(
+            f"cannot --resume: checkpoint was trained with preset {old['preset']!r}, not {args.preset!r}")
+    if tuple(old["data_shape"]) != shape:
+        raise TrainError(f"cannot --resume: checkpoint data shape {old['data_shape']} differs from "
+                         f"--train shape {list(shape)}")
+    return ckpt
 
-    train_np = load_features(args.train, "--train")
-    val_np = load_features(args.val, "--val")
-    shape = tuple(int(s) for s in train_np.shape[1:])
-    if tuple(val_np.shape[1:]) != shape:
-        raise TrainError(f"--val sample shape {list(val_np.shape[1:])} differs from --train {list(shape)}")
 
-    out_dir = os.path.abspath(args.out)
-    os.makedirs(out_dir, exist_ok=True)
-    ckpt_path = os.path.join(out_dir, "checkpoint.pt")
-
-    ckpt: Optional[Dict[str, Any]] = None
-    if args.resume:
-        if os.path.isfile(ckpt_path):
-            ckpt = torch_load(ckpt_path)
-            if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-                raise TrainError(f"{ckpt_path} is not an invad training checkpoint; cannot --resume")
-            old = ckpt["config"]
-            if old["preset"] != args.preset:
-                raise TrainError(
-                    f"cannot --resume: checkpoint was trained with preset {old['preset']!r}, not {args.preset!r}")
-            if tuple(old["data_shape"]) != shape:
-                raise TrainError(f"cannot --resume: checkpoint data shape {old['data_shape']} differs from "
-                                 f"--train shape {list(shape)}")
-        else:
-            log(f"--resume: no checkpoint at {ckpt_path}, starting from scratch")
-
+def _run_config(args: Any, preset: Dict[str, Any], ckpt: Optional[Dict[str, Any]], shape: Tuple[int, ...],
+                use_amp: bool, threads: int) -> Dict[str, Any]:
+    """The run's configuration: the CLI's values, else the checkpoint's, else the preset's; validated."""
     prev = ckpt["config"] if ckpt else {}
 
     def pick(name: str, cli_val: Any) -> Any:
@@ -355,7 +339,7 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
 
     model_cfg = UNetConfig(in_channels=shape[0], **preset["model"]) if not ckpt else \
         UNetConfig.from_dict(prev["model"])
-    config: Dict[str, Any] = {
+    return {
         "preset": args.preset, "model": model_cfg.to_dict(), "data_shape": list(shape),
         "epochs": epochs, "lr": lr, "lr_min": P.LR_MIN, "warmup_epochs": warmup,
         "warmup_explicit": warmup_explicit, "batch_size": batch_size,
@@ -366,38 +350,53 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
         "train_file": os.path.abspath(args.train), "val_file": os.path.abspath(args.val),
     }
 
-    seed_everything(seed)
-    model = UNet(model_cfg).to(device)
-    ema = copy.deepcopy(model).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=P.BETAS, weight_decay=P.WEIGHT_DECAY)
-    scaler = _grad_scaler(use_amp)
-    diffusion = Diffusion(device)
 
-    start_epoch = 0
-    step = 0
-    history: List[Dict[str, Any]] = []
-    prior_wall = 0.0
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if use_amp and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = int(ckpt["epoch"])
-        step = int(ckpt["step"])
-        history = list(ckpt.get("history", []))
-        prior_wall = float(ckpt.get("wall_s", 0.0))
+class _Run:
+    """The model, its EMA, the optimizer and the progress counters of one training run."""
+
+    def __init__(self, config: Dict[str, Any], device: torch.device, use_amp: bool):
+        seed_everything(config["seed"])
+        self.model = UNet(UNetConfig.from_dict(config["model"])).to(device)
+        self.ema = copy.deepcopy(self.model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config["lr"], betas=P.BETAS,
+                                     weight_decay=P.WEIGHT_DECAY)
+        self.scaler = _grad_scaler(use_amp)
+        self.use_amp = use_amp
+        self.start_epoch = 0
+        self.step = 0
+        self.history: List[Dict[str, Any]] = []
+        self.prior_wall = 0.0
+
+    def restore(self, ckpt: Dict[str, Any], ckpt_path: str) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if self.use_amp and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.step = int(ckpt["step"])
+        self.history = list(ckpt.get("history", []))
+        self.prior_wall = float(ckpt.get("wall_s", 0.0))
         set_rng_state(ckpt["rng"])
-        log(f"resumed from {ckpt_path} at epoch {start_epoch} (step {step})")
+        log(f"resumed from {ckpt_path} at epoch {self.start_epoch} (step {self.step})")
 
-    train_x = torch.from_numpy(train_np).to(device)
-    val_x = torch.from_numpy(val_np).to(device)
-    n_train, n_val = train_x.shape[0], val_x.shape[0]
-    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    def checkpoint(self, config: Dict[str, Any], epoch: int, cur_lr: float, wall_s: float) -> Dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch, "step": self.step,
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.use_amp else None,
+            "scheduler": {"kind": "warmup_cosine", "epoch": epoch, "step": self.step, "lr": cur_lr},
+            "rng": rng_state(), "history": self.history, "wall_s": wall_s,
+            "torch_version": torch.__version__,
+        }
 
-    # Fixed validation draws: the same (sample, t, noise) triples every epoch.
+
+def _validator(run: _Run, diffusion: Diffusion, val_x: torch.Tensor, shape: Tuple[int, ...], seed: int,
+               batch_size: int, device: torch.device) -> Callable[[], float]:
+    """The EMA model's validation loss on fixed draws: the same (sample, t, noise) triples every epoch."""
+    n_val = val_x.shape[0]
     val_reps = max(1, min(32, math.ceil(256 / n_val)))
     vg = torch.Generator().manual_seed(seed + VAL_SEED_OFFSET)
     val_idx = torch.arange(n_val).repeat(val_reps)
@@ -407,88 +406,127 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
 
     @torch.no_grad()
     def validate() -> float:
-        ema.eval()
+        run.ema.eval()
         total = 0.0
         for i in range(0, val_idx.numel(), val_bs):
             idx = val_idx[i:i + val_bs]
             x0 = val_x[idx.to(device)]
             t = val_t[i:i + val_bs].to(device)
             nz = val_noise[i:i + val_bs].to(device)
-            total += float(diffusion.loss(ema, x0, t, nz, reduce=False).sum())
+            total += float(diffusion.loss(run.ema, x0, t, nz, reduce=False).sum())
         return total / val_idx.numel()
 
-    n_params = count_params(model)
+    return validate
+
+
+def _train_epoch(run: _Run, diffusion: Diffusion, train_x: torch.Tensor, epoch: int, config: Dict[str, Any],
+                 device: torch.device, emit: Callable[[Dict[str, Any]], None], t_start: float) -> Tuple[float, float]:
+    """One pass over the training features; returns (mean loss, last learning rate)."""
+    lr, epochs, warmup, batch_size = config["lr"], config["epochs"], config["warmup_epochs"], config["batch_size"]
+    n_train = train_x.shape[0]
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    run.model.train()
+    t_ep = time.time()
+    last_step_emit = t_ep
+    perm = torch.randperm(n_train).to(device)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    cur_lr = lr
+    for bi in range(steps_per_epoch):
+        idx = perm[bi * batch_size:(bi + 1) * batch_size]
+        x0 = train_x[idx]
+        cur_lr = lr_at((epoch - 1) + bi / steps_per_epoch, lr, epochs, warmup)
+        for g in run.opt.param_groups:
+            g["lr"] = cur_lr
+        t = torch.randint(0, TRAIN_STEPS, (x0.shape[0],), device=device)
+        noise = torch.randn_like(x0)
+        with _autocast(device, run.use_amp):
+            loss = diffusion.loss(run.model, x0, t, noise)
+        run.opt.zero_grad(set_to_none=True)
+        if run.use_amp:
+            run.scaler.scale(loss).backward()
+            run.scaler.unscale_(run.opt)
+            nn.utils.clip_grad_norm_(run.model.parameters(), P.GRAD_CLIP)
+            run.scaler.step(run.opt)
+            run.scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(run.model.parameters(), P.GRAD_CLIP)
+            run.opt.step()
+        ema_update(run.ema, run.model, ema_decay(run.step))
+        run.step += 1
+        loss_sum += loss.detach().double() * x0.shape[0]
+        now = time.time()
+        if now - last_step_emit >= 2.0 and bi + 1 < steps_per_epoch:
+            last_step_emit = now
+            done_n = min(n_train, (bi + 1) * batch_size)
+            emit({"event": "step", "epoch": epoch, "epochs": epochs, "batch": bi + 1,
+                  "batches": steps_per_epoch, "loss": float(loss.detach()), "lr": cur_lr,
+                  "images_per_s": done_n / max(1e-9, now - t_ep), "elapsed_s": now - t_start})
+    train_loss = float(loss_sum) / n_train
+    if not math.isfinite(train_loss):
+        raise TrainError(f"training diverged at epoch {epoch} (loss {train_loss}); try a lower --lr")
+    return train_loss, cur_lr
+
+
+def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    t_start = time.time()
+    if args.preset not in P.PRESETS:
+        raise TrainError(f"unknown preset {args.preset!r} (choose from {', '.join(P.PRESETS)})")
+    preset = P.PRESETS[args.preset]
+    threads = set_threads(args.threads)
+    device = resolve_device(args.device)
+    use_amp = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_flush_denormal(True)  # tiny Adam/EMA values must not hit the slow denormal path
+
+    train_np = load_features(args.train, "--train")
+    val_np = load_features(args.val, "--val")
+    shape = tuple(int(s) for s in train_np.shape[1:])
+    if tuple(val_np.shape[1:]) != shape:
+        raise TrainError(f"--val sample shape {list(val_np.shape[1:])} differs from --train {list(shape)}")
+
+    out_dir = os.path.abspath(args.out)
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_path = os.path.join(out_dir, "checkpoint.pt")
+    ckpt = _load_resume_checkpoint(args, ckpt_path, shape)
+    config = _run_config(args, preset, ckpt, shape, use_amp, threads)
+    epochs, lr, batch_size = config["epochs"], config["lr"], config["batch_size"]
+
+    run = _Run(config, device, use_amp)
+    diffusion = Diffusion(device)
+    if ckpt:
+        run.restore(ckpt, ckpt_path)
+
+    train_x = torch.from_numpy(train_np).to(device)
+    val_x = torch.from_numpy(val_np).to(device)
+    n_train, n_val = train_x.shape[0], val_x.shape[0]
+    validate = _validator(run, diffusion, val_x, shape, config["seed"], batch_size, device)
+
+    n_params = count_params(run.model)
     emit({"event": "start", "params": n_params, "config": config, "device": str(device.type), "epochs": epochs,
-          "train": int(n_train), "val": int(n_val), "resumed_from_epoch": start_epoch, "threads": threads,
-          "steps_per_epoch": steps_per_epoch})
+          "train": int(n_train), "val": int(n_val), "resumed_from_epoch": run.start_epoch, "threads": threads,
+          "steps_per_epoch": max(1, math.ceil(n_train / batch_size))})
     log(f"{n_params:,} params, data {list(shape)}, train {n_train}, val {n_val}, device {device}, "
-        f"threads {threads}, epochs {start_epoch}->{epochs}, batch {batch_size}, lr {lr:g}")
+        f"threads {threads}, epochs {run.start_epoch}->{epochs}, batch {batch_size}, lr {lr:g}")
 
     budget_s = float(args.max_minutes) * 60.0 if args.max_minutes else None
     stopped_early = False
-    last_step_emit = time.time()
-    epoch = start_epoch
-    train_loss = history[-1]["loss"] if history else float("nan")
-    val_loss = history[-1]["val_loss"] if history else float("nan")
-    cur_lr = lr_at(start_epoch, lr, epochs, warmup)
+    train_loss = run.history[-1]["loss"] if run.history else float("nan")
+    val_loss = run.history[-1]["val_loss"] if run.history else float("nan")
 
-    for epoch in range(start_epoch + 1, epochs + 1):
-        model.train()
+    for epoch in range(run.start_epoch + 1, epochs + 1):
         t_ep = time.time()
-        perm = torch.randperm(n_train).to(device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        for bi in range(steps_per_epoch):
-            idx = perm[bi * batch_size:(bi + 1) * batch_size]
-            x0 = train_x[idx]
-            cur_lr = lr_at((epoch - 1) + bi / steps_per_epoch, lr, epochs, warmup)
-            for g in opt.param_groups:
-                g["lr"] = cur_lr
-            t = torch.randint(0, TRAIN_STEPS, (x0.shape[0],), device=device)
-            noise = torch.randn_like(x0)
-            with _autocast(device, use_amp):
-                loss = diffusion.loss(model, x0, t, noise)
-            opt.zero_grad(set_to_none=True)
-            if use_amp:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), P.GRAD_CLIP)
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), P.GRAD_CLIP)
-                opt.step()
-            ema_update(ema, model, ema_decay(step))
-            step += 1
-            loss_sum += loss.detach().double() * x0.shape[0]
-            now = time.time()
-            if now - last_step_emit >= 2.0 and bi + 1 < steps_per_epoch:
-                last_step_emit = now
-                done_n = min(n_train, (bi + 1) * batch_size)
-                emit({"event": "step", "epoch": epoch, "epochs": epochs, "batch": bi + 1,
-                      "batches": steps_per_epoch, "loss": float(loss.detach()), "lr": cur_lr,
-                      "images_per_s": done_n / max(1e-9, now - t_ep), "elapsed_s": now - t_start})
-        train_loss = float(loss_sum) / n_train
-        if not math.isfinite(train_loss):
-            raise TrainError(f"training diverged at epoch {epoch} (loss {train_loss}); try a lower --lr")
+        train_loss, cur_lr = _train_epoch(run, diffusion, train_x, epoch, config, device, emit, t_start)
         if device.type == "cuda":
             torch.cuda.synchronize()
         ep_train_s = time.time() - t_ep
         val_loss = validate()
-        ep_s = time.time() - t_ep
         rec = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss, "lr": cur_lr,
-               "images_per_s": n_train / max(1e-9, ep_train_s), "epoch_s": ep_s}
-        history.append(rec)
-
-        wall_so_far = prior_wall + (time.time() - t_start)
-        state = {
-            "format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch, "step": step,
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else None,
-            "scheduler": {"kind": "warmup_cosine", "epoch": epoch, "step": step, "lr": cur_lr},
-            "rng": rng_state(), "history": history, "wall_s": wall_so_far,
-            "torch_version": torch.__version__,
-        }
+               "images_per_s": n_train / max(1e-9, ep_train_s), "epoch_s": time.time() - t_ep}
+        run.history.append(rec)
+        state = run.checkpoint(config, epoch, cur_lr, run.prior_wall + (time.time() - t_start))
         atomic_write_bytes(ckpt_path, lambda tmp: torch.save(state, tmp))
         emit({"event": "epoch", "epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss,
               "lr": cur_lr, "images_per_s": rec["images_per_s"], "elapsed_s": time.time() - t_start})
@@ -497,20 +535,28 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
             stopped_early = True
             break
 
-    finished = history[-1]["epoch"] if history else start_epoch
+    return _finish(run, config, shape, out_dir, ckpt_path, device, train_loss, val_loss, n_params,
+                   stopped_early, t_start, emit)
+
+
+def _finish(run: _Run, config: Dict[str, Any], shape: Tuple[int, ...], out_dir: str, ckpt_path: str,
+            device: torch.device, train_loss: float, val_loss: float, n_params: int, stopped_early: bool,
+            t_start: float, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """Exports the EMA model, writes summary.json and emits the "done" event."""
+    finished = run.history[-1]["epoch"] if run.history else run.start_epoch
     if device.type != "cuda":
         torch.set_flush_denormal(False)
     onnx_path = os.path.join(out_dir, "unet.onnx")
-    res = export_from_ema(ema, shape, onnx_path, out_dir)
+    res = export_from_ema(run.ema, shape, onnx_path, out_dir)
     wall = time.time() - t_start
     done = {"event": "done", "epochs": int(finished), "train_loss": train_loss, "val_loss": val_loss,
             "wall_s": wall, **res, "checkpoint": ckpt_path, "params": n_params,
-            "stopped_early": stopped_early, "target_epochs": epochs}
+            "stopped_early": stopped_early, "target_epochs": config["epochs"]}
     summary = dict(done)
     summary["config"] = config
-    summary["history"] = history
+    summary["history"] = run.history
     summary["device"] = device.type
-    summary["total_wall_s"] = prior_wall + wall
+    summary["total_wall_s"] = run.prior_wall + wall
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
     emit(done)
     return done
