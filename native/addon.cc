@@ -1,8 +1,11 @@
 // Module registration only. NODE_API_MODULE modules are context-aware, so the
-// addon also loads in worker_threads; it keeps no per-environment state.
+// addon also loads in worker_threads; its only per-environment state is
+// args::AddonData (the intrinsic getters that tell resizable buffers apart).
 #include <napi.h>
 
+#include "args.h"
 #include "cuda_status.h"
+#include "device_self_test.h"
 #include "kernels_binding.h"
 #include "ort_api.h"
 #include "engine_binding.h"
@@ -34,12 +37,15 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("threads", Napi::Number::New(env, ThreadPool::instance().threads()));
   o.Set("compiler", Napi::String::New(env, INVAD_COMPILER));
   o.Set("ortApiVersion", Napi::Number::New(env, ort::kApiVersion));
+  o.Set("ortApiVersionMin", Napi::Number::New(env, ort::kMinApiVersion));
   return o;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
-  exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus, "cudaStatus"));
+  args::InitAddonData(env);
+  exports.Set("buildInfo", Napi::Function::New(env, args::Guarded<BuildInfo>, "buildInfo"));
+  exports.Set("cudaStatus", Napi::Function::New(env, args::Guarded<CudaStatus>, "cudaStatus"));
+  exports.Set("deviceSelfTest", Napi::Function::New(env, args::Guarded<DeviceSelfTest>, "deviceSelfTest"));
   RegisterKernels(env, exports);
   RegisterPipeline(env, exports);
   return exports;

@@ -2,16 +2,32 @@
 // Napi::TypeError for a wrong JS type and Napi::RangeError for a bad value, with
 // a message naming the argument; they run before any work is queued, so the
 // *Async functions throw synchronously instead of returning a rejected promise.
+//
+// Every function parses in two phases, because reading a JS value can run JS
+// (a getter or a Proxy on shape, steps[i] or options) and that JS can resize,
+// detach or free an array buffer:
+//   1. Float32Type() checks each typed array's type (and, for the *Async
+//      variants, that its buffer cannot be resized), then every other
+//      argument is read (getters run here);
+//   2. Float32Data() takes the pointers and lengths, after which no JS runs
+//      until the kernel has finished (sync) or the work is queued (async).
+// The *Async variants also take only fixed-length buffers (FixedLength::kYes),
+// since a resizable ArrayBuffer can shrink under the running work.
 #pragma once
 
 #include <napi.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <initializer_list>
 #include <limits>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 #include "kernels_cpu.h"
@@ -25,6 +41,10 @@ constexpr size_t kMaxDim = 2147483647;
 constexpr size_t kMaxElements = static_cast<size_t>(1) << 40;
 // Resize outputs are allocated by the addon, so their size is capped (8 GiB).
 constexpr size_t kMaxResizeOutput = static_cast<size_t>(1) << 31;
+// Each output side of a resize: the CPU kernel builds a per-row table of outW
+// taps (16 bytes each) for every range it runs, so outW bounds that table
+// (16 MiB); outH gets the same limit.
+constexpr size_t kMaxResizeSide = static_cast<size_t>(1) << 20;
 
 inline std::string FormatNumber(double v) {
   if (std::isnan(v)) return "NaN";
@@ -86,6 +106,117 @@ inline void Check(Napi::Env env, napi_status status) {
   if (status != napi_ok) throw Napi::Error::New(env);
 }
 
+inline std::string FormatBytes(size_t count, size_t elementSize) {
+  if (count > std::numeric_limits<size_t>::max() / elementSize) return "more than 2^64 bytes";
+  return FormatSize(count * elementSize) + " bytes";
+}
+
+// The RangeError of a failed allocation; `what` names what was being allocated
+// and its size.
+inline Napi::Error AllocationError(Napi::Env env, const std::string& what) {
+  return Napi::RangeError::New(env, "could not allocate " + what);
+}
+
+// Runs fn at an N-API boundary: a Napi::Error passes through, a failed
+// allocation (std::bad_alloc, std::length_error) becomes a RangeError naming
+// `what`, any other C++ exception an Error with its message, so no C++
+// exception reaches node-addon-api (which would terminate the process).
+template <typename Fn>
+auto Boundary(Napi::Env env, const std::string& what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw AllocationError(env, what);
+  } catch (const std::length_error&) {
+    throw AllocationError(env, what);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  } catch (...) {
+    throw Napi::Error::New(env, "native code failed with an unknown exception");
+  }
+}
+
+// An exported function wrapped in Boundary(): whatever C++ exception escapes
+// it becomes a JS error instead of terminating the process.
+template <Napi::Value (*Fn)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
+  return Boundary(info.Env(), "memory", [&] { return Fn(info); });
+}
+
+// Per-environment data of the addon: the intrinsic ArrayBuffer.prototype.resizable
+// and SharedArrayBuffer.prototype.growable getters, taken when the addon loads.
+// Node-API cannot tell whether a buffer is resizable, and reading
+// buffer.resizable would run whatever the caller put there.
+struct AddonData {
+  Napi::FunctionReference resizable, growable;
+};
+
+inline Napi::FunctionReference IntrinsicGetter(Napi::Env env, Napi::Object global, const char* ctor, const char* prop) {
+  Napi::Value c = global.Get(ctor);
+  if (!c.IsFunction()) return Napi::FunctionReference();
+  Napi::Value proto = c.As<Napi::Object>().Get("prototype");
+  Napi::Value object = global.Get("Object");
+  if (!proto.IsObject() || !object.IsFunction()) return Napi::FunctionReference();
+  Napi::Value gopd = object.As<Napi::Object>().Get("getOwnPropertyDescriptor");
+  if (!gopd.IsFunction()) return Napi::FunctionReference();
+  Napi::Value d = gopd.As<Napi::Function>().Call(object, {proto, Napi::String::New(env, prop)});
+  if (!d.IsObject()) return Napi::FunctionReference();
+  Napi::Value g = d.As<Napi::Object>().Get("get");
+  if (!g.IsFunction()) return Napi::FunctionReference();
+  return Napi::Persistent(g.As<Napi::Function>());
+}
+
+// Called once per environment from the module's init.
+inline void InitAddonData(Napi::Env env) {
+  auto* data = new AddonData();
+  try {
+    Napi::Object global = env.Global();
+    data->resizable = IntrinsicGetter(env, global, "ArrayBuffer", "resizable");
+    data->growable = IntrinsicGetter(env, global, "SharedArrayBuffer", "growable");
+  } catch (const Napi::Error&) {
+    // A runtime without these getters has no resizable buffers either.
+  }
+  env.SetInstanceData<AddonData>(data);
+}
+
+// Whether `buffer` (an ArrayBuffer or SharedArrayBuffer) can change its length.
+// Calls only the intrinsic getters, which run no user code.
+inline bool IsResizable(Napi::Env env, Napi::Value buffer, bool shared) {
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (data == nullptr) return false;
+  Napi::FunctionReference& getter = shared ? data->growable : data->resizable;
+  if (getter.IsEmpty()) return false;
+  Napi::Value r = getter.Call(buffer, {});
+  return r.IsBoolean() && r.As<Napi::Boolean>().Value();
+}
+
+// A new zero-filled typed array of `count` elements. napi_create_arraybuffer
+// aborts the process when the allocation fails, so the size is tried with
+// malloc first and a failure is a RangeError naming `what` and the size.
+template <typename TypedArray, typename T>
+TypedArray NewTypedArray(Napi::Env env, size_t count, const std::string& what) {
+  const std::string described = what + " (" + FormatSize(count) + " elements, " + FormatBytes(count, sizeof(T)) + ")";
+  if (count > std::numeric_limits<size_t>::max() / sizeof(T)) throw AllocationError(env, described);
+  void* probe = std::malloc(std::max<size_t>(count, 1) * sizeof(T));
+  if (probe == nullptr) throw AllocationError(env, described);
+  std::free(probe);
+  try {
+    return TypedArray::New(env, count);
+  } catch (const Napi::Error&) {
+    throw AllocationError(env, described);
+  }
+}
+
+inline Napi::Float32Array NewFloat32Array(Napi::Env env, size_t count, const std::string& what) {
+  return NewTypedArray<Napi::Float32Array, float>(env, count, what);
+}
+
+inline Napi::Float64Array NewFloat64Array(Napi::Env env, size_t count, const std::string& what) {
+  return NewTypedArray<Napi::Float64Array, double>(env, count, what);
+}
+
 // Fewer or more arguments than the function takes is a TypeError naming the
 // first missing argument (or the expected list).
 inline void ExpectArgCount(const Napi::CallbackInfo& info, const char* fn, std::initializer_list<const char*> names) {
@@ -108,18 +239,51 @@ struct F32 {
   size_t length;
 };
 
-// A non-empty Float32Array over a live (not detached) buffer. Other typed
-// arrays, plain arrays and ArrayBuffers are TypeErrors.
-inline F32 Float32(Napi::Env env, Napi::Value v, const std::string& name) {
+enum class FixedLength { kNo, kYes };
+
+// Phase 1: v is a Float32Array. Other typed arrays, plain arrays and
+// ArrayBuffers are TypeErrors. With FixedLength::kYes (the *Async variants,
+// whose work runs after the call returns) a view of a resizable ArrayBuffer or
+// of a growable SharedArrayBuffer is a TypeError naming `fn`; whether a buffer
+// can change its length never changes, so this may run before the getters.
+// Reads no property and runs no user code.
+inline Napi::Float32Array Float32Type(Napi::Env env, Napi::Value v, const std::string& name,
+                                      FixedLength fixed = FixedLength::kNo, const char* fn = nullptr) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
     ThrowType(env, "Expected Float32Array for " + name + " but received " + Describe(v));
   }
+  if (fixed == FixedLength::kYes) {
+    napi_value buffer;
+    Check(env, napi_get_typedarray_info(env, v, nullptr, nullptr, nullptr, &buffer, nullptr));
+    bool is_array_buffer = false;
+    Check(env, napi_is_arraybuffer(env, buffer, &is_array_buffer));
+    if (IsResizable(env, Napi::Value(env, buffer), !is_array_buffer)) {
+      ThrowType(env, name + " is backed by a " +
+                         (is_array_buffer ? "resizable ArrayBuffer" : "growable SharedArrayBuffer") + "; " +
+                         (fn != nullptr ? std::string(fn) + "()" : std::string("this function")) +
+                         " runs after it returns and needs a fixed-length buffer (copy it with slice(), or use the "
+                         "synchronous variant)");
+    }
+  }
+  return v.As<Napi::Float32Array>();
+}
+
+inline Napi::Float32Array Float32Type(const Napi::CallbackInfo& info, size_t i, const char* name,
+                                      FixedLength fixed = FixedLength::kNo, const char* fn = nullptr) {
+  return Float32Type(info.Env(), info[i], name, fixed, fn);
+}
+
+// Phase 2: the data pointer and length of a Float32Array that Float32Type
+// accepted, read after every other argument so no JS can run between this and
+// the use of the pointer. The buffer must be live (not detached) and the view
+// non-empty (a view past the end of a shrunk resizable buffer has length 0).
+inline F32 Float32Data(Napi::Env env, Napi::Float32Array array, const std::string& name) {
   napi_typedarray_type type;
   size_t length = 0;
   void* data = nullptr;
   napi_value buffer;
   size_t offset = 0;
-  Check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &buffer, &offset));
+  Check(env, napi_get_typedarray_info(env, array, &type, &length, &data, &buffer, &offset));
   // SharedArrayBuffers cannot be detached; napi_is_detached_arraybuffer only
   // accepts plain ArrayBuffers.
   bool is_array_buffer = false;
@@ -130,11 +294,27 @@ inline F32 Float32(Napi::Env env, Napi::Value v, const std::string& name) {
     if (detached) ThrowType(env, name + " is backed by a detached ArrayBuffer");
   }
   if (length == 0 || data == nullptr) ThrowRange(env, name + " must not be empty");
-  return F32{v.As<Napi::Float32Array>(), static_cast<float*>(data), length};
+  return F32{array, static_cast<float*>(data), length};
 }
 
-inline F32 Float32(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  return Float32(info.Env(), info[i], name);
+// Both phases at once, for a function that reads no other JS value (the
+// property reads of later arguments would otherwise run after the pointer was
+// taken).
+inline F32 Float32(Napi::Env env, Napi::Value v, const std::string& name) {
+  return Float32Data(env, Float32Type(env, v, name), name);
+}
+
+// Whether the buffer of a typed array that Float32Data accepted has been
+// detached since (a fixed-length ArrayBuffer can still be transferred).
+inline bool IsDetached(Napi::Env env, Napi::TypedArray array) {
+  napi_value buffer;
+  if (napi_get_typedarray_info(env, array, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok) return true;
+  bool is_array_buffer = false;
+  if (napi_is_arraybuffer(env, buffer, &is_array_buffer) != napi_ok) return true;
+  if (!is_array_buffer) return false;
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok) return true;
+  return detached;
 }
 
 // A finite number that survives conversion to float32.

@@ -3,7 +3,8 @@
 // compares them with the CPU kernels, and times them with CUDA events. A
 // diagnostic for bench/gpu-check: it needs a driver and a GPU but not ONNX
 // Runtime's CUDA provider. Synchronous; never throws for CUDA trouble (reports
-// it), only for bad arguments.
+// it, and checks that CUDA can run before allocating anything), only for bad
+// arguments and (RangeError) for host memory it cannot allocate.
 #include "cuda_check.h"
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "args.h"
+#include "cuda_status.h"
 #include "kernels_cpu.h"
 
 #if INVAD_WITH_CUDA
@@ -24,6 +26,11 @@
 
 namespace invad {
 namespace {
+
+// Largest shape product, and largest resized map n*(16h)*(16w), the check
+// accepts: its host side holds about seven arrays of n*c*h*w floats and two of
+// the resized maps, all allocated before any kernel runs.
+constexpr size_t kMaxCheckElements = size_t(1) << 26;
 
 #if INVAD_WITH_CUDA
 struct CudaFailure {
@@ -94,23 +101,10 @@ double TimeUs(cudaStream_t s, size_t reps, Fn&& fn) {
   Ok(cudaEventElapsedTime(&ms, ev.start, ev.stop), "cudaEventElapsedTime");
   return 1000.0 * ms / static_cast<double>(reps);
 }
-#endif
 
-}  // namespace
-
-Napi::Value CudaKernelCheck(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || info.Length() > 2) {
-    args::ThrowType(env, "cudaKernelCheck() takes 1 to 2 arguments (shape, reps?) but received " +
-                             std::to_string(info.Length()));
-  }
-  const cpu::Shape s = args::ShapeArg(info, 0, "shape");
-  size_t reps = 20;
-  if (info.Length() > 1 && !info[1].IsUndefined()) reps = args::PositiveInt(info, 1, "reps");
-  if (s.total() > (size_t(1) << 28)) args::ThrowRange(env, "shape product n*c*h*w must be at most 2^28");
-  if (reps > 100000) args::ThrowRange(env, "reps must be at most 100000");
-  Napi::Object out = Napi::Object::New(env);
-#if INVAD_WITH_CUDA
+// The check itself, once the arguments are valid and CUDA can run: CPU
+// references, then the CUDA kernels on the same data. Writes into `out`.
+void RunCheck(Napi::Env env, const cpu::Shape& s, size_t reps, Napi::Object out) {
   const size_t total = s.total();
   const size_t hw = s.hw();
   const size_t outH = 16 * s.h, outW = 16 * s.w;  // the map resize, feature grid -> image size
@@ -211,7 +205,47 @@ Napi::Value CudaKernelCheck(const Napi::CallbackInfo& info) {
     cudaGetLastError();
     out.Set("available", false);
     out.Set("reason", f.what);
+  } catch (...) {  // a failed host allocation: Boundary() makes it a RangeError
+    if (stream != nullptr) cudaStreamDestroy(stream);
+    cudaGetLastError();
+    throw;
   }
+}
+#endif
+
+}  // namespace
+
+Napi::Value CudaKernelCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || info.Length() > 2) {
+    args::ThrowType(env, "cudaKernelCheck() takes 1 to 2 arguments (shape, reps?) but received " +
+                             std::to_string(info.Length()));
+  }
+  const cpu::Shape s = args::ShapeArg(info, 0, "shape");
+  size_t reps = 20;
+  if (info.Length() > 1 && !info[1].IsUndefined()) reps = args::PositiveInt(info, 1, "reps");
+  if (s.total() > kMaxCheckElements) {
+    args::ThrowRange(env, "shape product n*c*h*w = " + args::FormatSize(s.total()) + " must be at most " +
+                              args::FormatSize(kMaxCheckElements) + " (2^26)");
+  }
+  const size_t resizedCount = args::CheckedProduct(env, {s.n, size_t(16), s.h, size_t(16), s.w}, "n*(16h)*(16w)");
+  if (resizedCount > kMaxCheckElements) {
+    args::ThrowRange(env, "the resized maps n*(16h)*(16w) = " + args::FormatSize(resizedCount) +
+                              " must be at most " + args::FormatSize(kMaxCheckElements) + " elements (2^26)");
+  }
+  if (reps > 100000) args::ThrowRange(env, "reps must be at most 100000");
+  Napi::Object out = Napi::Object::New(env);
+#if INVAD_WITH_CUDA
+  // Whether the kernels can run at all, before anything is allocated.
+  std::string unavailable;
+  if (!CudaUsable(&unavailable)) {
+    out.Set("available", false);
+    out.Set("reason", unavailable);
+    return out;
+  }
+  const std::string sizes = "host memory for cudaKernelCheck() (about 7 * " + args::FormatSize(s.total()) +
+                            " + 2 * " + args::FormatSize(resizedCount) + " floats)";
+  args::Boundary(env, sizes, [&] { RunCheck(env, s, reps, out); });
 #else
   (void)reps;
   out.Set("available", false);

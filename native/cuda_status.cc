@@ -75,6 +75,27 @@ Status probe() {
 
 }  // namespace
 
+bool CudaUsable(std::string* reason) {
+#if INVAD_WITH_CUDA
+  Status s;
+  try {
+    s = probe();
+  } catch (const std::exception& ex) {
+    s = Status();
+    s.reason = std::string("CUDA probe failed: ") + ex.what();
+  } catch (...) {
+    s = Status();
+    s.reason = "CUDA probe failed";
+  }
+  cudaGetLastError();
+  if (!s.available && reason != nullptr) *reason = s.reason;
+  return s.available;
+#else
+  if (reason != nullptr) *reason = "addon built without CUDA";
+  return false;
+#endif
+}
+
 Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Status s;

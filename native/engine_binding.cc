@@ -1,8 +1,12 @@
 // DeviceResidentPipeline: one JS object per PipelineEngine. The constructor
 // validates its options and opens the sessions (synchronously: the engine
-// worker constructs it off the main thread). runAsync/featuresAsync validate on
-// the JS thread, then run on the libuv pool; the engine serializes runs, so at
-// most one runs at a time per pipeline and later calls wait their turn.
+// worker constructs it off the main thread). runAsync/featuresAsync read every
+// JS argument first (steps[i] and options may be getters, which may even call
+// release()), then take the batch's pointer (a fixed-length buffer, held until
+// the promise settles) and allocate the outputs on the JS thread, then run on
+// the libuv pool; the engine serializes runs, so at most one runs at a time per
+// pipeline and later calls wait their turn. No C++ exception leaves a method:
+// a failed allocation is a RangeError naming the sizes.
 // release() drops the JS object's reference: an in-flight run keeps the engine
 // alive until it settles, after which the sessions and buffers are freed.
 #include "engine_binding.h"
@@ -10,6 +14,8 @@
 #include <cmath>
 #include <exception>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -134,6 +140,9 @@ PipelineConfig ParseConfig(Napi::Env env, Napi::Value arg) {
   c.session.cudaDeviceId = static_cast<int>(OptionalInt(env, o, "cudaDeviceId", "options.", 0, 1023, 0));
   c.session.cudaGraph = OptionalBool(env, o, "cudaGraph", "options.", false);
   c.maxBatch = static_cast<size_t>(OptionalInt(env, o, "maxBatch", "options.", 1, 65536, 64));
+  c.session.logLevel = ort::LogLevelFromName(
+      OptionalEnum(env, o, "logLevel", "options.", {"verbose", "info", "warning", "error", "fatal"}, ""));
+  if (!o.Get("testHooks").IsUndefined()) c.testHooks = StringField(env, o, "testHooks", "options.");
   Napi::Value tv = o.Get("tensorrt");
   if (!tv.IsUndefined()) {
     Napi::Object t = ObjectArg(env, tv, "options.tensorrt", "{fp16, cacheDir, workspaceBytes}");
@@ -231,42 +240,59 @@ Napi::Array ValueInfos(Napi::Env env, const std::vector<ort::ValueInfo>& infos) 
 
 // ---- async workers ----------------------------------------------------------------
 
+// What a run allocates, for the RangeError of a failed allocation.
+std::string RunSizes(const PipelineConfig& c, size_t n) {
+  return "a batch of n = " + std::to_string(n) + ": input n*3*" + std::to_string(c.inputH) + "*" +
+         std::to_string(c.inputW) + ", features n*" + std::to_string(c.channels) + "*" + std::to_string(c.featH) +
+         "*" + std::to_string(c.featW) + " floats";
+}
+
+// The worker holds the batch (fixed-length, see BatchData) until it settles,
+// and the engine through its shared_ptr, so release() cannot free it mid-run.
 class PipelineWorker : public PromiseWorker {
  protected:
-  PipelineWorker(Napi::Env env, const char* name, std::shared_ptr<PipelineEngine> engine, const args::F32& batch,
-                 size_t n)
-      : PromiseWorker(env, name, "the native pipeline failed"),
-        engine_(std::move(engine)),
-        batchRef_(Napi::Persistent(batch.array)),
-        batch_(batch.data),
-        n_(n) {}
+  PipelineWorker(Napi::Env env, const char* name, const char* fn, std::shared_ptr<PipelineEngine> engine,
+                 const args::F32& batch, size_t n)
+      : PromiseWorker(env, name, fn, RunSizes(engine->config(), n)), engine_(std::move(engine)), batch_(batch.data), n_(n) {
+    Hold(batch.array, "batch");
+  }
 
   std::shared_ptr<PipelineEngine> engine_;
-  Napi::Reference<Napi::Float32Array> batchRef_;
   const float* batch_;
   size_t n_;
   RunTimings timings_;
 };
 
+// The outputs of runAsync, allocated on the JS thread before the worker.
+struct RunArrays {
+  Napi::Float32Array l2, min, max, latents;
+  Napi::Float64Array sumSq;
+
+  RunArrays(Napi::Env env, const PipelineConfig& c, size_t n, bool withLatents)
+      : l2(args::NewFloat32Array(env, args::CheckedProduct(env, {n, c.featH, c.featW}, "runAsync() output l2 n*h*w"),
+                                 "runAsync() output l2 (n*h*w)")),
+        min(args::NewFloat32Array(env, n, "runAsync() output min")),
+        max(args::NewFloat32Array(env, n, "runAsync() output max")),
+        latents(withLatents ? args::NewFloat32Array(
+                              env, args::CheckedProduct(env, {n, c.channels, c.featH, c.featW}, "runAsync() latents n*C*h*w"),
+                              "runAsync() output latents (n*C*h*w)")
+                        : Napi::Float32Array()),
+        sumSq(args::NewFloat64Array(env, n, "runAsync() output sumSq")) {}
+};
+
 class RunWorker : public PipelineWorker {
  public:
   RunWorker(Napi::Env env, std::shared_ptr<PipelineEngine> engine, const args::F32& batch, size_t n,
-            std::vector<StepSpec> steps, bool latents)
-      : PipelineWorker(env, "invad:pipelineRun", std::move(engine), batch, n), steps_(std::move(steps)) {
-    const PipelineConfig& c = engine_->config();
-    Napi::Float32Array l2 = Napi::Float32Array::New(env, n * c.featH * c.featW);
-    Napi::Float32Array mn = Napi::Float32Array::New(env, n);
-    Napi::Float32Array mx = Napi::Float32Array::New(env, n);
-    Napi::Float64Array sum = Napi::Float64Array::New(env, n);
-    out_ = RunOutputs{l2.Data(), mn.Data(), mx.Data(), sum.Data(), nullptr};
-    l2Ref_ = Napi::Persistent(l2);
-    minRef_ = Napi::Persistent(mn);
-    maxRef_ = Napi::Persistent(mx);
-    sumRef_ = Napi::Persistent(sum);
-    if (latents) {
-      Napi::Float32Array lat = Napi::Float32Array::New(env, n * c.channels * c.featH * c.featW);
-      out_.latents = lat.Data();
-      latRef_ = Napi::Persistent(lat);
+            std::vector<StepSpec> steps, RunArrays arrays)
+      : PipelineWorker(env, "invad:pipelineRun", "runAsync", std::move(engine), batch, n), steps_(std::move(steps)) {
+    out_ = RunOutputs{arrays.l2.Data(), arrays.min.Data(), arrays.max.Data(), arrays.sumSq.Data(), nullptr};
+    l2Ref_ = Napi::Persistent(arrays.l2);
+    minRef_ = Napi::Persistent(arrays.min);
+    maxRef_ = Napi::Persistent(arrays.max);
+    sumRef_ = Napi::Persistent(arrays.sumSq);
+    if (!arrays.latents.IsEmpty()) {
+      out_.latents = arrays.latents.Data();
+      latRef_ = Napi::Persistent(arrays.latents);
     }
   }
 
@@ -274,7 +300,7 @@ class RunWorker : public PipelineWorker {
     Guard([&] { timings_ = engine_->Run(batch_, n_, steps_, out_); });
   }
 
-  void OnOK() override {
+  void Resolve() override {
     Napi::Env env = Env();
     Napi::Object o = Napi::Object::New(env);
     o.Set("l2", l2Ref_.Value());
@@ -295,19 +321,17 @@ class RunWorker : public PipelineWorker {
 
 class FeaturesWorker : public PipelineWorker {
  public:
-  FeaturesWorker(Napi::Env env, std::shared_ptr<PipelineEngine> engine, const args::F32& batch, size_t n)
-      : PipelineWorker(env, "invad:pipelineFeatures", std::move(engine), batch, n) {
-    const PipelineConfig& c = engine_->config();
-    Napi::Float32Array f = Napi::Float32Array::New(env, n * c.channels * c.featH * c.featW);
-    features_ = f.Data();
-    featuresRef_ = Napi::Persistent(f);
-  }
+  FeaturesWorker(Napi::Env env, std::shared_ptr<PipelineEngine> engine, const args::F32& batch, size_t n,
+                 Napi::Float32Array features)
+      : PipelineWorker(env, "invad:pipelineFeatures", "featuresAsync", std::move(engine), batch, n),
+        features_(features.Data()),
+        featuresRef_(Napi::Persistent(features)) {}
 
   void Execute() override {
     Guard([&] { timings_ = engine_->Features(batch_, n_, features_); });
   }
 
-  void OnOK() override { deferred_.Resolve(featuresRef_.Value()); }
+  void Resolve() override { deferred_.Resolve(featuresRef_.Value()); }
 
  private:
   float* features_ = nullptr;
@@ -332,78 +356,121 @@ class DeviceResidentPipeline : public Napi::ObjectWrap<DeviceResidentPipeline> {
 
   explicit DeviceResidentPipeline(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceResidentPipeline>(info) {
     Napi::Env env = info.Env();
-    if (!info.IsConstructCall()) args::ThrowType(env, "DeviceResidentPipeline must be called with new");
-    args::ExpectArgCount(info, "DeviceResidentPipeline", {"options"});
-    const PipelineConfig config = ParseConfig(env, info[0]);
-    try {
-      engine_ = std::make_shared<PipelineEngine>(config);
-    } catch (const PipelineOpenError& e) {
-      Napi::Error err = Napi::Error::New(env, e.what());
-      Napi::Array attempts = Napi::Array::New(env, e.failures().size());
-      for (size_t i = 0; i < e.failures().size(); ++i) {
-        Napi::Object a = Napi::Object::New(env);
-        a.Set("session", e.failures()[i].session);
-        a.Set("provider", e.failures()[i].provider);
-        a.Set("error", e.failures()[i].error);
-        attempts.Set(static_cast<uint32_t>(i), a);
+    args::Boundary(env, "memory for new DeviceResidentPipeline()", [&] {
+      if (!info.IsConstructCall()) args::ThrowType(env, "DeviceResidentPipeline must be called with new");
+      args::ExpectArgCount(info, "DeviceResidentPipeline", {"options"});
+      const PipelineConfig config = ParseConfig(env, info[0]);
+      try {
+        engine_ = std::make_shared<PipelineEngine>(config);
+      } catch (const PipelineOpenError& e) {
+        Napi::Error err = Napi::Error::New(env, e.what());
+        Napi::Array attempts = Napi::Array::New(env, e.failures().size());
+        for (size_t i = 0; i < e.failures().size(); ++i) {
+          Napi::Object a = Napi::Object::New(env);
+          a.Set("session", e.failures()[i].session);
+          a.Set("provider", e.failures()[i].provider);
+          a.Set("error", e.failures()[i].error);
+          attempts.Set(static_cast<uint32_t>(i), a);
+        }
+        err.Set("attempts", attempts);
+        throw err;
+      } catch (const std::bad_alloc&) {
+        throw args::AllocationError(env, "memory to open the pipeline (maxBatch = " + std::to_string(config.maxBatch) +
+                                             ", " + RunSizes(config, config.maxBatch) + ")");
+      } catch (const std::length_error&) {
+        throw args::AllocationError(env, "memory to open the pipeline (maxBatch = " + std::to_string(config.maxBatch) +
+                                             ", " + RunSizes(config, config.maxBatch) + ")");
+      } catch (const std::exception& e) {
+        throw Napi::Error::New(env, e.what());
       }
-      err.Set("attempts", attempts);
-      throw err;
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
-    }
+    });
   }
 
  private:
-  PipelineEngine& Live(Napi::Env env, const char* method) {
+  void CheckLive(Napi::Env env, const char* method) {
     if (!engine_) {
       throw Napi::Error::New(env, std::string("DeviceResidentPipeline.") + method + "() was called after release()");
     }
+  }
+
+  PipelineEngine& Live(Napi::Env env, const char* method) {
+    CheckLive(env, method);
     return *engine_;
   }
 
-  const args::F32 BatchArg(const Napi::CallbackInfo& info, size_t* n) {
-    Napi::Env env = info.Env();
-    args::F32 batch = args::Float32(env, info[0], "batch");
-    *n = args::PositiveInt(env, info[1], "n");
-    const PipelineConfig& c = engine_->config();
-    const size_t want = args::CheckedProduct(env, {*n, size_t(3), c.inputH, c.inputW}, "n*3*height*width");
+  // The engine once every JS argument has been read: a getter may have called
+  // release() in the meantime.
+  std::shared_ptr<PipelineEngine> LiveAfterArguments(Napi::Env env, const char* method) {
+    if (!engine_) {
+      throw Napi::Error::New(env, std::string("DeviceResidentPipeline.release() was called while ") + method +
+                                      "() read its arguments");
+    }
+    return engine_;
+  }
+
+  // Phase 2 for the batch (after every JS value was read): a live
+  // Float32Array (fixed-length: Float32Type checked) of exactly
+  // n*3*height*width floats.
+  static args::F32 BatchData(Napi::Env env, const PipelineEngine& engine, Napi::Float32Array array, size_t n) {
+    args::F32 batch = args::Float32Data(env, array, "batch");
+    const PipelineConfig& c = engine.config();
+    const size_t want = args::CheckedProduct(env, {n, size_t(3), c.inputH, c.inputW}, "n*3*height*width");
     args::ExpectLength(env, batch, "batch", want, "n*3*height*width");
     return batch;
   }
 
   Napi::Value RunAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Live(env, "runAsync");
-    ExpectArgRange(info, "runAsync", 3, 4, "batch, n, steps, options?");
-    size_t n = 0;
-    const args::F32 batch = BatchArg(info, &n);
-    std::vector<StepSpec> steps = ParseSteps(env, info[2]);
-    bool latents = false;
-    if (info.Length() > 3 && !info[3].IsUndefined()) {
-      Napi::Object o = ObjectArg(env, info[3], "options", "{latents}");
-      latents = OptionalBool(env, o, "latents", "options.", false);
-    }
-    auto* worker = new RunWorker(env, engine_, batch, n, std::move(steps), latents);
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    return args::Boundary(env, "memory for runAsync()", [&]() -> Napi::Value {
+      CheckLive(env, "runAsync");
+      ExpectArgRange(info, "runAsync", 3, 4, "batch, n, steps, options?");
+      // Phase 1: every JS value (steps[i] and options may be getters).
+      Napi::Float32Array batchArray = args::Float32Type(env, info[0], "batch", args::FixedLength::kYes, "runAsync");
+      const size_t n = args::PositiveInt(env, info[1], "n");
+      std::vector<StepSpec> steps = ParseSteps(env, info[2]);
+      bool latents = false;
+      if (info.Length() > 3 && !info[3].IsUndefined()) {
+        Napi::Object o = ObjectArg(env, info[3], "options", "{latents}");
+        latents = OptionalBool(env, o, "latents", "options.", false);
+      }
+      // Phase 2: no JS from here on.
+      std::shared_ptr<PipelineEngine> engine = LiveAfterArguments(env, "runAsync");
+      const args::F32 batch = BatchData(env, *engine, batchArray, n);
+      RunArrays arrays(env, engine->config(), n, latents);
+      auto* worker = new RunWorker(env, engine, batch, n, std::move(steps), arrays);
+      Napi::Promise promise = worker->Promise();
+      worker->Queue();
+      return promise;
+    });
   }
 
   Napi::Value FeaturesAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Live(env, "featuresAsync");
-    args::ExpectArgCount(info, "featuresAsync", {"batch", "n"});
-    size_t n = 0;
-    const args::F32 batch = BatchArg(info, &n);
-    auto* worker = new FeaturesWorker(env, engine_, batch, n);
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    return args::Boundary(env, "memory for featuresAsync()", [&]() -> Napi::Value {
+      CheckLive(env, "featuresAsync");
+      args::ExpectArgCount(info, "featuresAsync", {"batch", "n"});
+      Napi::Float32Array batchArray =
+          args::Float32Type(env, info[0], "batch", args::FixedLength::kYes, "featuresAsync");
+      const size_t n = args::PositiveInt(env, info[1], "n");
+      std::shared_ptr<PipelineEngine> engine = LiveAfterArguments(env, "featuresAsync");
+      const args::F32 batch = BatchData(env, *engine, batchArray, n);
+      const PipelineConfig& c = engine->config();
+      Napi::Float32Array features =
+          args::NewFloat32Array(env, args::CheckedProduct(env, {n, c.channels, c.featH, c.featW}, "featuresAsync() output n*C*h*w"),
+                                "featuresAsync() output (n*C*h*w)");
+      auto* worker = new FeaturesWorker(env, engine, batch, n, features);
+      Napi::Promise promise = worker->Promise();
+      worker->Queue();
+      return promise;
+    });
   }
 
   Napi::Value Providers(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    return args::Boundary(env, "memory for providers()", [&] { return ProvidersObject(env); });
+  }
+
+  Napi::Value ProvidersObject(Napi::Env env) {
     PipelineEngine& e = Live(env, "providers");
     Napi::Object o = Napi::Object::New(env);
     o.Set("backbone", e.backbone().provider());
@@ -430,6 +497,10 @@ class DeviceResidentPipeline : public Napi::ObjectWrap<DeviceResidentPipeline> {
 
   Napi::Value Metadata(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    return args::Boundary(env, "memory for metadata()", [&] { return MetadataObject(env); });
+  }
+
+  Napi::Value MetadataObject(Napi::Env env) {
     PipelineEngine& e = Live(env, "metadata");
     Napi::Object o = Napi::Object::New(env);
     Napi::Object bb = Napi::Object::New(env);
@@ -475,13 +546,15 @@ Napi::Value OrtProbe(const Napi::CallbackInfo& info) {
   std::shared_ptr<ort::Runtime> rt;
   try {
     rt = ort::Runtime::Load(path);
+  } catch (const std::bad_alloc&) {
+    throw;
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
   Napi::Object o = Napi::Object::New(env);
   o.Set("path", rt->path());
   o.Set("version", rt->version());
-  o.Set("apiVersion", static_cast<double>(ort::kApiVersion));
+  o.Set("apiVersion", static_cast<double>(rt->apiVersion()));
   o.Set("headerVersion", ort::kHeaderVersion);
   Napi::Array available = Napi::Array::New(env);
   try {
@@ -513,8 +586,8 @@ Napi::Value OrtProbe(const Napi::CallbackInfo& info) {
 
 void RegisterPipeline(Napi::Env env, Napi::Object exports) {
   exports.Set("DeviceResidentPipeline", DeviceResidentPipeline::Define(env));
-  exports.Set("ortProbe", Napi::Function::New(env, OrtProbe, "ortProbe"));
-  exports.Set("cudaKernelCheck", Napi::Function::New(env, CudaKernelCheck, "cudaKernelCheck"));
+  exports.Set("ortProbe", Napi::Function::New(env, args::Guarded<OrtProbe>, "ortProbe"));
+  exports.Set("cudaKernelCheck", Napi::Function::New(env, args::Guarded<CudaKernelCheck>, "cudaKernelCheck"));
 }
 
 }  // namespace invad

@@ -1,12 +1,15 @@
 // Sync functions run the kernels inline on the JS thread. Async functions
 // validate and allocate their outputs synchronously (so bad arguments throw, and
-// an allocation failure throws, before anything is queued), then run the kernel
-// on the libuv pool, split over the addon's ThreadPool. Results are identical:
-// the work split never changes what each output element is computed from.
+// an allocation failure throws a RangeError, before anything is queued), then
+// run the kernel on the libuv pool, split over the addon's ThreadPool. Results
+// are identical: the work split never changes what each output element is
+// computed from. The async variants take fixed-length buffers only and hold
+// them until the promise settles (see promise_worker.h).
 #include "kernels_binding.h"
 
 #include <algorithm>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "args.h"
@@ -29,18 +32,25 @@ size_t norm_grain(const Shape& s) {
 }
 
 // ---- argument parsing (shared by sync and async) ---------------------------
+//
+// Two phases (see args.h): the typed arrays' types (and for the *Async
+// variants, `fixed` = kYes, that their buffers cannot be resized), then every
+// other argument (shape getters run here), then the buffers' pointers and
+// lengths, with no JS in between.
 
 struct StepArgs {
   args::F32 x, eps;
   float a, b;
 };
 
-StepArgs ParseStep(const Napi::CallbackInfo& info, const char* fn) {
+StepArgs ParseStep(const Napi::CallbackInfo& info, const char* fn, args::FixedLength fixed) {
   Napi::Env env = info.Env();
   args::ExpectArgCount(info, fn, {"x", "eps", "a", "b"});
-  StepArgs r{args::Float32(info, 0, "x"), args::Float32(info, 1, "eps"), 0.0f, 0.0f};
-  r.a = args::FiniteFloat(info, 2, "a");
-  r.b = args::FiniteFloat(info, 3, "b");
+  Napi::Float32Array x = args::Float32Type(info, 0, "x", fixed, fn);
+  Napi::Float32Array eps = args::Float32Type(info, 1, "eps", fixed, fn);
+  const float a = args::FiniteFloat(info, 2, "a");
+  const float b = args::FiniteFloat(info, 3, "b");
+  StepArgs r{args::Float32Data(env, x, "x"), args::Float32Data(env, eps, "eps"), a, b};
   args::ExpectSameLength(env, r.eps, "eps", r.x, "x");
   args::ExpectNoOverlap(env, r.x, "x", r.eps, "eps");
   return r;
@@ -51,11 +61,13 @@ struct NormArgs {
   Shape shape;
 };
 
-NormArgs ParseNorm(const Napi::CallbackInfo& info, const char* fn) {
+NormArgs ParseNorm(const Napi::CallbackInfo& info, const char* fn, args::FixedLength fixed) {
+  Napi::Env env = info.Env();
   args::ExpectArgCount(info, fn, {"x", "shape"});
-  NormArgs r{args::Float32(info, 0, "x"), Shape{}};
-  r.shape = args::ShapeArg(info, 1, "shape");
-  args::ExpectLength(info.Env(), r.x, "x", r.shape.total(), "n*c*h*w");
+  Napi::Float32Array x = args::Float32Type(info, 0, "x", fixed, fn);
+  const Shape shape = args::ShapeArg(info, 1, "shape");
+  NormArgs r{args::Float32Data(env, x, "x"), shape};
+  args::ExpectLength(env, r.x, "x", r.shape.total(), "n*c*h*w");
   return r;
 }
 
@@ -65,13 +77,15 @@ struct ReduceArgs {
   Shape shape;
 };
 
-ReduceArgs ParseReduce(const Napi::CallbackInfo& info, const char* fn) {
+ReduceArgs ParseReduce(const Napi::CallbackInfo& info, const char* fn, args::FixedLength fixed) {
   Napi::Env env = info.Env();
   args::ExpectArgCount(info, fn, {"x", "eps", "a", "b", "shape"});
-  ReduceArgs r{args::Float32(info, 0, "x"), args::Float32(info, 1, "eps"), 0.0f, 0.0f, Shape{}};
-  r.a = args::FiniteFloat(info, 2, "a");
-  r.b = args::FiniteFloat(info, 3, "b");
-  r.shape = args::ShapeArg(info, 4, "shape");
+  Napi::Float32Array x = args::Float32Type(info, 0, "x", fixed, fn);
+  Napi::Float32Array eps = args::Float32Type(info, 1, "eps", fixed, fn);
+  const float a = args::FiniteFloat(info, 2, "a");
+  const float b = args::FiniteFloat(info, 3, "b");
+  const Shape shape = args::ShapeArg(info, 4, "shape");
+  ReduceArgs r{args::Float32Data(env, x, "x"), args::Float32Data(env, eps, "eps"), a, b, shape};
   args::ExpectLength(env, r.x, "x", r.shape.total(), "n*c*h*w");
   args::ExpectSameLength(env, r.eps, "eps", r.x, "x");
   args::ExpectNoOverlap(env, r.x, "x", r.eps, "eps");
@@ -83,23 +97,45 @@ struct ResizeArgs {
   size_t planes, inH, inW, outH, outW, outLength;
 };
 
-ResizeArgs ParseResize(const Napi::CallbackInfo& info, const char* fn) {
+ResizeArgs ParseResize(const Napi::CallbackInfo& info, const char* fn, args::FixedLength fixed) {
   Napi::Env env = info.Env();
   args::ExpectArgCount(info, fn, {"src", "planes", "inH", "inW", "outH", "outW"});
-  ResizeArgs r{args::Float32(info, 0, "src"), 0, 0, 0, 0, 0, 0};
+  Napi::Float32Array src = args::Float32Type(info, 0, "src", fixed, fn);
+  ResizeArgs r{args::F32{}, 0, 0, 0, 0, 0, 0};
   r.planes = args::PositiveInt(info, 1, "planes");
   r.inH = args::PositiveInt(info, 2, "inH");
   r.inW = args::PositiveInt(info, 3, "inW");
   r.outH = args::PositiveInt(info, 4, "outH");
   r.outW = args::PositiveInt(info, 5, "outW");
   const size_t in = args::CheckedProduct(env, {r.planes, r.inH, r.inW}, "planes*inH*inW");
-  args::ExpectLength(env, r.src, "src", in, "planes*inH*inW");
   r.outLength = args::CheckedProduct(env, {r.planes, r.outH, r.outW}, "output size planes*outH*outW");
   if (r.outLength > args::kMaxResizeOutput) {
     args::ThrowRange(env, "output size planes*outH*outW = " + args::FormatSize(r.outLength) +
                               " exceeds the limit of " + args::FormatSize(args::kMaxResizeOutput) + " elements");
   }
+  if (r.outH > args::kMaxResizeSide) {
+    args::ThrowRange(env, "outH must be at most " + args::FormatSize(args::kMaxResizeSide) + ", got " +
+                              args::FormatSize(r.outH));
+  }
+  if (r.outW > args::kMaxResizeSide) {
+    args::ThrowRange(env, "outW must be at most " + args::FormatSize(args::kMaxResizeSide) + " (the kernel builds a " +
+                              "table of outW taps per row range), got " + args::FormatSize(r.outW));
+  }
+  r.src = args::Float32Data(env, src, "src");
+  args::ExpectLength(env, r.src, "src", in, "planes*inH*inW");
   return r;
+}
+
+// What a call allocates, for the RangeError of a failed allocation.
+std::string NormSizes(const Shape& s) {
+  return "l2 of n*h*w = " + args::FormatSize(s.n * s.hw()) + " floats and " +
+         args::FormatSize(cpu::norm_item_count(s)) + " reduction partials";
+}
+
+std::string ResizeSizes(const ResizeArgs& a) {
+  return "output of planes*outH*outW = " + args::FormatSize(a.outLength) + " floats (" +
+         args::FormatBytes(a.outLength, sizeof(float)) + ") and a table of outW = " + args::FormatSize(a.outW) +
+         " taps per row range";
 }
 
 // ---- results ---------------------------------------------------------------
@@ -108,11 +144,11 @@ struct NormOutputs {
   Napi::Float32Array l2, min, max;
   Napi::Float64Array sumSq;
 
-  NormOutputs(Napi::Env env, const Shape& s)
-      : l2(Napi::Float32Array::New(env, s.n * s.hw())),
-        min(Napi::Float32Array::New(env, s.n)),
-        max(Napi::Float32Array::New(env, s.n)),
-        sumSq(Napi::Float64Array::New(env, s.n)) {}
+  NormOutputs(Napi::Env env, const Shape& s, const std::string& fn)
+      : l2(args::NewFloat32Array(env, s.n * s.hw(), fn + " output l2 (n*h*w)")),
+        min(args::NewFloat32Array(env, s.n, fn + " output min")),
+        max(args::NewFloat32Array(env, s.n, fn + " output max")),
+        sumSq(args::NewFloat64Array(env, s.n, fn + " output sumSq")) {}
 };
 
 Napi::Object MakeNormResult(Napi::Env env, Napi::Float32Array l2, Napi::Float32Array min, Napi::Float32Array max,
@@ -127,21 +163,23 @@ Napi::Object MakeNormResult(Napi::Env env, Napi::Float32Array l2, Napi::Float32A
 
 // ---- async workers ---------------------------------------------------------
 
-// Base of the workers: owns the deferred promise and reports Execute failures
-// as rejections. Inputs and outputs are held by Napi::Reference so the GC keeps
-// their buffers alive until the worker is deleted on the JS thread. (A buffer
-// transferred or detached by JS while the work runs is not guarded against.)
+// Base of the workers (promise_worker.h): owns the deferred promise and reports
+// Execute failures as rejections. Inputs and outputs are held (Hold) so the GC
+// keeps their buffers alive until the worker is deleted on the JS thread; the
+// inputs are fixed-length (resizable buffers were rejected), and one detached
+// while the work ran turns the result into a TypeError rejection.
 class DdimStepWorker : public PromiseWorker {
  public:
   DdimStepWorker(Napi::Env env, const StepArgs& a)
-      : PromiseWorker(env, "invad:ddimStep", "native kernel failed"),
-        xRef_(Napi::Persistent(a.x.array)),
-        epsRef_(Napi::Persistent(a.eps.array)),
+      : PromiseWorker(env, "invad:ddimStep", "ddimStepAsync", "x.length = " + args::FormatSize(a.x.length)),
         x_(a.x.data),
         eps_(a.eps.data),
         count_(a.x.length),
         a_(a.a),
-        b_(a.b) {}
+        b_(a.b) {
+    Hold(a.x.array, "x");
+    Hold(a.eps.array, "eps");
+  }
 
   void Execute() override {
     Guard([&] {
@@ -151,33 +189,33 @@ class DdimStepWorker : public PromiseWorker {
     });
   }
 
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void Resolve() override { deferred_.Resolve(Env().Undefined()); }
 
  private:
-  Napi::Reference<Napi::Float32Array> xRef_, epsRef_;
   float* x_;
   const float* eps_;
   size_t count_;
   float a_, b_;
 };
 
-// Shared by the two reduction workers: output references and the final result.
+// Shared by the two reduction workers: the outputs and the per-item partials
+// are allocated on the JS thread (a failure throws before anything is queued).
 class NormWorkerBase : public PromiseWorker {
  protected:
-  NormWorkerBase(Napi::Env env, const char* name, const Shape& s)
-      : PromiseWorker(env, name, "native kernel failed"), shape_(s) {
-    NormOutputs out(env, s);
-    l2Ref_ = Napi::Persistent(out.l2);
-    minRef_ = Napi::Persistent(out.min);
-    maxRef_ = Napi::Persistent(out.max);
-    sumSqRef_ = Napi::Persistent(out.sumSq);
-    l2_ = out.l2.Data();
-    min_ = out.min.Data();
-    max_ = out.max.Data();
-    sumSq_ = out.sumSq.Data();
-  }
+  NormWorkerBase(Napi::Env env, const char* name, const char* fn, const Shape& s, NormOutputs out)
+      : PromiseWorker(env, name, fn, NormSizes(s)),
+        shape_(s),
+        partials_(cpu::norm_item_count(s)),
+        l2_(out.l2.Data()),
+        min_(out.min.Data()),
+        max_(out.max.Data()),
+        sumSq_(out.sumSq.Data()),
+        l2Ref_(Napi::Persistent(out.l2)),
+        minRef_(Napi::Persistent(out.min)),
+        maxRef_(Napi::Persistent(out.max)),
+        sumSqRef_(Napi::Persistent(out.sumSq)) {}
 
-  void OnOK() override {
+  void Resolve() override {
     deferred_.Resolve(
         MakeNormResult(Env(), l2Ref_.Value(), minRef_.Value(), maxRef_.Value(), sumSqRef_.Value()));
   }
@@ -186,15 +224,15 @@ class NormWorkerBase : public PromiseWorker {
   template <typename ItemFn>
   void Reduce(ItemFn&& item_fn) {
     Guard([&] {
-      std::vector<cpu::NormPartial> partials(cpu::norm_item_count(shape_));
-      cpu::NormPartial* p = partials.data();
-      ThreadPool::instance().parallel_for(partials.size(), norm_grain(shape_),
+      cpu::NormPartial* p = partials_.data();
+      ThreadPool::instance().parallel_for(partials_.size(), norm_grain(shape_),
                                           [&](size_t begin, size_t end) { item_fn(p, begin, end); });
       cpu::finish_norm(shape_, p, min_, max_, sumSq_);
     });
   }
 
   Shape shape_;
+  std::vector<cpu::NormPartial> partials_;
   float* l2_;
   float* min_;
   float* max_;
@@ -207,8 +245,10 @@ class NormWorkerBase : public PromiseWorker {
 
 class ChannelNormWorker : public NormWorkerBase {
  public:
-  ChannelNormWorker(Napi::Env env, const NormArgs& a)
-      : NormWorkerBase(env, "invad:channelNorm", a.shape), xRef_(Napi::Persistent(a.x.array)), x_(a.x.data) {}
+  ChannelNormWorker(Napi::Env env, const NormArgs& a, NormOutputs out)
+      : NormWorkerBase(env, "invad:channelNorm", "channelNormAsync", a.shape, out), x_(a.x.data) {
+    Hold(a.x.array, "x");
+  }
 
   void Execute() override {
     Reduce([&](cpu::NormPartial* p, size_t begin, size_t end) {
@@ -217,20 +257,20 @@ class ChannelNormWorker : public NormWorkerBase {
   }
 
  private:
-  Napi::Reference<Napi::Float32Array> xRef_;
   const float* x_;
 };
 
 class LastStepReduceWorker : public NormWorkerBase {
  public:
-  LastStepReduceWorker(Napi::Env env, const ReduceArgs& a)
-      : NormWorkerBase(env, "invad:ddimLastStepReduce", a.shape),
-        xRef_(Napi::Persistent(a.x.array)),
-        epsRef_(Napi::Persistent(a.eps.array)),
+  LastStepReduceWorker(Napi::Env env, const ReduceArgs& a, NormOutputs out)
+      : NormWorkerBase(env, "invad:ddimLastStepReduce", "ddimLastStepReduceAsync", a.shape, out),
         x_(a.x.data),
         eps_(a.eps.data),
         a_(a.a),
-        b_(a.b) {}
+        b_(a.b) {
+    Hold(a.x.array, "x");
+    Hold(a.eps.array, "eps");
+  }
 
   void Execute() override {
     Reduce([&](cpu::NormPartial* p, size_t begin, size_t end) {
@@ -239,7 +279,6 @@ class LastStepReduceWorker : public NormWorkerBase {
   }
 
  private:
-  Napi::Reference<Napi::Float32Array> xRef_, epsRef_;
   float* x_;
   const float* eps_;
   float a_, b_;
@@ -247,18 +286,17 @@ class LastStepReduceWorker : public NormWorkerBase {
 
 class ResizeWorker : public PromiseWorker {
  public:
-  ResizeWorker(Napi::Env env, const ResizeArgs& a)
-      : PromiseWorker(env, "invad:resizeBilinear", "native kernel failed"),
-        srcRef_(Napi::Persistent(a.src.array)),
+  ResizeWorker(Napi::Env env, const ResizeArgs& a, Napi::Float32Array out)
+      : PromiseWorker(env, "invad:resizeBilinear", "resizeBilinearAsync", ResizeSizes(a)),
+        dstRef_(Napi::Persistent(out)),
         src_(a.src.data),
+        dst_(out.Data()),
         rows_(a.planes * a.outH),
         inH_(a.inH),
         inW_(a.inW),
         outH_(a.outH),
         outW_(a.outW) {
-    Napi::Float32Array out = Napi::Float32Array::New(env, a.outLength);
-    dst_ = out.Data();
-    dstRef_ = Napi::Persistent(out);
+    Hold(a.src.array, "src");
   }
 
   void Execute() override {
@@ -270,92 +308,128 @@ class ResizeWorker : public PromiseWorker {
     });
   }
 
-  void OnOK() override { deferred_.Resolve(dstRef_.Value()); }
+  void Resolve() override { deferred_.Resolve(dstRef_.Value()); }
 
  private:
-  Napi::Reference<Napi::Float32Array> srcRef_, dstRef_;
+  Napi::Reference<Napi::Float32Array> dstRef_;
   const float* src_;
-  float* dst_ = nullptr;
+  float* dst_;
   size_t rows_, inH_, inW_, outH_, outW_;
 };
 
 // Queues a worker and hands back its promise. The worker deletes itself after
 // OnOK/OnError.
-template <typename Worker, typename Args>
-Napi::Value QueueWorker(Napi::Env env, const Args& a) {
-  auto* worker = new Worker(env, a);
+template <typename Worker, typename... Args>
+Napi::Value QueueWorker(Napi::Env env, const Args&... a) {
+  auto* worker = new Worker(env, a...);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
 }
 
 // ---- exported functions ----------------------------------------------------
+//
+// Each body after parsing runs in args::Boundary: a failed allocation (outputs,
+// partials, the resize's tap table) is a RangeError naming the sizes.
 
 Napi::Value DdimStep(const Napi::CallbackInfo& info) {
-  const StepArgs a = ParseStep(info, "ddimStep");
+  const StepArgs a = ParseStep(info, "ddimStep", args::FixedLength::kNo);
   cpu::ddim_step(a.x.data, a.eps.data, a.a, a.b, 0, a.x.length);
   return info.Env().Undefined();
 }
 
 Napi::Value DdimStepAsync(const Napi::CallbackInfo& info) {
-  return QueueWorker<DdimStepWorker>(info.Env(), ParseStep(info, "ddimStepAsync"));
+  Napi::Env env = info.Env();
+  const StepArgs a = ParseStep(info, "ddimStepAsync", args::FixedLength::kYes);
+  return args::Boundary(env, "memory for ddimStepAsync()", [&] { return QueueWorker<DdimStepWorker>(env, a); });
 }
 
 Napi::Value ChannelNorm(const Napi::CallbackInfo& info) {
-  const NormArgs a = ParseNorm(info, "channelNorm");
-  NormOutputs out(info.Env(), a.shape);
-  cpu::channel_norm(a.x.data, a.shape, out.l2.Data(), out.min.Data(), out.max.Data(), out.sumSq.Data());
-  return MakeNormResult(info.Env(), out.l2, out.min, out.max, out.sumSq);
+  Napi::Env env = info.Env();
+  const NormArgs a = ParseNorm(info, "channelNorm", args::FixedLength::kNo);
+  return args::Boundary(env, "memory for channelNorm() (" + NormSizes(a.shape) + ")", [&]() -> Napi::Value {
+    NormOutputs out(env, a.shape, "channelNorm()");
+    cpu::channel_norm(a.x.data, a.shape, out.l2.Data(), out.min.Data(), out.max.Data(), out.sumSq.Data());
+    return MakeNormResult(env, out.l2, out.min, out.max, out.sumSq);
+  });
 }
 
 Napi::Value ChannelNormAsync(const Napi::CallbackInfo& info) {
-  return QueueWorker<ChannelNormWorker>(info.Env(), ParseNorm(info, "channelNormAsync"));
+  Napi::Env env = info.Env();
+  const NormArgs a = ParseNorm(info, "channelNormAsync", args::FixedLength::kYes);
+  return args::Boundary(env, "memory for channelNormAsync() (" + NormSizes(a.shape) + ")", [&] {
+    NormOutputs out(env, a.shape, "channelNormAsync()");
+    return QueueWorker<ChannelNormWorker>(env, a, out);
+  });
 }
 
 Napi::Value DdimLastStepReduce(const Napi::CallbackInfo& info) {
-  const ReduceArgs a = ParseReduce(info, "ddimLastStepReduce");
-  NormOutputs out(info.Env(), a.shape);
-  cpu::last_step_reduce(a.x.data, a.eps.data, a.a, a.b, a.shape, out.l2.Data(), out.min.Data(), out.max.Data(),
-                        out.sumSq.Data());
-  return MakeNormResult(info.Env(), out.l2, out.min, out.max, out.sumSq);
+  Napi::Env env = info.Env();
+  const ReduceArgs a = ParseReduce(info, "ddimLastStepReduce", args::FixedLength::kNo);
+  return args::Boundary(env, "memory for ddimLastStepReduce() (" + NormSizes(a.shape) + ")", [&]() -> Napi::Value {
+    NormOutputs out(env, a.shape, "ddimLastStepReduce()");
+    cpu::last_step_reduce(a.x.data, a.eps.data, a.a, a.b, a.shape, out.l2.Data(), out.min.Data(), out.max.Data(),
+                          out.sumSq.Data());
+    return MakeNormResult(env, out.l2, out.min, out.max, out.sumSq);
+  });
 }
 
 Napi::Value DdimLastStepReduceAsync(const Napi::CallbackInfo& info) {
-  return QueueWorker<LastStepReduceWorker>(info.Env(), ParseReduce(info, "ddimLastStepReduceAsync"));
+  Napi::Env env = info.Env();
+  const ReduceArgs a = ParseReduce(info, "ddimLastStepReduceAsync", args::FixedLength::kYes);
+  return args::Boundary(env, "memory for ddimLastStepReduceAsync() (" + NormSizes(a.shape) + ")", [&] {
+    NormOutputs out(env, a.shape, "ddimLastStepReduceAsync()");
+    return QueueWorker<LastStepReduceWorker>(env, a, out);
+  });
 }
 
 Napi::Value DdimLastStepReduceUnfused(const Napi::CallbackInfo& info) {
-  const ReduceArgs a = ParseReduce(info, "ddimLastStepReduceUnfused");
-  NormOutputs out(info.Env(), a.shape);
-  cpu::last_step_reduce_unfused(a.x.data, a.eps.data, a.a, a.b, a.shape, out.l2.Data(), out.min.Data(),
-                                out.max.Data(), out.sumSq.Data());
-  return MakeNormResult(info.Env(), out.l2, out.min, out.max, out.sumSq);
+  Napi::Env env = info.Env();
+  const ReduceArgs a = ParseReduce(info, "ddimLastStepReduceUnfused", args::FixedLength::kNo);
+  return args::Boundary(env, "memory for ddimLastStepReduceUnfused() (" + NormSizes(a.shape) + ")",
+                        [&]() -> Napi::Value {
+                          NormOutputs out(env, a.shape, "ddimLastStepReduceUnfused()");
+                          cpu::last_step_reduce_unfused(a.x.data, a.eps.data, a.a, a.b, a.shape, out.l2.Data(),
+                                                        out.min.Data(), out.max.Data(), out.sumSq.Data());
+                          return MakeNormResult(env, out.l2, out.min, out.max, out.sumSq);
+                        });
 }
 
 Napi::Value ResizeBilinear(const Napi::CallbackInfo& info) {
-  const ResizeArgs a = ParseResize(info, "resizeBilinear");
-  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), a.outLength);
-  cpu::resize_bilinear_rows(a.src.data, out.Data(), a.inH, a.inW, a.outH, a.outW, 0, a.planes * a.outH);
-  return out;
+  Napi::Env env = info.Env();
+  const ResizeArgs a = ParseResize(info, "resizeBilinear", args::FixedLength::kNo);
+  return args::Boundary(env, "memory for resizeBilinear() (" + ResizeSizes(a) + ")", [&]() -> Napi::Value {
+    Napi::Float32Array out = args::NewFloat32Array(env, a.outLength, "resizeBilinear() output (planes*outH*outW)");
+    cpu::resize_bilinear_rows(a.src.data, out.Data(), a.inH, a.inW, a.outH, a.outW, 0, a.planes * a.outH);
+    return out;
+  });
 }
 
 Napi::Value ResizeBilinearAsync(const Napi::CallbackInfo& info) {
-  return QueueWorker<ResizeWorker>(info.Env(), ParseResize(info, "resizeBilinearAsync"));
+  Napi::Env env = info.Env();
+  const ResizeArgs a = ParseResize(info, "resizeBilinearAsync", args::FixedLength::kYes);
+  return args::Boundary(env, "memory for resizeBilinearAsync() (" + ResizeSizes(a) + ")", [&] {
+    Napi::Float32Array out =
+        args::NewFloat32Array(env, a.outLength, "resizeBilinearAsync() output (planes*outH*outW)");
+    return QueueWorker<ResizeWorker>(env, a, out);
+  });
 }
 
 }  // namespace
 
 void RegisterKernels(Napi::Env env, Napi::Object exports) {
-  exports.Set("ddimStep", Napi::Function::New(env, DdimStep, "ddimStep"));
-  exports.Set("ddimStepAsync", Napi::Function::New(env, DdimStepAsync, "ddimStepAsync"));
-  exports.Set("channelNorm", Napi::Function::New(env, ChannelNorm, "channelNorm"));
-  exports.Set("channelNormAsync", Napi::Function::New(env, ChannelNormAsync, "channelNormAsync"));
-  exports.Set("ddimLastStepReduce", Napi::Function::New(env, DdimLastStepReduce, "ddimLastStepReduce"));
-  exports.Set("ddimLastStepReduceAsync", Napi::Function::New(env, DdimLastStepReduceAsync, "ddimLastStepReduceAsync"));
+  using args::Guarded;
+  exports.Set("ddimStep", Napi::Function::New(env, Guarded<DdimStep>, "ddimStep"));
+  exports.Set("ddimStepAsync", Napi::Function::New(env, Guarded<DdimStepAsync>, "ddimStepAsync"));
+  exports.Set("channelNorm", Napi::Function::New(env, Guarded<ChannelNorm>, "channelNorm"));
+  exports.Set("channelNormAsync", Napi::Function::New(env, Guarded<ChannelNormAsync>, "channelNormAsync"));
+  exports.Set("ddimLastStepReduce", Napi::Function::New(env, Guarded<DdimLastStepReduce>, "ddimLastStepReduce"));
+  exports.Set("ddimLastStepReduceAsync",
+              Napi::Function::New(env, Guarded<DdimLastStepReduceAsync>, "ddimLastStepReduceAsync"));
   exports.Set("ddimLastStepReduceUnfused",
-              Napi::Function::New(env, DdimLastStepReduceUnfused, "ddimLastStepReduceUnfused"));
-  exports.Set("resizeBilinear", Napi::Function::New(env, ResizeBilinear, "resizeBilinear"));
-  exports.Set("resizeBilinearAsync", Napi::Function::New(env, ResizeBilinearAsync, "resizeBilinearAsync"));
+              Napi::Function::New(env, Guarded<DdimLastStepReduceUnfused>, "ddimLastStepReduceUnfused"));
+  exports.Set("resizeBilinear", Napi::Function::New(env, Guarded<ResizeBilinear>, "resizeBilinear"));
+  exports.Set("resizeBilinearAsync", Napi::Function::New(env, Guarded<ResizeBilinearAsync>, "resizeBilinearAsync"));
 }
 
 }  // namespace invad
