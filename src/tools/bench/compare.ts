@@ -289,185 +289,276 @@ export function ortProfileByOp(events: ProfileEvent[]): ProfileOp[] {
   return [...by.values()].sort((a, b) => b.selfMs - a.selfMs);
 }
 
+/** One timed call of a compared stack: its wall time, its parity output and its own breakdown when it has one. */
+interface Timing {
+  ms: number;
+  sumSq: number[];
+  unetCalls?: number[];
+  backboneMs?: number;
+  kernelMs?: number;
+}
+type Side = (n: number, steps: number) => Promise<Timing>;
+
+/** What benchCompare opens and must close, whatever happens. */
+class CompareResources {
+  readonly servers: Array<{ variant: TorchVariant; server: TorchServer }> = [];
+  readonly sessions: ort.InferenceSession[] = [];
+  nativePipeline: DeviceResidentPipeline | undefined;
+
+  /** Releases the engines' sessions (before the end-to-end runs, which open their own). */
+  async releaseEngines(): Promise<void> {
+    for (const s of this.sessions.splice(0)) await s.release().catch(() => undefined);
+    this.nativePipeline?.release();
+    this.nativePipeline = undefined;
+  }
+
+  async closeServers(): Promise<void> {
+    for (const { server } of this.servers) await server.close();
+  }
+
+  async releaseAll(): Promise<void> {
+    await this.releaseEngines();
+    for (const { server } of this.servers) server.kill();
+  }
+}
+
+/** Starts one PyTorch process per variant; the first exports the UNet and writes the features, the others reuse them. */
+async function startTorch(o: CompareOptions, python: string, variants: readonly TorchVariant[], work: string, res: CompareResources): Promise<TorchReady> {
+  const args = ['--preset', o.preset, '--out', work, '--threads', String(o.threads), '--seed', String(o.seed), '--max-batch', String(Math.max(...o.batches))];
+  if (o.checkpoint) args.push('--checkpoint', o.checkpoint);
+  if (o.features) args.push('--features', `${o.features.channels}x${o.features.height}x${o.features.width}`);
+  let ready: TorchReady | undefined;
+  for (const [i, variant] of variants.entries()) {
+    o.onProgress?.(
+      i === 0
+        ? `compare: starting PyTorch (${python}, ${variant} convolutions), building the ${o.preset} UNet and exporting it to ONNX`
+        : `compare: starting PyTorch (${variant} convolutions)`,
+    );
+    const started = TorchServer.start(python, [...args, '--conv', variant, ...(i === 0 ? [] : ['--no-export'])]);
+    res.servers.push({ variant, server: started.server });
+    const r = await started.ready;
+    ready ??= r;
+  }
+  if (!ready) throw new Error('no PyTorch variant to compare with');
+  return ready;
+}
+
+/** The compared UNet behind a one-Conv stride-16 backbone whose grid matches the features (for the end-to-end runs). */
+function benchBundleContents(o: CompareOptions, ready: TorchReady): BundleContents {
+  const [channels, height, width] = ready.shape;
+  const stride = 16;
+  return {
+    input: { width: width * stride, height: height * stride },
+    features: { channels, height, width },
+    defaultSteps: Math.max(...o.steps),
+    backbone: { bytes: convBackbone({ height: height * stride, width: width * stride, channels, stride, seed: o.seed + 1 }), name: 'synthetic-conv (benchmark)', taps: ['conv'] },
+    unet: { path: ready.onnx },
+    training: { synthetic: true, benchmark: `${o.preset} preset, ${ready.weights}` },
+  };
+}
+
+/**
+ * Opens each wanted invad engine on the stand-in backbone, which outputs the features
+ * whatever the image: each engine then runs exactly its production path (backbone
+ * session, then S UNet calls and the kernels), with a backbone that costs a feature copy.
+ */
+async function openEngineSides(
+  o: CompareOptions,
+  ready: TorchReady,
+  features: Float32Array,
+  contents: BundleContents,
+  work: string,
+  res: CompareResources,
+): Promise<{ sides: Array<{ engine: EngineKind; run: Side }>; errors: CompareResult['engineErrors'] }> {
+  const [channels, height, width] = ready.shape;
+  const featureShape = { channels, height, width };
+  const threadSpinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
+  const manifest = buildManifest(contents, { backbone: '0'.repeat(64), unet: '0'.repeat(64) });
+  const addon = loadAddon();
+  const sides: Array<{ engine: EngineKind; run: Side }> = [];
+  const errors: CompareResult['engineErrors'] = [];
+  const wanted = o.engines?.length ? [...new Set(o.engines)] : (['onnxruntime-node', 'native'] as EngineKind[]);
+
+  const standIn = join(work, 'features-backbone.onnx');
+  const standInInput = { height: 4, width: 4 };
+  writeFileSync(standIn, constantFeaturesBackbone(features, { batch: ready.maxBatch, channels, height, width }, standInInput));
+  const standInManifest = buildManifest(
+    { ...contents, input: { width: standInInput.width, height: standInInput.height }, backbone: { ...contents.backbone, inputName: STAND_IN_INPUT, outputName: STAND_IN_OUTPUT } },
+    { backbone: '0'.repeat(64), unet: '0'.repeat(64) },
+  );
+  const standInImages = new Map<number, Float32Array>();
+  // A fresh copy per call: runInversion takes ownership of the batch (the worker gets it transferred).
+  const standInImage = (n: number): Float32Array => {
+    let image = standInImages.get(n);
+    if (!image) standInImages.set(n, (image = new Float32Array(n * 3 * standInInput.height * standInInput.width)));
+    return new Float32Array(image);
+  };
+
+  if (wanted.includes('onnxruntime-node')) {
+    const spinning = sessionSpinning(threadSpinning);
+    const backbone = await openSession(standIn, o.providers, { intraOpThreads: o.threads, spinning: spinning.backbone }, 'stand-in backbone');
+    res.sessions.push(backbone.session);
+    const unet = await openSession(ready.onnx, o.providers, { intraOpThreads: o.threads, spinning: spinning.unet }, 'UNet');
+    res.sessions.push(unet.session);
+    const sessions: PipelineSessions = { backbone: backbone.session, unet: unet.session };
+    sides.push({
+      engine: 'onnxruntime-node',
+      run: async (n, steps) => {
+        const image = standInImage(n);
+        const t0 = performance.now();
+        const out = await runInversion(sessions, addon, standInManifest, image, n, inversionSteps(steps, standInManifest.schedule));
+        const ms = performance.now() - t0;
+        return { ms, unetCalls: out.unetMs, backboneMs: out.backboneMs, kernelMs: out.kernelMs, sumSq: Array.from(out.reduced.sumSq) };
+      },
+    });
+  }
+  if (wanted.includes('native')) {
+    try {
+      if (typeof addon.DeviceResidentPipeline !== 'function') throw new Error('this addon build has no native engine (DeviceResidentPipeline)');
+      const providers = o.providers.filter((p): p is 'cpu' | 'cuda' | 'tensorrt' => p === 'cpu' || p === 'cuda' || p === 'tensorrt');
+      if (providers.length === 0) throw new Error(`the native engine supports cpu, cuda and tensorrt, not ${o.providers.join(', ')}`);
+      const pipeline = openPipeline(addon, {
+        ortLibraryPath: ortLibraryPath(),
+        backbonePath: standIn,
+        unetPath: ready.onnx,
+        backbone: { inputName: STAND_IN_INPUT, outputName: STAND_IN_OUTPUT },
+        unet: { xName: manifest.models.unet.xName, tName: manifest.models.unet.tName, outputName: manifest.models.unet.outputName },
+        input: standInInput,
+        features: featureShape,
+        providers,
+        cpuThreads: o.threads,
+        cpuSpinning: threadSpinning,
+        maxBatch: Math.max(...o.batches),
+      });
+      res.nativePipeline = pipeline;
+      sides.push({
+        engine: 'native',
+        run: async (n, steps) => {
+          const image = standInImage(n);
+          const sched = inversionSteps(steps, manifest.schedule).map((st) => ({ t: st.t, a: st.a, b: st.b }));
+          const t0 = performance.now();
+          const r = await pipeline.runAsync(image, n, sched, { latents: false });
+          const ms = performance.now() - t0;
+          return { ms, unetCalls: r.timings.unetMs, backboneMs: r.timings.backboneMs, kernelMs: r.timings.kernelMs, sumSq: Array.from(r.sumSq) };
+        },
+      });
+    } catch (err) {
+      errors.push({ engine: 'native', error: (err as Error).message });
+      o.onProgress?.(`compare: the native engine is left out: ${(err as Error).message}`);
+    }
+  }
+  if (sides.length === 0) throw new Error(`no invad engine could be timed: ${errors.map((e) => `${e.engine}: ${e.error}`).join('; ')}`);
+  return { sides, errors };
+}
+
+/** Warm-up, then `reps` rounds in which every side runs once, in an order that rotates from round to round. */
+async function alternate(sides: readonly Side[], batch: number, steps: number, o: CompareOptions, cpu: CpuMonitor): Promise<Timing[][]> {
+  for (let i = 0; i < o.warmup; i++) {
+    for (const side of sides) {
+      await side(batch, steps);
+      await sleep(o.gapMs);
+    }
+  }
+  cpu.reset();
+  const got: Timing[][] = sides.map(() => []);
+  for (let r = 0; r < o.reps; r++) {
+    for (let k = 0; k < sides.length; k++) {
+      const j = (k + r) % sides.length;
+      got[j].push(await sides[j](batch, steps));
+      await sleep(o.gapMs);
+    }
+  }
+  return got;
+}
+
+/** One table row from the alternated timings: the engines first, then the PyTorch variants. */
+function compareRow(
+  got: Timing[][],
+  engines: readonly EngineKind[],
+  variants: readonly TorchVariant[],
+  batch: number,
+  steps: number,
+  reps: number,
+  targetEngine: EngineKind,
+  cpu: CpuLoad,
+): CompareRow {
+  const ne = engines.length;
+  const rel = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.max(1e-12, Math.abs(b[i]))));
+  const lastOf = (j: number) => got[j][got[j].length - 1].sumSq;
+  const engineRows: EngineTiming[] = engines.map((engine, e) => ({
+    engine,
+    time: summarize(got[e].map((x) => x.ms)),
+    unetMs: median(got[e].map((x) => (x.unetCalls ?? []).reduce((p, q) => p + q, 0))),
+    unetCallsMs: Array.from({ length: steps }, (_, k) => median(got[e].map((x) => x.unetCalls?.[k] ?? NaN))),
+    backboneMs: median(got[e].map((x) => x.backboneMs ?? NaN)),
+    kernelMs: median(got[e].map((x) => x.kernelMs ?? NaN)),
+    parityRelDiff: rel(lastOf(e), lastOf(ne)),
+  }));
+  const references: ReferenceTiming[] = variants.map((variant, v) => ({ variant, torch: summarize(got[ne + v].map((x) => x.ms)) }));
+  const ratios: Ratio[] = engines.flatMap((engine, e) =>
+    variants.map((variant, v) => ({
+      engine,
+      variant,
+      speedup: references[v].torch.median / engineRows[e].time.median,
+      pairSpeedup: summarize(got[e].map((x, i) => got[ne + v][i].ms / x.ms)),
+    })),
+  );
+  const target = TARGETS.find((t) => t.batch === batch)?.speedup ?? null;
+  const worst = Math.min(...ratios.filter((r) => r.engine === targetEngine).map((r) => r.speedup));
+  return { batch, steps, reps, engines: engineRows, references, ratios, target, targetEngine, met: target === null ? null : worst >= target, cpu };
+}
+
+/** invad end to end through Detector.score/scoreBatch, per engine, on the benchmark bundle. */
+async function endToEndRows(o: CompareOptions, contents: BundleContents, engines: readonly EngineKind[], work: string): Promise<NonNullable<CompareResult['endToEnd']>> {
+  const rows: NonNullable<CompareResult['endToEnd']> = [];
+  const dir = join(work, 'bundle');
+  await writeBundle(dir, contents, { overwrite: true });
+  const imgs = await syntheticImages(contents.input.width, contents.input.height, 8);
+  const threadSpinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
+  const maxBatchSize = Math.max(...o.batches);
+  for (const engine of engines) {
+    o.onProgress?.(`compare: end-to-end invad through the Detector, ${engine} engine (one-Conv backbone, raw frames)`);
+    const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning, verifyHashes: false, maxBatchSize, engine });
+    try {
+      const stageRows = await benchStages(det, imgs, { batches: o.batches, steps: o.steps, inputs: ['raw'], runs: Math.max(3, Math.ceil(o.reps / 2)), warmup: Math.max(1, o.warmup), onProgress: o.onProgress });
+      rows.push({ engine: det.info().engine, rows: stageRows });
+    } finally {
+      await det.dispose();
+    }
+  }
+  return rows;
+}
+
 export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
   const python = findPython(o.python);
   const variants = o.torchVariants?.length ? [...new Set(o.torchVariants)] : [...TORCH_VARIANTS];
   const work = o.workDir ?? mkdtempSync(join(tmpdir(), 'invad-bench-'));
-  const maxBatch = Math.max(...o.batches);
   const threadSpinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
-  const args = ['--preset', o.preset, '--out', work, '--threads', String(o.threads), '--seed', String(o.seed), '--max-batch', String(maxBatch)];
-  if (o.checkpoint) args.push('--checkpoint', o.checkpoint);
-  if (o.features) args.push('--features', `${o.features.channels}x${o.features.height}x${o.features.width}`);
-  const servers: Array<{ variant: TorchVariant; server: TorchServer }> = [];
-  let session: ort.InferenceSession | undefined;
-  let nativePipeline: DeviceResidentPipeline | undefined;
-  let standInSession: ort.InferenceSession | undefined;
+  const res = new CompareResources();
   try {
-    // The first process exports the UNet and writes the features; the others reuse them.
-    let ready: TorchReady | undefined;
-    for (const [i, variant] of variants.entries()) {
-      o.onProgress?.(
-        i === 0
-          ? `compare: starting PyTorch (${python}, ${variant} convolutions), building the ${o.preset} UNet and exporting it to ONNX`
-          : `compare: starting PyTorch (${variant} convolutions)`,
-      );
-      const started = TorchServer.start(python, [...args, '--conv', variant, ...(i === 0 ? [] : ['--no-export'])]);
-      servers.push({ variant, server: started.server });
-      const r = await started.ready;
-      ready ??= r;
-    }
-    if (!ready) throw new Error('no PyTorch variant to compare with');
+    const ready = await startTorch(o, python, variants, work, res);
     const [channels, height, width] = ready.shape;
-    const featureShape = { channels, height, width };
-    const per = channels * height * width;
     const features = (await readNpy(ready.features)).data as Float32Array;
     o.onProgress?.(`compare: ${ready.params.toLocaleString('en-US')} parameters, features ${channels}x${height}x${width}, ${ready.weights}`);
-
-    // The end-to-end bundle: this UNet behind a one-Conv stride-16 backbone whose grid matches the features.
-    const stride = 16;
-    const contents: BundleContents = {
-      input: { width: width * stride, height: height * stride },
-      features: featureShape,
-      defaultSteps: Math.max(...o.steps),
-      backbone: { bytes: convBackbone({ height: height * stride, width: width * stride, channels, stride, seed: o.seed + 1 }), name: 'synthetic-conv (benchmark)', taps: ['conv'] },
-      unet: { path: ready.onnx },
-      training: { synthetic: true, benchmark: `${o.preset} preset, ${ready.weights}` },
-    };
-    const manifest = buildManifest(contents, { backbone: '0'.repeat(64), unet: '0'.repeat(64) });
-    const addon = loadAddon();
-    type Timing = { ms: number; sumSq: number[]; unetCalls?: number[]; backboneMs?: number; kernelMs?: number };
-    type Side = (n: number, steps: number) => Promise<Timing>;
-    const engineSides: Array<{ engine: EngineKind; run: Side }> = [];
-    const engineErrors: CompareResult['engineErrors'] = [];
-    const wanted = o.engines?.length ? [...new Set(o.engines)] : (['onnxruntime-node', 'native'] as EngineKind[]);
-
-    // Both engines read the features through the same stand-in backbone model,
-    // so each runs exactly its production path (backbone session, then S UNet
-    // calls and the kernels), only with a backbone that costs a feature copy.
-    const standIn = join(work, 'features-backbone.onnx');
-    const standInInput = { height: 4, width: 4 };
-    writeFileSync(standIn, constantFeaturesBackbone(features, { batch: ready.maxBatch, channels, height, width }, standInInput));
-    const standInManifest = buildManifest(
-      { ...contents, input: { width: standInInput.width, height: standInInput.height }, backbone: { ...contents.backbone, inputName: STAND_IN_INPUT, outputName: STAND_IN_OUTPUT } },
-      { backbone: '0'.repeat(64), unet: '0'.repeat(64) },
-    );
-    const standInImages = new Map<number, Float32Array>();
-    const standInImage = (n: number) => {
-      let image = standInImages.get(n);
-      if (!image) standInImages.set(n, (image = new Float32Array(n * 3 * standInInput.height * standInInput.width)));
-      return image;
-    };
-
-    if (wanted.includes('onnxruntime-node')) {
-      const spinning = sessionSpinning(threadSpinning);
-      const backbone = await openSession(standIn, o.providers, { intraOpThreads: o.threads, spinning: spinning.backbone }, 'stand-in backbone');
-      standInSession = backbone.session;
-      const opened = await openSession(ready.onnx, o.providers, { intraOpThreads: o.threads, spinning: spinning.unet }, 'UNet');
-      session = opened.session;
-      const sessions: PipelineSessions = { backbone: backbone.session, unet: opened.session };
-      engineSides.push({
-        engine: 'onnxruntime-node',
-        run: async (n, steps) => {
-          // runInversion takes ownership of the batch (the worker gets it transferred), so a fresh one per call
-          const image = new Float32Array(standInImage(n));
-          const t0 = performance.now();
-          const out = await runInversion(sessions, addon, standInManifest, image, n, inversionSteps(steps, standInManifest.schedule));
-          const ms = performance.now() - t0;
-          return { ms, unetCalls: out.unetMs, backboneMs: out.backboneMs, kernelMs: out.kernelMs, sumSq: Array.from(out.reduced.sumSq) };
-        },
-      });
-    }
-    if (wanted.includes('native')) {
-      try {
-        if (typeof addon.DeviceResidentPipeline !== 'function') throw new Error('this addon build has no native engine (DeviceResidentPipeline)');
-        const providers = o.providers.filter((p): p is 'cpu' | 'cuda' | 'tensorrt' => p === 'cpu' || p === 'cuda' || p === 'tensorrt');
-        if (providers.length === 0) throw new Error(`the native engine supports cpu, cuda and tensorrt, not ${o.providers.join(', ')}`);
-        const input = standInInput;
-        nativePipeline = openPipeline(addon, {
-          ortLibraryPath: ortLibraryPath(),
-          backbonePath: standIn,
-          unetPath: ready.onnx,
-          backbone: { inputName: STAND_IN_INPUT, outputName: STAND_IN_OUTPUT },
-          unet: { xName: manifest.models.unet.xName, tName: manifest.models.unet.tName, outputName: manifest.models.unet.outputName },
-          input,
-          features: featureShape,
-          providers,
-          cpuThreads: o.threads,
-          cpuSpinning: threadSpinning,
-          maxBatch: maxBatch,
-        });
-        const pipeline = nativePipeline;
-        engineSides.push({
-          engine: 'native',
-          run: async (n, steps) => {
-            const image = new Float32Array(standInImage(n));
-            const sched = inversionSteps(steps, manifest.schedule).map((st) => ({ t: st.t, a: st.a, b: st.b }));
-            const t0 = performance.now();
-            const r = await pipeline.runAsync(image, n, sched, { latents: false });
-            const ms = performance.now() - t0;
-            return { ms, unetCalls: r.timings.unetMs, backboneMs: r.timings.backboneMs, kernelMs: r.timings.kernelMs, sumSq: Array.from(r.sumSq) };
-          },
-        });
-      } catch (err) {
-        engineErrors.push({ engine: 'native', error: (err as Error).message });
-        o.onProgress?.(`compare: the native engine is left out: ${(err as Error).message}`);
-      }
-    }
-    if (engineSides.length === 0) throw new Error(`no invad engine could be timed: ${engineErrors.map((e) => `${e.engine}: ${e.error}`).join('; ')}`);
-    const torch = async (server: TorchServer, n: number, steps: number): Promise<Timing> => {
+    const contents = benchBundleContents(o, ready);
+    const opened = await openEngineSides(o, ready, features, contents, work, res);
+    const engines = opened.sides.map((e) => e.engine);
+    const torchSide = (server: TorchServer): Side => async (n, steps) => {
       const r = await server.request({ cmd: 'run', batch: n, steps, reps: 1 });
       return { ms: (r.ms as number[])[0], sumSq: r.sumSq as number[] };
     };
-    // One "side" per stack; a rep runs every side once, in an order that rotates from rep to rep.
-    const sides: Side[] = [...engineSides.map((e) => e.run), ...servers.map(({ server }) => (n: number, st: number) => torch(server, n, st))];
-    const ne = engineSides.length;
-    const engines = engineSides.map((e) => e.engine);
+    // One "side" per stack: the engines first, then the PyTorch variants (compareRow relies on the order).
+    const sides: Side[] = [...opened.sides.map((e) => e.run), ...res.servers.map(({ server }) => torchSide(server))];
     const preferred = defaultEngine(o.providers);
     const targetEngine = engines.includes(preferred) ? preferred : engines[0];
 
-    const cpu = new CpuMonitor(() => servers.flatMap(({ server }) => (server.child.pid ? [server.child.pid] : [])));
+    const cpu = new CpuMonitor(() => res.servers.flatMap(({ server }) => (server.child.pid ? [server.child.pid] : [])));
     const rows: CompareRow[] = [];
     for (const steps of o.steps) {
       for (const batch of o.batches) {
         o.onProgress?.(`compare: batch ${batch}, S=${steps}: ${o.warmup} warm-up + ${o.reps} reps alternating ${[...engines.map((e) => `invad/${e}`), ...variants.map((v) => `PyTorch/${v}`)].join(', ')}`);
-        for (let i = 0; i < o.warmup; i++) {
-          for (const side of sides) {
-            await side(batch, steps);
-            await sleep(o.gapMs);
-          }
-        }
-        cpu.reset();
-        const got: Timing[][] = sides.map(() => []);
-        for (let r = 0; r < o.reps; r++) {
-          for (let k = 0; k < sides.length; k++) {
-            const j = (k + r) % sides.length;
-            got[j].push(await sides[j](batch, steps));
-            await sleep(o.gapMs);
-          }
-        }
-        const rel = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.max(1e-12, Math.abs(b[i]))));
-        const lastOf = (j: number) => got[j][got[j].length - 1].sumSq;
-        const engineRows: EngineTiming[] = engines.map((engine, e) => ({
-          engine,
-          time: summarize(got[e].map((x) => x.ms)),
-          unetMs: median(got[e].map((x) => (x.unetCalls ?? []).reduce((p, q) => p + q, 0))),
-          unetCallsMs: Array.from({ length: steps }, (_, k) => median(got[e].map((x) => x.unetCalls?.[k] ?? NaN))),
-          backboneMs: median(got[e].map((x) => x.backboneMs ?? NaN)),
-          kernelMs: median(got[e].map((x) => x.kernelMs ?? NaN)),
-          parityRelDiff: rel(lastOf(e), lastOf(ne)),
-        }));
-        const references: ReferenceTiming[] = variants.map((variant, v) => ({ variant, torch: summarize(got[ne + v].map((x) => x.ms)) }));
-        const ratios: Ratio[] = engines.flatMap((engine, e) =>
-          variants.map((variant, v) => ({
-            engine,
-            variant,
-            speedup: references[v].torch.median / engineRows[e].time.median,
-            pairSpeedup: summarize(got[e].map((x, i) => got[ne + v][i].ms / x.ms)),
-          })),
-        );
-        const target = TARGETS.find((t) => t.batch === batch)?.speedup ?? null;
-        const worst = Math.min(...ratios.filter((r) => r.engine === targetEngine).map((r) => r.speedup));
-        rows.push({ batch, steps, reps: o.reps, engines: engineRows, references, ratios, target, targetEngine, met: target === null ? null : worst >= target, cpu: cpu.read() });
+        const got = await alternate(sides, batch, steps, o, cpu);
+        rows.push(compareRow(got, engines, variants, batch, steps, o.reps, targetEngine, cpu.read()));
       }
     }
 
@@ -477,43 +568,22 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       const steps = o.steps[0];
       o.onProgress?.(`compare: profiling one inversion on each side (batch ${batch}, S=${steps})`);
       const torchProfiles = [];
-      for (const { variant, server } of servers) {
+      for (const { variant, server } of res.servers) {
         const tp = await server.request({ cmd: 'profile', batch, steps, top: 15 });
         torchProfiles.push({ variant, wallMs: tp.wallMs as number, ops: tp.ops as ProfileOp[] });
       }
-      profile = { batch, steps, torch: torchProfiles, invad: await profileInvad(ready.onnx, o, manifest, features, per, batch, steps) };
+      const manifest = buildManifest(contents, { backbone: '0'.repeat(64), unet: '0'.repeat(64) });
+      profile = { batch, steps, torch: torchProfiles, invad: await profileInvad(ready.onnx, o, manifest, features, channels * height * width, batch, steps) };
     }
 
-    if (session) await session.release();
-    session = undefined;
-    if (standInSession) await standInSession.release();
-    standInSession = undefined;
-    nativePipeline?.release();
-    nativePipeline = undefined;
-    for (const { server } of servers) await server.close();
-
-    let endToEnd: CompareResult['endToEnd'] = null;
-    if (o.e2e) {
-      endToEnd = [];
-      const dir = join(work, 'bundle');
-      await writeBundle(dir, contents, { overwrite: true });
-      const imgs = await syntheticImages(width * stride, height * stride, 8);
-      for (const engine of engines) {
-        o.onProgress?.(`compare: end-to-end invad through the Detector, ${engine} engine (one-Conv backbone, raw frames)`);
-        const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning, verifyHashes: false, maxBatchSize: maxBatch, engine });
-        try {
-          const rows = await benchStages(det, imgs, { batches: o.batches, steps: o.steps, inputs: ['raw'], runs: Math.max(3, Math.ceil(o.reps / 2)), warmup: Math.max(1, o.warmup), onProgress: o.onProgress });
-          endToEnd.push({ engine: det.info().engine, rows });
-        } finally {
-          await det.dispose();
-        }
-      }
-    }
+    await res.releaseEngines();
+    await res.closeServers();
+    const endToEnd = o.e2e ? await endToEndRows(o, contents, engines, work) : null;
     return {
       preset: o.preset,
       weights: ready.weights,
       params: ready.params,
-      featureShape,
+      featureShape: { channels, height, width },
       threads: o.threads,
       threadSpinning,
       providers: o.providers,
@@ -521,17 +591,14 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
       torch: ready.machine,
       torchVariants: variants,
       engines,
-      engineErrors,
+      engineErrors: opened.errors,
       rows,
       endToEnd,
       profile,
       peakRssMiB: peakRssMiB(),
     };
   } finally {
-    if (session) await session.release().catch(() => undefined);
-    if (standInSession) await standInSession.release().catch(() => undefined);
-    nativePipeline?.release();
-    for (const { server } of servers) server.kill();
+    await res.releaseAll();
     if (!o.workDir) rmSync(work, { recursive: true, force: true });
   }
 }
