@@ -1,5 +1,5 @@
 // Typed mirror of the native addon (native/addon.cc). Public classes keep the
-// addon object internal; only src/ touches it through binding/index.
+// addon object internal; only src/ touches it through src/binding/index.
 //
 // Conventions shared by every kernel:
 // - Tensors are float32, NCHW, contiguous. Shapes are passed explicitly and the
@@ -9,7 +9,12 @@
 //   negative size, non-finite scalar, length mismatch) is a RangeError.
 // - `*Async` variants run on the libuv pool and split the batch over the addon's
 //   threads; they keep references to the buffers until the promise settles.
-//   The sync variants exist for tiny inputs and for tests.
+//   They take fixed-length buffers only (a resizable ArrayBuffer or growable
+//   SharedArrayBuffer is a TypeError), and reject with a TypeError if a held
+//   buffer is transferred away while they run. The sync variants exist for tiny
+//   inputs and for tests, and read every argument (getters included) before
+//   they take a buffer's pointer.
+// - A failed allocation is a RangeError naming the size, never an abort.
 
 export interface TensorShape {
   /** batch */
@@ -233,7 +238,8 @@ export interface InvadAddon {
   /**
    * Bilinear resize of one or more single-channel maps, (planes x inH x inW) to
    * (planes x outH x outW), with PyTorch's F.interpolate(mode='bilinear',
-   * align_corners=False) convention. Returns a new array.
+   * align_corners=False) convention. Returns a new array. outH and outW are each at
+   * most 2^20.
    */
   resizeBilinear(src: Float32Array, planes: number, inH: number, inW: number, outH: number, outW: number): Float32Array;
 
@@ -277,7 +283,9 @@ export interface InvadAddonDiagnostics {
   /**
    * Diagnostic: the CUDA kernels against the CPU kernels on random data of this
    * shape, plus their mean times over `reps` launches (default 20). Needs a GPU,
-   * not ONNX Runtime. Reports CUDA trouble in `reason` instead of throwing.
+   * not ONNX Runtime. Reports CUDA trouble in `reason` instead of throwing. The shape
+   * is capped at 2^26 elements (and so are the maps resized to 16x the grid); CUDA is
+   * checked before anything is allocated.
    */
   cudaKernelCheck(shape: TensorShape, reps?: number): CudaKernelCheckResult;
 }
