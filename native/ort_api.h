@@ -3,7 +3,7 @@
 //
 // Written for ONNX Runtime 1.30.0 (ORT_API_VERSION 30, the libonnxruntime that
 // onnxruntime-node@1.30.0 ships). Slot indices follow the public
-// onnxruntime_c_api.h of that version (see shared/docs/ORT_C_API_SLOTS.md):
+// onnxruntime_c_api.h of that version (see docs/ort-c-api.md):
 // `struct OrtApi` is a plain struct of function pointers that only ever grows
 // at the end, so member i sits at byte offset i * sizeof(void*) and reading it
 // as entry i of a void* array is valid for every release >= the one that added

@@ -3,11 +3,11 @@
  * (src/fit/backbones.ts) and `invad backbone` (src/tools/cli/commands/backbone.ts).
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { BACKBONE_PRESETS } from '../src/fit/backbones';
+import { BACKBONE_PRESETS, modelSearchDirs, resolveBackboneModel } from '../src/fit/backbones';
 import { backboneCommand } from '../src/tools/cli/commands/backbone';
 import { InvalidArgumentError } from '../src/util/errors';
 import { buildFeatureBackbone, listTapCandidates, nearestNames } from '../src/fit/onnx/backbone';
@@ -28,8 +28,7 @@ import {
 import { mulberry32 } from '../src/util/prng';
 import { packageRoot } from '../src/util/package-info';
 import { tempDir } from './helpers/bundles';
-
-const MOBILENET = '/work/shared/models/mobilenetv2-12-int8.onnx';
+import { hasShared, MOBILENET } from './helpers/requirements';
 const PYTHON = '/usr/bin/python3';
 
 let tmp: ReturnType<typeof tempDir>;
@@ -330,17 +329,98 @@ describe('invad backbone', () => {
     const missing = await invadBackbone(['--model', join(tmp.dir, 'nope.onnx'), '--taps', 'a', '--out', outPath]);
     expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toContain('no such file');
-    const preset = await invadBackbone(['--preset', 'resnet9000', '--out', outPath]);
+    const preset = await invadBackbone(['--backbone-preset', 'resnet9000', '--out', outPath]);
     expect(preset.stderr).toContain('unknown preset "resnet9000"; presets are mobilenetv2-int8, efficientnet-b4');
+  });
+
+  test('--preset is a deprecated alias of --backbone-preset: one warning line on stderr', async () => {
+    const modelPath = join(tmp.dir, 'synthetic-alias.onnx');
+    writeFileSync(modelPath, syntheticClassifier());
+    const outPath = join(tmp.dir, 'alias', 'backbone.onnx');
+    const args = ['--model', modelPath, '--taps', 'relu1,relu2,relu3', '--input-size', '32', '--out', outPath];
+    const old = await invadBackbone(['--preset', 'mobilenetv2-int8', ...args]);
+    expect(old.exitCode).toBe(0);
+    expect(old.stderr).toBe('invad backbone: warning: --preset is deprecated; use --backbone-preset\n');
+    const current = await invadBackbone(['--backbone-preset', 'mobilenetv2-int8', ...args]);
+    expect(current).toMatchObject({ exitCode: 0, stderr: '' });
+    const both = await invadBackbone(['--backbone-preset', 'mobilenetv2-int8', '--preset', 'efficientnet-b4', ...args]);
+    expect(both.exitCode).toBe(2);
+    expect(both.stderr).toContain('disagree');
+    expect(backboneCommand().helpInformation()).toContain('--backbone-preset');
+    expect(backboneCommand().helpInformation()).not.toMatch(/^\s+--preset/m);
+  });
+
+  test("a preset's model file is looked for in $INVAD_MODELS_DIR, then ./models; the error lists where", async () => {
+    const saved = process.env.INVAD_MODELS_DIR;
+    const modelsDir = join(tmp.dir, 'models-env');
+    const emptyDir = join(tmp.dir, 'models-empty');
+    mkdirSync(modelsDir, { recursive: true });
+    mkdirSync(emptyDir, { recursive: true });
+    // A stand-in with the preset's file name; the taps and size are overridden to fit it.
+    writeFileSync(join(modelsDir, BACKBONE_PRESETS['mobilenetv2-int8'].modelFile), syntheticClassifier());
+    const outPath = join(tmp.dir, 'lookup', 'backbone.onnx');
+    try {
+      process.env.INVAD_MODELS_DIR = modelsDir;
+      const found = await invadBackbone(['--backbone-preset', 'mobilenetv2-int8', '--taps', 'relu1,relu2,relu3', '--input-size', '32', '--out', outPath, '--json']);
+      expect(found.exitCode).toBe(0);
+      expect(JSON.parse(found.stdout).model).toBe(join(modelsDir, 'mobilenetv2-12-int8.onnx'));
+
+      process.env.INVAD_MODELS_DIR = emptyDir;
+      const missing = await invadBackbone(['--backbone-preset', 'mobilenetv2-int8', '--out', outPath]);
+      expect(missing.exitCode).toBe(2);
+      expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+      expect(missing.stderr).toContain(`${join(emptyDir, 'mobilenetv2-12-int8.onnx')} ($INVAD_MODELS_DIR)`);
+      expect(missing.stderr).toContain(`${join(process.cwd(), 'models', 'mobilenetv2-12-int8.onnx')} (./models)`);
+      expect(missing.stderr).toContain('--model <file>');
+    } finally {
+      if (saved === undefined) delete process.env.INVAD_MODELS_DIR;
+      else process.env.INVAD_MODELS_DIR = saved;
+    }
+  });
+});
+
+describe('resolveBackboneModel', () => {
+  test('explicit path first, then $INVAD_MODELS_DIR, then ./models under the working directory', () => {
+    const cwd = join(tmp.dir, 'resolve-cwd');
+    const envDir = join(tmp.dir, 'resolve-env');
+    mkdirSync(join(cwd, 'models'), { recursive: true });
+    mkdirSync(envDir, { recursive: true });
+    const file = BACKBONE_PRESETS['efficientnet-b4'].modelFile;
+    expect(file).toBe('efficientnet-b4.onnx');
+    for (const p of Object.values(BACKBONE_PRESETS)) expect(p.modelFile).not.toMatch(/[\\/]/); // a file name, not a path
+    expect(modelSearchDirs({}, cwd)).toEqual([{ label: './models', dir: join(cwd, 'models') }]);
+    expect(modelSearchDirs({ INVAD_MODELS_DIR: envDir }, cwd).map((d) => d.dir)).toEqual([envDir, join(cwd, 'models')]);
+
+    const err = (() => {
+      try {
+        resolveBackboneModel('efficientnet-b4', undefined, { env: {}, cwd });
+      } catch (e) {
+        return e as InvalidArgumentError;
+      }
+      throw new Error('expected a throw');
+    })();
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.argument).toBe('backboneModel');
+    expect(err.message).toContain(join(cwd, 'models', file));
+    expect(err.message).toContain('$INVAD_MODELS_DIR is not set');
+    expect(err.message).toContain('train/export_efficientnet.py'); // how to get it
+
+    writeFileSync(join(cwd, 'models', file), 'x');
+    expect(resolveBackboneModel('efficientnet-b4', undefined, { env: {}, cwd })).toBe(join(cwd, 'models', file));
+    writeFileSync(join(envDir, file), 'x');
+    expect(resolveBackboneModel('efficientnet-b4', undefined, { env: { INVAD_MODELS_DIR: envDir }, cwd })).toBe(join(envDir, file));
+    const explicit = join(tmp.dir, 'elsewhere.onnx');
+    writeFileSync(explicit, 'x');
+    expect(resolveBackboneModel('efficientnet-b4', explicit, { env: { INVAD_MODELS_DIR: envDir }, cwd })).toBe(explicit);
+    expect(() => resolveBackboneModel('efficientnet-b4', join(tmp.dir, 'nope.onnx'))).toThrow(/nope\.onnx not found/);
+    expect(() => resolveBackboneModel('resnet9000')).toThrow(/unknown backbone preset/);
   });
 });
 
 // ---------------------------------------------------------------- real backbones
 
-const haveMobilenet = existsSync(MOBILENET);
-if (!haveMobilenet) {
-  console.warn(`\n*** ${MOBILENET} is missing: SKIPPING the real MobileNetV2-int8 backbone tests (CI always has it) ***\n`);
-}
+// Needs ../shared (the real MobileNetV2-int8): says so and skips when it is absent, fails under CI.
+const haveMobilenet = hasShared(MOBILENET);
 
 (haveMobilenet ? describe : describe.skip)('mobilenetv2-int8 preset', () => {
   const preset = BACKBONE_PRESETS['mobilenetv2-int8'];

@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { Detector } from '../src';
 import type { Manifest } from '../src/runtime/bundle/manifest';
-import { channelStats, FeatureExtractor } from '../src/fit/features';
+import { channelStats, FeatureExtractor, featureScalingRecord, readFeatureScaling } from '../src/fit/features';
 import { fit, type FitEvent } from '../src/fit/fit';
+import { fitCommand } from '../src/tools/cli/commands/fit';
 import { type NpyArray, readNpy } from '../src/util/npy';
 import { mulberry32 } from '../src/util/prng';
 import { hasShared, hasTorch, MOBILENET } from './helpers/requirements';
@@ -154,6 +155,10 @@ function channelStds(a: NpyArray): number[] {
     expect(Math.max(...stdRaw) / Math.min(...stdRaw.filter((s) => s > 1e-3))).toBeGreaterThan(1.5);
     expect(trainRaw.shape).toEqual(extractedRaw.shape);
     expect(raw.manifest.provenance.training.featureStandardization).toMatch(/^none/);
+    // The work folder records the scaling as a versioned record, which --resume compares.
+    const scalingOf = (work: string) => (JSON.parse(readFileSync(join(tmp.dir, work, 'features.json'), 'utf8')) as { scaling: unknown }).scaling;
+    expect(scalingOf('scaled.work')).toEqual({ version: 1, normalization: 'standardize', scale: 0.5 });
+    expect(scalingOf('raw.work')).toEqual({ version: 1, normalization: 'none', scale: null });
     // Resuming with other scaling would train on different data: refused before any work.
     await expect(fit({ ...common, out: join(tmp.dir, 'raw'), resume: true, featureScale: 0.5 })).rejects.toMatchObject({ argument: 'featureNormalization' });
 
@@ -195,4 +200,112 @@ function channelStds(a: NpyArray): number[] {
   } finally {
     tmp.cleanup();
   }
+});
+
+describe('the feature scaling record --resume compares', () => {
+  test('a versioned record; the sentences older work folders hold map to it', () => {
+    expect(featureScalingRecord('none', 0.5)).toEqual({ version: 1, normalization: 'none', scale: null });
+    expect(featureScalingRecord('standardize')).toEqual({ version: 1, normalization: 'standardize', scale: 1 });
+    expect(readFeatureScaling({ scaling: { version: 1, normalization: 'standardize', scale: 0.5 } })).toEqual(featureScalingRecord('standardize', 0.5));
+    expect(readFeatureScaling({ scaling: { version: 1, normalization: 'none', scale: null }, normalization: 'ignored when a record is there' })).toEqual(featureScalingRecord('none'));
+    // Legacy: the sentence, or nothing at all (fit always standardized to std 1 then).
+    expect(readFeatureScaling({ normalization: "none: the backbone's raw features" })).toEqual(featureScalingRecord('none'));
+    expect(readFeatureScaling({ normalization: 'per-channel mean/std of the training features, baked into backbone.onnx' })).toEqual(featureScalingRecord('standardize', 1));
+    expect(readFeatureScaling({ normalization: 'per-channel mean/std of the training features scaled to std 0.25, baked into backbone.onnx' })).toEqual(featureScalingRecord('standardize', 0.25));
+    expect(readFeatureScaling({})).toEqual(featureScalingRecord('standardize', 1));
+    // What this version cannot read is an Error to report, not a guess.
+    expect(readFeatureScaling({ scaling: { version: 2, normalization: 'whiten' } })).toEqual(expect.objectContaining({ message: expect.stringMatching(/version 2, written by a newer invad/) }));
+    expect(readFeatureScaling({ scaling: { version: 1, normalization: 'standardize', scale: -1 } })).toBeInstanceOf(Error);
+    expect(readFeatureScaling({ normalization: 'something else' })).toBeInstanceOf(Error);
+  });
+
+  // Needs ../shared (the real MobileNetV2) for the backbone, not PyTorch: an aborted signal stops
+  // fit right after the resume check and the backbone surgery, before extraction and training.
+  (hasShared() ? test : test.skip)('--resume accepts a work folder with matching scaling, old sentence or record, and refuses any other', async () => {
+    const tmp = tempDir('invad-fit-');
+    try {
+      const normalDir = join(tmp.dir, 'good');
+      await writeParts(normalDir, Array.from({ length: 8 }, (_, i) => i), false);
+      const out = join(tmp.dir, 'model');
+      const work = `${out}.work`;
+      mkdirSync(work, { recursive: true });
+      const stopped = new AbortController();
+      stopped.abort();
+      const base = { normal: normalDir, out, backbone: 'mobilenetv2-int8', backboneModel: MOBILENET, resume: true, valFraction: 0.25, signal: stopped.signal };
+      const writeSaved = (saved: object) => writeFileSync(join(work, 'features.json'), JSON.stringify({ shape: [152, 14, 14], ...saved }));
+      const cases: Array<[object, Partial<Parameters<typeof fit>[0]>, 'ok' | 'refused']> = [
+        [{ normalization: 'per-channel mean/std of the training features, baked into backbone.onnx' }, { featureNormalization: 'standardize' }, 'ok'],
+        [{ normalization: 'per-channel mean/std of the training features, baked into backbone.onnx' }, {}, 'refused'], // the default is now raw features
+        [{}, { featureScale: 1 }, 'ok'], // a folder from before featureNormalization existed
+        [{ normalization: 'per-channel mean/std of the training features scaled to std 0.5, baked into backbone.onnx' }, { featureScale: 0.5 }, 'ok'],
+        [{ normalization: 'per-channel mean/std of the training features scaled to std 0.5, baked into backbone.onnx' }, { featureScale: 2 }, 'refused'],
+        [{ normalization: "none: the backbone's raw features" }, {}, 'ok'],
+        [{ scaling: { version: 1, normalization: 'none', scale: null } }, { featureNormalization: 'none' }, 'ok'],
+        [{ scaling: { version: 1, normalization: 'standardize', scale: 0.5 } }, { featureScale: 0.5 }, 'ok'],
+        [{ scaling: { version: 1, normalization: 'standardize', scale: 0.5 } }, {}, 'refused'],
+        [{ scaling: { version: 9, normalization: 'standardize', scale: 0.5 } }, { featureScale: 0.5 }, 'refused'],
+      ];
+      for (const [saved, options, expected] of cases) {
+        writeSaved(saved);
+        const run = fit({ ...base, ...options });
+        if (expected === 'ok') await expect(run).rejects.toMatchObject({ code: 'ERR_INVAD_ABORTED' });
+        else await expect(run).rejects.toMatchObject({ argument: 'featureNormalization', message: expect.stringMatching(/cannot --resume/) });
+      }
+    } finally {
+      tmp.cleanup();
+    }
+  });
+});
+
+describe('invad fit options', () => {
+  /** Runs `invad fit` with args until fit() itself fails (no model here), capturing stderr. */
+  async function invadFit(args: string[]): Promise<{ stderr: string; error: unknown }> {
+    let stderr = '';
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => ((stderr += String(s)), true));
+    const savedCode = process.exitCode;
+    let error: unknown;
+    try {
+      await fitCommand().exitOverride().parseAsync(args, { from: 'user' });
+    } catch (e) {
+      error = e;
+    } finally {
+      process.exitCode = savedCode;
+      err.mockRestore();
+    }
+    return { stderr, error };
+  }
+
+  test('--unet-preset and --backbone-preset; --preset is a deprecated alias; a missing model says where it looked', async () => {
+    const tmp = tempDir('invad-fit-cli-');
+    const saved = process.env.INVAD_MODELS_DIR;
+    try {
+      process.env.INVAD_MODELS_DIR = join(tmp.dir, 'no-models');
+      const common = ['--normal', join(tmp.dir, 'good'), '--out', join(tmp.dir, 'model')];
+      const where = (r: { stderr: string; error: unknown }) => `${r.stderr}${String((r.error as Error | undefined)?.message)}`;
+
+      const current = await invadFit([...common, '--backbone-preset', 'mobilenetv2-int8', '--unet-preset', 'tiny']);
+      expect(current.stderr).not.toContain('deprecated');
+      expect(where(current)).toContain(`${join(tmp.dir, 'no-models', 'mobilenetv2-12-int8.onnx')} ($INVAD_MODELS_DIR)`);
+      expect(where(current)).toContain('(./models)');
+      expect(where(current)).toContain('--backbone-model <file>');
+
+      const old = await invadFit([...common, '--backbone', 'mobilenetv2-int8', '--preset', 'tiny']);
+      expect(old.stderr.split('\n').filter((l) => l.includes('deprecated'))).toEqual(['invad fit: warning: --preset is deprecated; use --unet-preset']);
+      expect(where(old)).toContain('no model file for backbone preset "mobilenetv2-int8"');
+
+      const both = await invadFit([...common, '-b', 'mobilenetv2-int8', '--unet-preset', 'small', '--preset', 'tiny']);
+      expect(where(both)).toMatch(/disagree/);
+      const none = await invadFit(common);
+      expect(where(none)).toMatch(/--backbone-preset <name>' not specified/);
+
+      const help = fitCommand().helpInformation();
+      expect(help).toContain('--unet-preset');
+      expect(help).toContain('--backbone-preset');
+      expect(help).not.toMatch(/^\s+--preset/m);
+    } finally {
+      if (saved === undefined) delete process.env.INVAD_MODELS_DIR;
+      else process.env.INVAD_MODELS_DIR = saved;
+      tmp.cleanup();
+    }
+  });
 });

@@ -12,8 +12,10 @@ The ONNX model has one input and five outputs (opset 17, dynamic batch 'N'):
     tap_s8   [N, 56, S/8, S/8]     output of stage 3 (features[3])
     tap_s16  [N, 160, S/16, S/16]  output of stage 5 (features[5])
 
-`invad backbone --preset efficientnet-b4 --model efficientnet-b4.onnx` then resizes the
-taps to 16x16 and concatenates them: 272 x 16 x 16 at 256 px (METHOD.md, Features).
+`invad backbone --backbone-preset efficientnet-b4 --model efficientnet-b4.onnx` then resizes
+the taps to 16x16 and concatenates them: 272 x 16 x 16 at 256 px (docs/method.md, "Features").
+Saved as models/efficientnet-b4.onnx (or in $INVAD_MODELS_DIR), `invad fit --backbone-preset
+efficientnet-b4` finds it without --backbone-model.
 
 Model source: torchvision.models.efficientnet_b4 when torchvision is installed, otherwise a
 compact re-implementation below whose parameter names match torchvision's, so torchvision's

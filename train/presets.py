@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 PRESETS: Dict[str, Dict[str, Any]] = {
-    # Paper configuration (METHOD.md "Diffusion"): 16x16 maps -> attention on 8x8, 4x4, 2x2.
+    # Paper configuration (docs/method.md, "Training"): 16x16 maps -> attention on 8x8, 4x4, 2x2.
     "paper": {
         "model": {"model_channels": 256, "channel_mult": [1, 1, 2, 2], "num_res_blocks": 2,
                   "attention_ds": [2, 4, 8], "num_heads": 8},

@@ -134,3 +134,65 @@ export function channelStats(features: Float32Array, shape: readonly [number, nu
   }
   return { mean, std };
 }
+
+// ---------------------------------------------------------------- the feature scaling record
+
+/**
+ * How the features in a work folder were scaled before the UNet trained on them,
+ * as `fit` writes it to the work folder's features.json (`scaling`). `fit --resume`
+ * compares it with the scaling asked for, so a checkpoint never goes on training
+ * on differently scaled data. Bump `version` when a field's meaning changes.
+ */
+export interface FeatureScalingRecord {
+  version: 1;
+  /** `none`: the backbone's raw features; `standardize`: per-channel (x - mean) / std of the training features */
+  normalization: 'none' | 'standardize';
+  /** the standard deviation of every standardized channel; null for `none` */
+  scale: number | null;
+}
+
+export const FEATURE_SCALING_VERSION = 1;
+
+export function featureScalingRecord(normalization: 'none' | 'standardize', scale = 1): FeatureScalingRecord {
+  return { version: FEATURE_SCALING_VERSION, normalization, scale: normalization === 'none' ? null : scale };
+}
+
+export function sameFeatureScaling(a: FeatureScalingRecord, b: FeatureScalingRecord): boolean {
+  return a.normalization === b.normalization && a.scale === b.scale;
+}
+
+/** One line for messages: `none` or `standardize (std 0.5)`. */
+export function formatFeatureScaling(r: FeatureScalingRecord): string {
+  return r.normalization === 'none' ? 'none' : `standardize (std ${r.scale})`;
+}
+
+/** The sentences invad up to 0.1.0 wrote as features.json's `normalization` (see readFeatureScaling). */
+const LEGACY_NONE = "none: the backbone's raw features";
+const LEGACY_STANDARDIZE = /^per-channel mean\/std of the training features(?: scaled to std ([0-9.eE+-]+))?, baked into backbone\.onnx$/;
+
+/**
+ * The scaling a work folder's features.json records. Work folders written before
+ * the record existed carry a sentence in `normalization` instead (or nothing, from
+ * before feature normalization was an option, when fit always standardized to
+ * std 1); those are mapped to the record. Returns an Error (not thrown) for a
+ * record this version cannot read, so the caller can word the refusal.
+ */
+export function readFeatureScaling(saved: { scaling?: unknown; normalization?: unknown }): FeatureScalingRecord | Error {
+  const rec = saved.scaling;
+  if (rec !== undefined) {
+    const r = rec as Partial<FeatureScalingRecord> | null;
+    if (r && typeof r === 'object' && typeof r.version === 'number' && r.version > FEATURE_SCALING_VERSION) {
+      return new Error(`its feature scaling record is version ${r.version}, written by a newer invad (this one reads version ${FEATURE_SCALING_VERSION})`);
+    }
+    if (r && r.version === 1 && r.normalization === 'none' && r.scale === null) return featureScalingRecord('none');
+    if (r && r.version === 1 && r.normalization === 'standardize' && typeof r.scale === 'number' && r.scale > 0) return featureScalingRecord('standardize', r.scale);
+    return new Error(`its feature scaling record ${JSON.stringify(rec)} is not valid`);
+  }
+  const sentence = saved.normalization;
+  if (sentence === undefined) return featureScalingRecord('standardize', 1);
+  if (sentence === LEGACY_NONE) return featureScalingRecord('none');
+  const m = typeof sentence === 'string' ? LEGACY_STANDARDIZE.exec(sentence) : null;
+  const scale = m ? (m[1] === undefined ? 1 : Number(m[1])) : NaN;
+  if (m && scale > 0) return featureScalingRecord('standardize', scale);
+  return new Error(`its feature normalization ${JSON.stringify(sentence)} is not one invad wrote`);
+}

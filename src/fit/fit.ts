@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { BACKBONE_PRESETS } from './backbones';
+import { BACKBONE_PRESETS, resolveBackboneModel } from './backbones';
 import { loadBundle } from '../runtime/bundle/load';
 import type { CalibrationSpec, Manifest, ScoreDefinition } from '../runtime/bundle/manifest';
 import { commitFolder, writeBundle } from './write-bundle';
@@ -21,7 +21,7 @@ import { calibrateBundle, DEFAULT_STEP_RANGE, fitBundleLatents } from './calibra
 import { expandImagePaths } from '../util/image-files';
 import type { ExecutionProvider } from '../runtime/engine/protocol';
 import { AbortedError, InvalidArgumentError, TrainingError } from '../util/errors';
-import { channelStats, FeatureExtractor, type ExtractedFeatures } from './features';
+import { channelStats, type ExtractedFeatures, FeatureExtractor, type FeatureScalingRecord, featureScalingRecord, formatFeatureScaling, readFeatureScaling, sameFeatureScaling } from './features';
 import { writeNpy } from '../util/npy';
 import { buildFeatureBackbone, type TapInfo } from './onnx/backbone';
 import { mulberry32 } from '../util/prng';
@@ -36,12 +36,17 @@ export interface FitOptions {
   out: string;
   /** backbone preset name (`mobilenetv2-int8`, `efficientnet-b4`) */
   backbone: string;
-  /** the classifier ONNX to tap; default: the preset's model file */
+  /**
+   * the classifier ONNX to tap; default: the preset's model file (`modelFile`) in
+   * $INVAD_MODELS_DIR, then in ./models (see resolveBackboneModel)
+   */
   backboneModel?: string;
   /** tap tensor names, overriding the preset's */
   taps?: string[];
   /** UNet size preset (`tiny`, `small`, `medium`, `paper`); default `small` */
   preset?: UnetPreset;
+  unetPreset?: UnetPreset;
+  /** @deprecated the older name of `unetPreset` */
   epochs?: number;
   batchSize?: number;
   lr?: number;
@@ -135,7 +140,11 @@ function checkOptions(o: FitOptions): void {
   if (typeof o.out !== 'string' || !o.out) throw new InvalidArgumentError('out', 'Expected an output folder for out');
   oneOf('backbone', o.backbone, Object.keys(BACKBONE_PRESETS));
   if (o.preset !== undefined) oneOf('preset', o.preset, UNET_PRESETS);
+  if (o.unetPreset !== undefined) oneOf('unetPreset', o.unetPreset, UNET_PRESETS);
   if (o.epochs !== undefined) intInRange('epochs', o.epochs, 1, 100_000);
+  if (o.unetPreset !== undefined && o.preset !== undefined && o.unetPreset !== o.preset) {
+    throw new InvalidArgumentError('unetPreset', `unetPreset '${o.unetPreset}' and its deprecated alias preset '${o.preset}' disagree; pass unetPreset only`);
+  }
   if (o.batchSize !== undefined) intInRange('batchSize', o.batchSize, 1, 4096);
   if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
   if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
@@ -199,29 +208,37 @@ function featureNormalizationFor(trainF: ExtractedFeatures, o: FitOptions): { me
 function describeNormalization(o: FitOptions): string {
   if (resolvedNormalization(o) === 'none') return 'none: the backbone\'s raw features';
   const scale = o.featureScale ?? 1;
+/** The human-readable line the bundle's provenance records (featureStandardization); never compared. */
   return `per-channel mean/std of the training features${scale === 1 ? '' : ` scaled to std ${scale}`}, baked into backbone.onnx`;
 }
 
-/** Work folders written before featureNormalization existed always standardized. */
-const LEGACY_NORMALIZATION = 'per-channel mean/std of the training features, baked into backbone.onnx';
+/** The scaling record `fit` writes to the work folder and --resume compares. */
+function scalingFor(o: FitOptions): FeatureScalingRecord {
+  return featureScalingRecord(resolvedNormalization(o), o.featureScale ?? 1);
+}
 
 /**
  * --resume continues a checkpoint; the features it trained on must be scaled the
- * same way, or training would silently go on with different data.
+ * same way, or training would silently go on with different data. The work
+ * folder's features.json holds a versioned record (older folders a sentence,
+ * which readFeatureScaling maps to the record).
  */
 async function checkResumeNormalization(work: string, o: FitOptions): Promise<void> {
-  let previous: string;
+  let saved: { scaling?: unknown; normalization?: unknown };
   try {
-    const saved = JSON.parse(await readFile(join(work, 'features.json'), 'utf8')) as { normalization?: unknown };
-    previous = typeof saved.normalization === 'string' ? saved.normalization : LEGACY_NORMALIZATION;
+    saved = JSON.parse(await readFile(join(work, 'features.json'), 'utf8')) as typeof saved;
   } catch {
     return; // nothing extracted yet: the run starts from scratch anyway
   }
-  const requested = describeNormalization(o);
-  if (previous !== requested) {
+  const previous = readFeatureScaling(saved);
+  if (previous instanceof Error) {
+    throw new InvalidArgumentError('featureNormalization', `cannot --resume from ${work}: ${previous.message}; start without --resume`);
+  }
+  const requested = scalingFor(o);
+  if (!sameFeatureScaling(previous, requested)) {
     throw new InvalidArgumentError(
       'featureNormalization',
-      `cannot --resume: the work folder's checkpoint trained on features with normalization "${previous}", not "${requested}"; pass the matching --feature-normalization / --feature-scale, or start without --resume`,
+      `cannot --resume: the work folder's checkpoint trained on features with normalization ${formatFeatureScaling(previous)}, not ${formatFeatureScaling(requested)}; pass the matching --feature-normalization / --feature-scale, or start without --resume`,
     );
   }
 }
@@ -240,10 +257,8 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     throw new InvalidArgumentError('out', `${out} already exists; pass overwrite (--overwrite) to replace it, or resume (--resume)`);
   }
   const preset = BACKBONE_PRESETS[o.backbone];
-  const modelPath = o.backboneModel ?? preset.defaultPath;
-  if (!modelPath || !existsSync(modelPath)) {
-    throw new InvalidArgumentError('backboneModel', `backbone model ${modelPath ?? '(none)'} not found; pass the classifier ONNX with --backbone-model`);
-  }
+  const modelPath = resolveBackboneModel(o.backbone, o.backboneModel);
+  const unetPreset = o.unetPreset ?? o.preset ?? 'small';
 
   const files = await expandImagePaths([o.normal]);
   if (files.length === 0) throw new InvalidArgumentError('normal', `no images found in ${o.normal}`);
@@ -293,7 +308,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   await writeNpy(join(work, 'val.npy'), valF.features, valF.shape);
   await writeFile(
     join(work, 'features.json'),
-    JSON.stringify({ shape: trainF.shape.slice(1), train: trainF.files, val: valF.files, skipped: [...trainF.skipped, ...valF.skipped], normalization: describeNormalization(o), mean: normalization ? [...normalization.mean] : null, std: normalization ? [...normalization.std] : null }, null, 1),
+    JSON.stringify({ shape: trainF.shape.slice(1), train: trainF.files, val: valF.files, skipped: [...trainF.skipped, ...valF.skipped], scaling: scalingFor(o), normalization: describeNormalization(o), mean: normalization ? [...normalization.mean] : null, std: normalization ? [...normalization.std] : null }, null, 1),
   );
   aborted();
 
@@ -304,7 +319,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     trainNpy: join(work, 'train.npy'),
     valNpy: join(work, 'val.npy'),
     workDir: trainDir,
-    preset: o.preset ?? 'small',
+    preset: unetPreset,
     epochs: o.epochs,
     batchSize: o.batchSize,
     lr: o.lr,
@@ -338,7 +353,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     backbone: { bytes: final.bytes, name: o.backbone, taps: final.taps.map((t) => t.name), inputName: final.inputName, outputName: final.outputName },
     unet: { path: unetPath },
     training: {
-      preset: o.preset ?? 'small',
+      preset: unetPreset,
       backboneModel: modelPath,
       taps: final.taps,
       featureStandardization: describeNormalization(o),

@@ -1,6 +1,6 @@
 /**
- * The diffusion schedule and the DDIM inversion coefficients (METHOD.md, "Diffusion"
- * and "Inversion"). Everything is computed in float64 like numpy does, then handed
+ * The diffusion schedule and the DDIM inversion coefficients (docs/method.md, "Schedule",
+ * "Timesteps" and "Inversion"). Everything is computed in float64 like numpy does, then handed
  * to the kernels as per-step scalars.
  */
 import { InvalidArgumentError } from '../util/errors';

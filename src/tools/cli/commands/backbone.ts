@@ -4,8 +4,8 @@
  */
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { Command, InvalidArgumentError as CommanderArgError } from 'commander';
-import { BACKBONE_PRESETS, type BackbonePreset } from '../../../fit/backbones';
+import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
+import { BACKBONE_PRESETS, type BackbonePreset, MODELS_DIR_ENV, resolveBackboneModel } from '../../../fit/backbones';
 import { InvadError } from '../../../util/errors';
 import { buildFeatureBackbone, describeTapCandidates, type Size2D } from '../../../fit/onnx/backbone';
 
@@ -28,6 +28,8 @@ function parseTaps(value: string): string[] {
 
 interface BackboneCommandOptions {
   model?: string;
+  backbonePreset?: string;
+  /** deprecated alias of backbonePreset */
   preset?: string;
   taps?: string[];
   out?: string;
@@ -59,14 +61,28 @@ async function readModel(path: string, preset: BackbonePreset | undefined): Prom
   }
 }
 
-async function run(o: BackboneCommandOptions): Promise<number> {
-  let preset: BackbonePreset | undefined;
-  if (o.preset !== undefined) {
-    preset = BACKBONE_PRESETS[o.preset];
-    if (!preset) throw new UsageError(`unknown preset "${o.preset}"; presets are ${Object.keys(BACKBONE_PRESETS).join(', ')}`);
+/**
+ * The value of an option that replaced a deprecated one: warns (one line on stderr) when the
+ * old name is used, and refuses the two with different values.
+ */
+export function deprecatedAlias<T>(command: string, current: { flag: string; value: T | undefined }, old: { flag: string; value: T | undefined }): T | undefined {
+  if (old.value === undefined) return current.value;
+  process.stderr.write(`invad ${command}: warning: ${old.flag} is deprecated; use ${current.flag}\n`);
+  if (current.value !== undefined && current.value !== old.value) {
+    throw new UsageError(`${current.flag} ${String(current.value)} and ${old.flag} ${String(old.value)} disagree; pass ${current.flag} only`);
   }
-  const modelPath = o.model ?? preset?.defaultPath;
-  if (!modelPath) throw new UsageError('--model <classifier.onnx> is required (or a --preset with a default path)');
+  return old.value;
+}
+
+async function run(o: BackboneCommandOptions): Promise<number> {
+  const presetName = deprecatedAlias('backbone', { flag: '--backbone-preset', value: o.backbonePreset }, { flag: '--preset', value: o.preset });
+  let preset: BackbonePreset | undefined;
+  if (presetName !== undefined) {
+    preset = BACKBONE_PRESETS[presetName];
+    if (!preset) throw new UsageError(`unknown preset "${presetName}"; presets are ${Object.keys(BACKBONE_PRESETS).join(', ')}`);
+  }
+  if (o.model === undefined && presetName === undefined) throw new UsageError('--model <classifier.onnx> is required (or a --backbone-preset, whose model file is looked for in $INVAD_MODELS_DIR and ./models)');
+  const modelPath = o.model ?? resolveBackboneModel(presetName!, undefined, { flag: '--model' });
   const inputSize = o.inputSize ?? preset?.inputSize ?? { height: 224, width: 224 };
   const bytes = await readModel(modelPath, preset);
 
@@ -84,14 +100,14 @@ async function run(o: BackboneCommandOptions): Promise<number> {
   }
 
   const taps = o.taps ?? preset?.taps;
-  if (!taps) throw new UsageError('give --preset <name> or --taps a,b,c (see --list for candidates)');
+  if (!taps) throw new UsageError('give --backbone-preset <name> or --taps a,b,c (see --list for candidates)');
   if (!o.out) throw new UsageError('--out <backbone.onnx> is required');
   const fb = await buildFeatureBackbone(bytes, { taps, inputSize, grid: o.grid, inputName: o.inputName });
   await mkdir(dirname(o.out), { recursive: true });
   await writeFile(o.out, fb.bytes);
   const { channels, height, width } = fb.featureShape;
   if (o.json) {
-    process.stdout.write(JSON.stringify({ out: o.out, model: modelPath, preset: o.preset ?? null, inputSize, featureShape: fb.featureShape, taps: fb.taps }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ out: o.out, model: modelPath, preset: presetName ?? null, inputSize, featureShape: fb.featureShape, taps: fb.taps }, null, 2) + '\n');
   } else {
     process.stdout.write(
       `wrote ${o.out} (${(fb.bytes.length / 1e6).toFixed(1)} MB): ${fb.inputName} [N,3,${inputSize.height},${inputSize.width}] -> ` +
@@ -104,7 +120,7 @@ async function run(o: BackboneCommandOptions): Promise<number> {
   }
   const exp = preset?.expectedFeatureShape;
   if (preset && exp && o.taps === undefined && o.grid === undefined && (exp.channels !== channels || exp.height !== height || exp.width !== width)) {
-    process.stderr.write(`invad backbone: note: preset "${o.preset}" expects ${exp.channels} x ${exp.height} x ${exp.width} at ${preset.inputSize.height}x${preset.inputSize.width}\n`);
+    process.stderr.write(`invad backbone: note: preset "${presetName}" expects ${exp.channels} x ${exp.height} x ${exp.width} at ${preset.inputSize.height}x${preset.inputSize.width}\n`);
   }
   return 0;
 }
@@ -112,8 +128,9 @@ async function run(o: BackboneCommandOptions): Promise<number> {
 export function backboneCommand(): Command {
   return new Command('backbone')
     .description('Build a feature backbone from an ONNX classifier: tap intermediate tensors, resize them bilinearly to a common grid, concat on channels')
-    .option('-m, --model <file>', 'the classifier ONNX model (default: the preset\'s)')
-    .option('--preset <name>', `taps, input size and default model of a known backbone: ${Object.keys(BACKBONE_PRESETS).join(', ')}`)
+    .option('-m, --model <file>', `the classifier ONNX model (default: the preset's model file in $${MODELS_DIR_ENV}, then ./models)`)
+    .option('--backbone-preset <name>', `taps, input size and model file of a known backbone: ${Object.keys(BACKBONE_PRESETS).join(', ')}`)
+    .addOption(new Option('--preset <name>', 'deprecated: use --backbone-preset').hideHelp())
     .option('--taps <list>', 'comma-separated tensor names, fine to coarse (overrides the preset\'s)', parseTaps)
     .option('-o, --out <file>', 'where to write the backbone ONNX model')
     .option('--input-size <n>', 'input image size, N or HxW (default: the preset\'s, else 224)', parseSize)

@@ -1,19 +1,23 @@
 /** `invad fit`: a model bundle from a folder of normal images. */
 import { Command, Option } from 'commander';
-import { BACKBONE_PRESETS } from '../../../fit/backbones';
+import { BACKBONE_PRESETS, MODELS_DIR_ENV } from '../../../fit/backbones';
 import { SCORE_DEFINITIONS, type ScoreDefinition } from '../../../runtime/bundle/manifest';
 import { FEATURE_NORMALIZATIONS, type FeatureNormalization, fit, type FitEvent } from '../../../fit/fit';
 import { UNET_PRESETS, type UnetPreset } from '../../../fit/trainer/runner';
 import { makeProgress, type Progress } from '../progress';
 import { parsePositiveInt, parseProviders } from './score';
+import { deprecatedAlias } from './backbone';
 
 interface FitCommandOptions {
   normal: string;
-  backbone: string;
+  backbone?: string;
+  backbonePreset?: string;
   backboneModel?: string;
   taps?: string;
   out: string;
-  preset: UnetPreset;
+  unetPreset: UnetPreset;
+  /** deprecated alias of unetPreset */
+  preset?: UnetPreset;
   epochs?: number;
   batchSize?: number;
   lr?: number;
@@ -88,11 +92,13 @@ export function fitCommand(): Command {
   return new Command('fit')
     .description('Build a model bundle from a folder of normal images: backbone, features, UNet training (PyTorch), export, calibration')
     .requiredOption('-n, --normal <dir>', 'folder of normal (defect-free) images, searched recursively')
-    .addOption(new Option('-b, --backbone <preset>', 'backbone preset').choices(Object.keys(BACKBONE_PRESETS)).makeOptionMandatory())
-    .option('--backbone-model <file>', "the classifier ONNX to tap (default: the preset's)")
+    .addOption(new Option('-b, --backbone-preset <name>', 'backbone preset (also --backbone)').choices(Object.keys(BACKBONE_PRESETS)))
+    .addOption(new Option('--backbone <name>').choices(Object.keys(BACKBONE_PRESETS)).hideHelp())
+    .option('--backbone-model <file>', `the classifier ONNX to tap (default: the preset's model file in $${MODELS_DIR_ENV}, then ./models)`)
     .option('--taps <names>', "comma-separated tensor names to tap, fine to coarse (default: the preset's)")
     .requiredOption('-o, --out <dir>', 'bundle folder to write')
-    .addOption(new Option('--preset <name>', 'UNet size').choices([...UNET_PRESETS]).default('small'))
+    .addOption(new Option('--unet-preset <name>', 'UNet size').choices([...UNET_PRESETS]).default('small'))
+    .addOption(new Option('--preset <name>', 'deprecated: use --unet-preset').choices([...UNET_PRESETS]).hideHelp())
     .option('--epochs <n>', "training epochs (default: the preset's)", parsePositiveInt)
     .option('--batch-size <n>', "training batch size (default: the preset's)", parsePositiveInt)
     .option('--lr <rate>', "peak learning rate (default: the preset's)", Number)
@@ -113,7 +119,14 @@ export function fitCommand(): Command {
     .option('--max-minutes <m>', 'stop training after this many minutes (at the end of an epoch)', Number)
     .option('-p, --providers <list>', 'ONNX Runtime providers for extraction and calibration', parseProviders, ['cpu'])
     .option('-v, --verbose', "show the trainer's log")
-    .action(async (o: FitCommandOptions) => {
+    .action(async (o: FitCommandOptions, cmd: Command) => {
+      const backbone = o.backbonePreset ?? o.backbone;
+      if (backbone === undefined) cmd.error("error: required option '-b, --backbone-preset <name>' not specified");
+      if (o.backbonePreset !== undefined && o.backbone !== undefined && o.backbonePreset !== o.backbone) {
+        cmd.error(`error: --backbone-preset ${o.backbonePreset} and --backbone ${o.backbone} disagree; pass one`);
+      }
+      const explicitUnet = cmd.getOptionValueSource('unetPreset') === 'cli' ? o.unetPreset : undefined;
+      const unetPreset = deprecatedAlias('fit', { flag: '--unet-preset', value: explicitUnet }, { flag: '--preset', value: o.preset }) ?? o.unetPreset;
       const controller = new AbortController();
       const onSigint = () => {
         say('interrupted: stopping; no bundle is written, the work folder is kept for --resume');
@@ -124,10 +137,10 @@ export function fitCommand(): Command {
         const r = await fit({
           normal: o.normal,
           out: o.out,
-          backbone: o.backbone,
+          backbone: backbone!,
           backboneModel: o.backboneModel,
           taps: o.taps?.split(',').map((s) => s.trim()),
-          preset: o.preset,
+          unetPreset,
           epochs: o.epochs,
           batchSize: o.batchSize,
           lr: o.lr,
