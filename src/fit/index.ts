@@ -10,5 +10,5 @@ export { calibrateStep, calibrationSpec } from './calibrate';
 export type { NormalSample } from './calibrate';
 export { calibrateBundle, fitBundleLatents } from './calibrate-bundle';
 export type { BundleStepOptions, CalibrateBundleOptions, LabelledImages } from './calibrate-bundle';
-export { BACKBONE_PRESETS, backbonePresetNames } from './backbones';
+export { BACKBONE_PRESETS, backbonePresetNames, MODELS_DIR_ENV, modelSearchDirs, resolveBackboneModel } from './backbones';
 export type { BackbonePreset } from './backbones';
