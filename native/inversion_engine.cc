@@ -52,7 +52,77 @@ std::string ProfileShape(const std::string& name, size_t n, std::initializer_lis
 // TensorRT parses profiles on ":" and ","; names containing them get no profile.
 bool ProfileSafe(const std::string& name) { return name.find_first_of(":,") == std::string::npos; }
 
+// Test hooks (PipelineConfig::testHooks), comma-separated:
+//   snapshot-host-inputs   host-mode BindInput binds a copy of the host buffer
+//                          made at bind time. That is what ORT does when the
+//                          session runs on another device (IOBinding::BindInput
+//                          -> CopyOneInputAcrossDevices); the CPU provider binds
+//                          the host buffer itself (measured: a value changed
+//                          after binding is seen by the next run), so only this
+//                          hook lets a CPU-only test catch a missing re-bind.
+//   sticky-error-at-call=N the N-th run/features call (from 1) fails as if the
+//                          device had hit a sticky CUDA error, to test the
+//                          broken state without a GPU.
+struct ParsedHooks {
+  bool snapshotHostInputs = false;
+  size_t stickyErrorAtCall = 0;
+};
+
+ParsedHooks ParseTestHooks(const std::string& spec) {
+  ParsedHooks h;
+  size_t pos = 0;
+  while (pos <= spec.size() && !spec.empty()) {
+    size_t end = spec.find(',', pos);
+    if (end == std::string::npos) end = spec.size();
+    std::string item = spec.substr(pos, end - pos);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    const std::string sticky = "sticky-error-at-call=";
+    if (item == "snapshot-host-inputs") {
+      h.snapshotHostInputs = true;
+    } else if (item.compare(0, sticky.size(), sticky) == 0 && item.size() > sticky.size() &&
+               item.find_first_not_of("0123456789", sticky.size()) == std::string::npos && item.size() < sticky.size() + 10) {
+      h.stickyErrorAtCall = static_cast<size_t>(std::stoul(item.substr(sticky.size())));
+    } else if (!item.empty()) {
+      throw std::invalid_argument("unknown test hook \"" + item +
+                                  "\" (known: snapshot-host-inputs, sticky-error-at-call=N)");
+    }
+    pos = end + 1;
+  }
+  return h;
+}
+
+// What the sticky-error-at-call hook throws in place of a real device failure.
+struct SimulatedStickyError : std::runtime_error {
+  SimulatedStickyError()
+      : std::runtime_error("cudaErrorIllegalAddress: an illegal memory access was encountered "
+                           "(simulated by the sticky-error-at-call test hook)") {}
+};
+
 #if INVAD_WITH_CUDA
+// Errors after which CUDA cannot be used again in the process (driver_types.h:
+// "To continue using CUDA, the process must be terminated and relaunched").
+bool IsStickyCudaError(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorContextIsDestroyed:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string DescribeCuda(cudaError_t e) { return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e); }
+
 void CudaCheck(cudaError_t e, const char* call) {
   if (e != cudaSuccess) {
     cudaGetLastError();
@@ -158,9 +228,16 @@ class PipelineEngine::RunThread {
 
 // Tensors and IoBindings for one batch size over the current buffers.
 struct PipelineEngine::Bindings {
+  // Host mode: x, eps, t; device mode: x, eps, t, input.
   std::vector<ort::ValuePtr> values;
   std::unique_ptr<ort::Binding> backbone, unet;
   ort::RunOptionsPtr runOptions;  // device mode: unsynchronized runs (+ the CUDA graph id)
+  // snapshot-host-inputs hook: the copies bound per input name.
+  struct Snapshot {
+    std::vector<unsigned char> bytes;
+    ort::ValuePtr value;
+  };
+  std::map<std::string, std::unique_ptr<Snapshot>> snapshots;
 };
 
 // CUDA resources of device mode: the stream, device buffers, pinned host
@@ -230,7 +307,11 @@ struct PipelineEngine::DeviceState {
 };
 
 PipelineEngine::PipelineEngine(const PipelineConfig& config)
-    : config_(config), run_thread_(new RunThread()), dev_(new DeviceState()) {
+    : config_(config), dev_(new DeviceState()), run_thread_(new RunThread()) {
+  const ParsedHooks hooks = ParseTestHooks(config_.testHooks);
+  hooks_.snapshotHostInputs = hooks.snapshotHostInputs;
+  hooks_.stickyErrorAtCall = hooks.stickyErrorAtCall;
+  if (!config_.testHooks.empty()) notes_.push_back("test hooks: " + config_.testHooks);
   runtime_ = ort::Runtime::Load(config_.ortLibraryPath);
   cpu_info_ = ort::CpuMemoryInfo(runtime_);
   host_run_options_ = ort::MakeRunOptions(runtime_, {});
@@ -291,6 +372,7 @@ PipelineEngine::PipelineEngine(const PipelineConfig& config)
 
   const bool gpu_backbone = IsGpuProvider(backbone_->provider());
   const bool gpu_unet = IsGpuProvider(unet_->provider());
+  gpu_session_ = gpu_backbone || gpu_unet;
 #if INVAD_WITH_CUDA
   device_mode_ = dev_->stream != nullptr && gpu_backbone && gpu_unet;
   if (dev_->stream != nullptr && (gpu_backbone || gpu_unet) && !device_mode_) {
@@ -316,8 +398,33 @@ PipelineEngine::PipelineEngine(const PipelineConfig& config)
 #endif
 }
 
+PipelineEngine::PipelineEngine(const PipelineConfig& config, StandInModels models)
+    : config_(config), stand_in_(true), models_(std::move(models)), dev_(new DeviceState()), run_thread_(new RunThread()) {
+  const ParsedHooks hooks = ParseTestHooks(config_.testHooks);
+  hooks_.snapshotHostInputs = hooks.snapshotHostInputs;
+  hooks_.stickyErrorAtCall = hooks.stickyErrorAtCall;
+  if (!models_.backbone || !models_.unet) throw std::invalid_argument("stand-in models need a backbone and a unet");
+  notes_.push_back(models_.device ? "stand-in models (CUDA kernels), no ONNX Runtime"
+                                  : "stand-in models (host functions), no ONNX Runtime");
+  if (!models_.device) return;
+#if INVAD_WITH_CUDA
+  dev_->device = config_.session.cudaDeviceId;
+  CudaCheck(cudaSetDevice(dev_->device), "cudaSetDevice");
+  CudaCheck(cudaStreamCreateWithFlags(&dev_->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  cudaDeviceProp prop;
+  CudaCheck(cudaGetDeviceProperties(&prop, dev_->device), "cudaGetDeviceProperties");
+  device_name_ = prop.name;
+  device_mode_ = true;
+  gpu_session_ = true;
+#else
+  throw std::runtime_error("device stand-ins need the addon built with CUDA");
+#endif
+}
+
 PipelineEngine::~PipelineEngine() {
-  // Bindings reference the buffers and sessions; sessions use the stream.
+  // The same order the member declarations give, spelled out: the run thread
+  // stops first; bindings reference the buffers and sessions; sessions use the
+  // stream.
   run_thread_.reset();
   bindings_.clear();
   backbone_.reset();
@@ -367,6 +474,11 @@ PipelineEngine::Bindings& PipelineEngine::BindingsFor(size_t n) {
   auto it = bindings_.find(n);
   if (it != bindings_.end()) return *it->second;
   auto b = std::make_unique<Bindings>();
+  if (stand_in_) {  // the stand-ins take buffer pointers, nothing to bind
+    Bindings& ref = *b;
+    bindings_[n] = std::move(b);
+    return ref;
+  }
   const auto x_shape = Dims({n, config_.channels, config_.featH, config_.featW});
   const auto t_shape = Dims({n});
   const size_t x_bytes = n * chw() * sizeof(float);
@@ -377,10 +489,10 @@ PipelineEngine::Bindings& PipelineEngine::BindingsFor(size_t n) {
     b->values.push_back(ort::TensorOver(runtime_, mi, x_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
     b->values.push_back(ort::TensorOver(runtime_, mi, eps_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
     b->values.push_back(ort::TensorOver(runtime_, mi, t_.data(), n * sizeof(int64_t), t_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
-    // The backbone's input is bound per call, over the caller's buffer.
+    // The backbone's input is bound per call, over the caller's buffer; the
+    // UNet's x and t before every run (RunHost). Outputs bound to host memory
+    // are written back at the end of each run, so they are bound once.
     b->backbone->BindOutput(config_.backboneOutput, b->values[0].get());
-    b->unet->BindInput(config_.unetX, b->values[0].get());
-    b->unet->BindInput(config_.unetT, b->values[2].get());
     b->unet->BindOutput(config_.unetOutput, b->values[1].get());
   } else {
 #if INVAD_WITH_CUDA
@@ -392,10 +504,9 @@ PipelineEngine::Bindings& PipelineEngine::BindingsFor(size_t n) {
     b->values.push_back(ort::TensorOver(runtime_, mi, d.d_in, n * inputPlane() * sizeof(float),
                                         Dims({n, 3, config_.inputH, config_.inputW}),
                                         ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    // x and t are bound again before every UNet run (RunDevice).
     b->backbone->BindInput(config_.backboneInput, b->values[3].get());
     b->backbone->BindOutput(config_.backboneOutput, b->values[0].get());
-    b->unet->BindInput(config_.unetX, b->values[0].get());
-    b->unet->BindInput(config_.unetT, b->values[2].get());
     b->unet->BindOutput(config_.unetOutput, b->values[1].get());
     // Everything is ordered on the one stream, so ORT need not synchronize at
     // the end of each run; the pipeline synchronizes once per call.
@@ -409,25 +520,90 @@ PipelineEngine::Bindings& PipelineEngine::BindingsFor(size_t n) {
   return ref;
 }
 
+void PipelineEngine::BindHostInput(ort::Binding& binding, Bindings& b, const std::string& name,
+                                   const ort::OrtValue* value, void* data, size_t bytes,
+                                   const std::vector<int64_t>& shape, ort::ONNXTensorElementDataType type) {
+  if (!hooks_.snapshotHostInputs) {
+    binding.BindInput(name, value);
+    return;
+  }
+  // Bind the new copy before the old one goes: ORT holds the bound value.
+  auto snap = std::make_unique<Bindings::Snapshot>();
+  snap->bytes.assign(static_cast<const unsigned char*>(data), static_cast<const unsigned char*>(data) + bytes);
+  snap->value = ort::TensorOver(runtime_, cpu_info_.get(), snap->bytes.data(), bytes, shape, type);
+  binding.BindInput(name, snap->value.get());
+  b.snapshots[name] = std::move(snap);
+}
+
 RunTimings PipelineEngine::Run(const float* batch, size_t n, const std::vector<StepSpec>& steps,
                                const RunOutputs& out) {
   if (steps.empty()) throw std::invalid_argument("the inversion needs at least one step");
+  return Call([&] {
+    return device_mode_ ? RunDevice(batch, n, &steps, out, nullptr) : RunHost(batch, n, &steps, out, nullptr);
+  });
+}
+
+RunTimings PipelineEngine::Features(const float* batch, size_t n, float* features) {
+  const RunOutputs none{nullptr, nullptr, nullptr, nullptr, nullptr};
+  return Call([&] {
+    return device_mode_ ? RunDevice(batch, n, nullptr, none, features) : RunHost(batch, n, nullptr, none, features);
+  });
+}
+
+void PipelineEngine::ThrowIfBroken() const {
+  if (!broken()) return;
+  throw EngineBrokenError("this engine is broken: an earlier call failed because " + broken_reason_ +
+                          "; release it and load the engine again in a new process");
+}
+
+RunTimings PipelineEngine::Call(const std::function<RunTimings()>& body) {
+  ThrowIfBroken();  // fail fast, without waiting for a run in flight
   std::lock_guard<std::mutex> lock(run_mutex_);
+  ThrowIfBroken();
+  const size_t call = ++calls_;
   RunTimings tm;
   run_thread_->Call([&] {
-    tm = device_mode_ ? RunDevice(batch, n, &steps, out, nullptr) : RunHost(batch, n, &steps, out, nullptr);
+    std::string sticky;
+    std::string failure;
+    try {
+      if (hooks_.stickyErrorAtCall != 0 && call == hooks_.stickyErrorAtCall) throw SimulatedStickyError();
+      tm = body();
+      return;
+    } catch (const SimulatedStickyError& e) {
+      sticky = e.what();
+      failure = "a run failed";
+    } catch (const std::exception& e) {
+      sticky = StickyDeviceError();
+      if (sticky.empty()) throw;
+      failure = e.what();
+    }
+    broken_reason_ = "the GPU hit a sticky CUDA error (" + sticky + ")";
+    broken_.store(true, std::memory_order_release);
+    throw EngineBrokenError(broken_reason_ + " during this call: " + failure +
+                            ". CUDA cannot be used again in this process: release this engine and load the engine "
+                            "again in a new process");
   });
   return tm;
 }
 
-RunTimings PipelineEngine::Features(const float* batch, size_t n, float* features) {
-  std::lock_guard<std::mutex> lock(run_mutex_);
-  const RunOutputs none{nullptr, nullptr, nullptr, nullptr, nullptr};
-  RunTimings tm;
-  run_thread_->Call([&] {
-    tm = device_mode_ ? RunDevice(batch, n, nullptr, none, features) : RunHost(batch, n, nullptr, none, features);
-  });
-  return tm;
+std::string PipelineEngine::StickyDeviceError() {
+#if INVAD_WITH_CUDA
+  if (!gpu_session_) return std::string();
+  // A sticky error is returned by every later CUDA call; anything else is
+  // cleared by cudaGetLastError and the second synchronization succeeds.
+  cudaStream_t s = device_mode_ ? dev_->stream : nullptr;
+  cudaSetDevice(device_mode_ ? dev_->device : config_.session.cudaDeviceId);
+  cudaError_t e = s != nullptr ? cudaStreamSynchronize(s) : cudaDeviceSynchronize();
+  const cudaError_t pending = cudaGetLastError();
+  if (e == cudaSuccess) e = pending;
+  if (e == cudaSuccess) return std::string();
+  if (IsStickyCudaError(e)) return DescribeCuda(e);
+  const cudaError_t again = s != nullptr ? cudaStreamSynchronize(s) : cudaDeviceSynchronize();
+  cudaGetLastError();
+  return again == cudaSuccess ? std::string() : DescribeCuda(again);
+#else
+  return std::string();
+#endif
 }
 
 RunTimings PipelineEngine::RunHost(const float* batch, size_t n, const std::vector<StepSpec>* steps,
@@ -437,14 +613,20 @@ RunTimings PipelineEngine::RunHost(const float* batch, size_t n, const std::vect
   Bindings& b = BindingsFor(n);
   const size_t count = n * chw();
 
-  // The batch is bound where it is (no copy); ORT only reads it.
-  ort::ValuePtr input = ort::TensorOver(runtime_, cpu_info_.get(), const_cast<float*>(batch),
-                                        n * inputPlane() * sizeof(float), Dims({n, 3, config_.inputH, config_.inputW}),
-                                        ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   auto t0 = Clock::now();
-  b.backbone->BindInput(config_.backboneInput, input.get());
-  b.backbone->Run(backbone_->get(), host_run_options_.get());
-  b.backbone->SynchronizeOutputs();
+  if (stand_in_) {
+    models_.backbone(batch, n, x_.data(), nullptr);
+  } else {
+    // The batch is bound where it is (no copy); ORT only reads it.
+    const size_t in_bytes = n * inputPlane() * sizeof(float);
+    const auto in_shape = Dims({n, 3, config_.inputH, config_.inputW});
+    ort::ValuePtr input = ort::TensorOver(runtime_, cpu_info_.get(), const_cast<float*>(batch), in_bytes, in_shape,
+                                          ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    BindHostInput(*b.backbone, b, config_.backboneInput, input.get(), const_cast<float*>(batch), in_bytes, in_shape,
+                  ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    b.backbone->Run(backbone_->get(), host_run_options_.get());
+    b.backbone->SynchronizeOutputs();
+  }
   tm.backboneMs = MsSince(t0);
   if (steps == nullptr) {
     t0 = Clock::now();
@@ -462,8 +644,18 @@ RunTimings PipelineEngine::RunHost(const float* batch, size_t n, const std::vect
     const StepSpec& st = (*steps)[i];
     t0 = Clock::now();
     std::fill(t_.begin(), t_.begin() + static_cast<std::ptrdiff_t>(n), st.t);
-    b.unet->Run(unet_->get(), host_run_options_.get());
-    b.unet->SynchronizeOutputs();
+    if (stand_in_) {
+      models_.unet(x, t_.data(), n, eps_.data(), nullptr);
+    } else {
+      // Bound again for every run: a session on another device copies host
+      // inputs when they are bound (see the header).
+      BindHostInput(*b.unet, b, config_.unetX, b.values[0].get(), x, count * sizeof(float),
+                    Dims({n, config_.channels, config_.featH, config_.featW}), ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      BindHostInput(*b.unet, b, config_.unetT, b.values[2].get(), t_.data(), n * sizeof(int64_t), Dims({n}),
+                    ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
+      b.unet->Run(unet_->get(), host_run_options_.get());
+      b.unet->SynchronizeOutputs();
+    }
     const auto t1 = Clock::now();
     tm.unetMs.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     if (i + 1 < steps->size()) {
@@ -515,12 +707,24 @@ RunTimings PipelineEngine::RunDevice(const float* batch, size_t n, const std::ve
     CudaCheck(cudaEventRecord(d.events[0], s), "cudaEventRecord");
     CudaCheck(cudaMemcpyAsync(d.d_in, d.h_in, in_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync(input)");
     CudaCheck(cudaEventRecord(d.events[1], s), "cudaEventRecord");
-    b.backbone->Run(backbone_->get(), b.runOptions.get());
+    if (stand_in_) {
+      models_.backbone(d.d_in, n, d.d_x, s);
+    } else {
+      b.backbone->Run(backbone_->get(), b.runOptions.get());
+    }
     CudaCheck(cudaEventRecord(d.events[2], s), "cudaEventRecord");
     for (size_t i = 0; i < S; ++i) {
       const StepSpec& st = (*steps)[i];
       CudaCheck(cuda::fill_i64(d.d_t, st.t, n, s), "fill_i64 kernel");
-      b.unet->Run(unet_->get(), b.runOptions.get());
+      if (stand_in_) {
+        models_.unet(d.d_x, d.d_t, n, d.d_eps, s);
+      } else {
+        // Device tensors: binding shares them (no copy); bound again anyway so
+        // the run never depends on what was bound for another batch or mode.
+        b.unet->BindInput(config_.unetX, b.values[0].get());
+        b.unet->BindInput(config_.unetT, b.values[2].get());
+        b.unet->Run(unet_->get(), b.runOptions.get());
+      }
       CudaCheck(cudaEventRecord(d.events[3 + 2 * i], s), "cudaEventRecord");
       if (i + 1 < S) {
         CudaCheck(cuda::ddim_step(d.d_x, d.d_eps, st.a, st.b, count, s), "ddim_step kernel");
@@ -546,8 +750,9 @@ RunTimings PipelineEngine::RunDevice(const float* batch, size_t n, const std::ve
     CudaCheck(cudaEventRecord(d.events[last_event], s), "cudaEventRecord");
     CudaCheck(cudaStreamSynchronize(s), "cudaStreamSynchronize");
   } catch (...) {
-    cudaStreamSynchronize(s);
-    cudaGetLastError();
+    // Let queued work finish before the caller's buffers can go; Call() then
+    // tells a sticky error (the engine is broken) from a passing one.
+    if (cudaStreamSynchronize(s) == cudaSuccess) cudaGetLastError();
     throw;
   }
   if (S > 0) {

@@ -15,10 +15,19 @@
 //
 // Host mode (otherwise, e.g. the CPU provider): the same steps on host buffers
 // with the addon's CPU kernels split over its thread pool. A GPU session in
-// host mode (addon built without CUDA, or one session fell back to the CPU)
-// still works: ORT copies the host-bound values itself.
+// host mode (addon built without CUDA, no stream, or one session fell back to
+// the CPU) works because the UNet's inputs are bound again before every run:
+// ORT copies a host-bound input to the session's device when it is bound
+// (IOBinding::BindInput), not when the session runs, so a binding made once
+// would feed every step the values of bind time. Device mode re-binds x and t
+// too (cheap: binding a tensor already on the session's device copies nothing).
+//
+// After a sticky CUDA error (an illegal address, for example: CUDA cannot be
+// used again in the process) the engine is broken: that call and every later
+// one throw EngineBrokenError, whose message starts with kEngineBrokenPrefix.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +59,32 @@ struct PipelineConfig {
   // Largest batch the TensorRT profiles cover; with cudaGraph also the fixed
   // buffer capacity (captured graphs keep buffer addresses, so they never move).
   size_t maxBatch = 64;
+  // Test-only hooks, comma-separated; empty in normal use (see ParseTestHooks
+  // in the .cc): "snapshot-host-inputs" and "sticky-error-at-call=N".
+  std::string testHooks;
+};
+
+// Stand-ins for the two ONNX Runtime sessions, for deviceSelfTest
+// (device_self_test.cc): plain functions (host mode) or kernel launches on the
+// given stream (device mode, device == true) that take the sessions' places,
+// so the engine's own plumbing (buffers, pinned copies, stream, events, fused
+// kernels, the one synchronization) runs without ONNX Runtime.
+struct StandInModels {
+  bool device = false;
+  // features (n*C*h*w) from the input batch (n*3*H*W).
+  std::function<void(const float* input, size_t n, float* features, void* stream)> backbone;
+  // eps (n*C*h*w) from x (n*C*h*w) and t (n).
+  std::function<void(const float* x, const int64_t* t, size_t n, float* eps, void* stream)> unet;
+};
+
+// Every message of EngineBrokenError starts with this (the TypeScript side maps
+// it to a typed error).
+constexpr const char* kEngineBrokenPrefix = "INVAD_ENGINE_BROKEN: ";
+
+// The engine hit a sticky device error and cannot run again in this process.
+class EngineBrokenError : public std::runtime_error {
+ public:
+  explicit EngineBrokenError(const std::string& message) : std::runtime_error(kEngineBrokenPrefix + message) {}
 };
 
 struct StepSpec {
@@ -100,6 +135,10 @@ class PipelineEngine {
   // Loads ORT and opens both sessions with provider fallback. Throws
   // ort::Error when ORT cannot load, PipelineOpenError when a session cannot open.
   explicit PipelineEngine(const PipelineConfig& config);
+  // Without ONNX Runtime: `models` take the sessions' places (deviceSelfTest).
+  // models.device needs the addon built with CUDA and a usable device; throws
+  // std::runtime_error otherwise.
+  PipelineEngine(const PipelineConfig& config, StandInModels models);
   ~PipelineEngine();
   PipelineEngine(const PipelineEngine&) = delete;
   PipelineEngine& operator=(const PipelineEngine&) = delete;
@@ -113,7 +152,9 @@ class PipelineEngine {
   const ort::Session& backbone() const { return *backbone_; }
   const ort::Session& unet() const { return *unet_; }
   const std::vector<SessionFailure>& failures() const { return failures_; }
-  const std::string& ortVersion() const { return runtime_->version(); }
+  const std::string& ortVersion() const { return runtime_ ? runtime_->version() : no_ort_; }
+  // The ORT C API version negotiated with the library (0 with stand-ins).
+  uint32_t ortApiVersion() const { return runtime_ ? runtime_->apiVersion() : 0; }
   bool deviceResident() const { return device_mode_; }
   // "cpu", or the GPU's name when a session runs on CUDA/TensorRT.
   const std::string& device() const { return device_name_; }
@@ -123,6 +164,10 @@ class PipelineEngine {
   size_t capacity() const { return capacity_; }
   // Notes about the set-up (e.g. why device mode is off).
   const std::vector<std::string>& notes() const { return notes_; }
+  // True once a sticky device error broke the engine; every call then throws
+  // EngineBrokenError. brokenReason() says what happened ("" while not broken).
+  bool broken() const { return broken_.load(std::memory_order_acquire); }
+  std::string brokenReason() const { return broken() ? broken_reason_ : std::string(); }
 
  private:
   struct Bindings;
@@ -134,23 +179,47 @@ class PipelineEngine {
 
   void Reserve(size_t n);
   Bindings& BindingsFor(size_t n);
+  // Binds a host buffer as an input (host mode); with the snapshot-host-inputs
+  // hook it binds a copy made now, as ORT does for a session on another device.
+  void BindHostInput(ort::Binding& binding, Bindings& b, const std::string& name, const ort::OrtValue* value,
+                     void* data, size_t bytes, const std::vector<int64_t>& shape, ort::ONNXTensorElementDataType type);
+  // Runs body on the run thread, one call at a time, and turns a sticky device
+  // error into the broken state.
+  RunTimings Call(const std::function<RunTimings()>& body);
+  void ThrowIfBroken() const;
+  // "" when the device is usable after a failed call, else the sticky error.
+  std::string StickyDeviceError();
   RunTimings RunHost(const float* batch, size_t n, const std::vector<StepSpec>* steps, const RunOutputs& out,
                      float* features);
   RunTimings RunDevice(const float* batch, size_t n, const std::vector<StepSpec>* steps, const RunOutputs& out,
                        float* features);
 
+  struct TestHooks {
+    bool snapshotHostInputs = false;
+    size_t stickyErrorAtCall = 0;  // 0: never
+  };
+
   PipelineConfig config_;
+  TestHooks hooks_;
   std::shared_ptr<ort::Runtime> runtime_;
+  bool stand_in_ = false;
+  StandInModels models_;
+  // Declared before the sessions, which run on its stream: members are
+  // destroyed in reverse order (also when the constructor throws), so the
+  // stream outlives every session that uses it.
+  std::unique_ptr<DeviceState> dev_;
   std::unique_ptr<ort::Session> backbone_, unet_;
   std::vector<SessionFailure> failures_;
   std::vector<std::string> notes_;
   bool device_mode_ = false;
+  bool gpu_session_ = false;  // at least one session runs on a GPU provider
   std::string device_name_ = "cpu";
+  std::string no_ort_;
 
-  // One thread makes every ONNX Runtime run call (see RunThread in the .cc).
-  class RunThread;
-  std::unique_ptr<RunThread> run_thread_;
   std::mutex run_mutex_;
+  size_t calls_ = 0;
+  std::atomic<bool> broken_{false};
+  std::string broken_reason_;  // written once, before broken_ is set
   size_t capacity_ = 0;
   // Host mode buffers.
   std::vector<float> x_, eps_;
@@ -158,8 +227,13 @@ class PipelineEngine {
   std::vector<cpu::NormPartial> partials_;
   ort::MemoryInfoPtr cpu_info_;
   ort::RunOptionsPtr host_run_options_;
+  // Bindings reference the buffers above, dev_'s buffers and the sessions.
   std::map<size_t, std::unique_ptr<Bindings>> bindings_;
-  std::unique_ptr<DeviceState> dev_;
+
+  // One thread makes every ONNX Runtime run call (see RunThread in the .cc).
+  // Last: it is destroyed (joined) first.
+  class RunThread;
+  std::unique_ptr<RunThread> run_thread_;
 };
 
 }  // namespace invad

@@ -2,7 +2,7 @@
 // keep it free of N-API and of anything host-only.
 //
 // Bit-identical CPU and CUDA results: every float product and sum below goes
-// through mul()/add()/sub(), which are __fmul_rn/__fadd_rn/__fsub_rn in device
+// through mul_rn()/add_rn()/sub_rn(), which are __fmul_rn/__fadd_rn/__fsub_rn in device
 // code (nvcc never contracts those into an FMA, whatever -fmad says) and plain
 // IEEE operations on the host (built with -ffp-contract=off, see
 // CMakeLists.txt). With one rounding per operation and the same operation
@@ -26,21 +26,21 @@
 namespace invad {
 
 // One rounding per operation, never fused.
-INVAD_HD float mul(float a, float b) {
+INVAD_HD float mul_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-INVAD_HD float add(float a, float b) {
+INVAD_HD float add_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-INVAD_HD float sub(float a, float b) {
+INVAD_HD float sub_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fsub_rn(a, b);
 #else
@@ -49,10 +49,10 @@ INVAD_HD float sub(float a, float b) {
 }
 
 // One DDIM update: x_next = a * x + b * eps (two products, then their sum).
-INVAD_HD float ddim_update(float x, float eps, float a, float b) { return add(mul(a, x), mul(b, eps)); }
+INVAD_HD float ddim_update(float x, float eps, float a, float b) { return add_rn(mul_rn(a, x), mul_rn(b, eps)); }
 
 // Adds v*v to a per-position channel accumulator; returns the new sum.
-INVAD_HD float accumulate_sq(float acc, float v) { return add(acc, mul(v, v)); }
+INVAD_HD float accumulate_sq(float acc, float v) { return add_rn(acc, mul_rn(v, v)); }
 
 // The channel-norm reduction order, shared by the CPU and CUDA kernels so the
 // two give the same float: the channels of a position are split into runs of
@@ -88,22 +88,22 @@ INVAD_HD BilinearTap bilinear_tap(int dst, int in_size, int out_size) {
     return t;
   }
   const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
-  float src = sub(mul(add(static_cast<float>(dst), 0.5f), scale), 0.5f);
+  float src = sub_rn(mul_rn(add_rn(static_cast<float>(dst), 0.5f), scale), 0.5f);
   if (src < 0.0f) src = 0.0f;
   int i0 = static_cast<int>(src);  // floor, src >= 0
   if (i0 > in_size - 1) i0 = in_size - 1;
   t.i0 = i0;
   t.i1 = (i0 < in_size - 1) ? i0 + 1 : i0;
-  float l1 = sub(src, static_cast<float>(i0));
+  float l1 = sub_rn(src, static_cast<float>(i0));
   t.l1 = l1 < 0.0f ? 0.0f : (l1 > 1.0f ? 1.0f : l1);
-  t.l0 = sub(1.0f, t.l1);
+  t.l0 = sub_rn(1.0f, t.l1);
   return t;
 }
 
 // Same formula as PyTorch: h0*(w0*p00 + w1*p01) + h1*(w0*p10 + w1*p11).
 INVAD_HD float bilinear_blend(float p00, float p01, float p10, float p11, const BilinearTap& ty,
                               const BilinearTap& tx) {
-  return add(mul(ty.l0, add(mul(tx.l0, p00), mul(tx.l1, p01))), mul(ty.l1, add(mul(tx.l0, p10), mul(tx.l1, p11))));
+  return add_rn(mul_rn(ty.l0, add_rn(mul_rn(tx.l0, p00), mul_rn(tx.l1, p01))), mul_rn(ty.l1, add_rn(mul_rn(tx.l0, p10), mul_rn(tx.l1, p11))));
 }
 
 }  // namespace invad

@@ -14,11 +14,6 @@ namespace {
 
 size_t chunks_per_sample(const Shape& s) { return (s.hw() + kPositionsPerItem - 1) / kPositionsPerItem; }
 
-// NaN-propagating min/max: once a NaN is seen it sticks, so a poisoned map is
-// visible in min/max instead of being silently skipped.
-inline float nan_min(float m, float v) { return (v < m || v != v) && m == m ? v : m; }
-inline float nan_max(float m, float v) { return (v > m || v != v) && m == m ? v : m; }
-
 // sqrt of the item's accumulated sums in place, plus the item's partial.
 NormPartial finish_item(float* acc, size_t len) {
   NormPartial part{std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), 0.0};
@@ -35,31 +30,41 @@ NormPartial finish_item(float* acc, size_t len) {
   return part;
 }
 
+// The reduction order is kernel_math.h's (runs of kChannelGroup channels, each
+// summed from 0, the run sums added in order), which the CUDA kernel follows too.
 template <bool kStep>
 void reduce_items(float* x, const float* eps, float a, float b, const Shape& s, float* l2, NormPartial* partials,
                   size_t item_begin, size_t item_end) {
   const size_t chunks = chunks_per_sample(s);
   const size_t hw = s.hw();
+  // Sum of the current run of channels, per position (16 KiB, stays in L1 with acc).
+  float run[kPositionsPerItem];
   for (size_t item = item_begin; item < item_end; ++item) {
     const size_t sample = item / chunks;
     const size_t p0 = (item % chunks) * kPositionsPerItem;
     const size_t len = std::min(kPositionsPerItem, hw - p0);
     // The l2 output doubles as the float accumulator of these positions.
     float* __restrict__ acc = l2 + sample * hw + p0;
+    float* __restrict__ rs = run;
     std::fill(acc, acc + len, 0.0f);
     const size_t base = sample * s.chw() + p0;
-    for (size_t c = 0; c < s.c; ++c) {
-      float* __restrict__ xc = x + base + c * hw;
-      if (kStep) {
-        const float* __restrict__ ec = eps + base + c * hw;
-        for (size_t p = 0; p < len; ++p) {
-          const float v = ddim_update(xc[p], ec[p], a, b);
-          xc[p] = v;
-          acc[p] = accumulate_sq(acc[p], v);
+    for (size_t c0 = 0; c0 < s.c; c0 += kChannelGroup) {
+      const size_t c1 = std::min(s.c, c0 + kChannelGroup);
+      std::fill(rs, rs + len, 0.0f);
+      for (size_t c = c0; c < c1; ++c) {
+        float* __restrict__ xc = x + base + c * hw;
+        if (kStep) {
+          const float* __restrict__ ec = eps + base + c * hw;
+          for (size_t p = 0; p < len; ++p) {
+            const float v = ddim_update(xc[p], ec[p], a, b);
+            xc[p] = v;
+            rs[p] = accumulate_sq(rs[p], v);
+          }
+        } else {
+          for (size_t p = 0; p < len; ++p) rs[p] = accumulate_sq(rs[p], xc[p]);
         }
-      } else {
-        for (size_t p = 0; p < len; ++p) acc[p] = accumulate_sq(acc[p], xc[p]);
       }
+      for (size_t p = 0; p < len; ++p) acc[p] = add_rn(acc[p], rs[p]);
     }
     partials[item] = finish_item(acc, len);
   }

@@ -20,46 +20,78 @@ __global__ void ddim_step_kernel(float* x, const float* eps, float a, float b, s
   }
 }
 
-// One thread per (sample, position); adjacent threads read adjacent positions
-// of the same channel, so every channel load is coalesced.
+// Channel-norm reduction, step 1: one block per tile of kTile positions of one
+// sample. Lane l of every warp owns position tile*kTile + l (adjacent lanes,
+// adjacent positions: every channel load is coalesced); warp w sums channel
+// run w (kernel_math.h: runs of kChannelGroup channels, each from 0), and warp
+// 0 adds the run sums in run order, kWarps runs per round. That is the CPU's
+// order exactly, with far more threads in flight than one per position
+// (batch 1, 16x16 positions, 272 channels: 8 blocks of 256 threads instead of
+// one). With eps != nullptr each element is first stepped in place
+// (x = a*x + b*eps), fusing the last DDIM step. Writes the squared norm (the
+// float sum) to acc; sample_stats_kernel takes the square root.
+constexpr int kTile = 32;
+constexpr int kWarps = kBlock / kTile;
+static_assert(kTile == 32, "one warp per tile row");
+
 __global__ void step_norm_kernel(float* x, const float* eps, float a, float b, size_t n, size_t c, size_t hw,
-                                 float* l2) {
-  const size_t total = n * hw;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const size_t sample = i / hw;
-    const size_t p = i - sample * hw;
+                                 float* acc) {
+  __shared__ float runs[kWarps][kTile];
+  const unsigned lane = threadIdx.x % kTile;
+  const unsigned warp = threadIdx.x / kTile;
+  const size_t tiles = (hw + kTile - 1) / kTile;
+  const size_t groups = (c + kChannelGroup - 1) / kChannelGroup;
+  for (size_t block = blockIdx.x; block < n * tiles; block += gridDim.x) {
+    const size_t sample = block / tiles;
+    const size_t p = (block - sample * tiles) * kTile + lane;
+    const bool valid = p < hw;
     float* xs = x + sample * c * hw + p;
-    float acc = 0.0f;
-    if (eps != nullptr) {
-      const float* es = eps + sample * c * hw + p;
-      for (size_t ch = 0; ch < c; ++ch) {
-        const float v = ddim_update(xs[ch * hw], es[ch * hw], a, b);
-        xs[ch * hw] = v;
-        acc = accumulate_sq(acc, v);
+    const float* es = eps != nullptr ? eps + sample * c * hw + p : nullptr;
+    float total = 0.0f;
+    for (size_t g0 = 0; g0 < groups; g0 += kWarps) {
+      const size_t g = g0 + warp;
+      float run = 0.0f;
+      if (valid && g < groups) {
+        const size_t c1 = (g + 1) * kChannelGroup < c ? (g + 1) * kChannelGroup : c;
+        for (size_t ch = g * kChannelGroup; ch < c1; ++ch) {
+          float v = xs[ch * hw];
+          if (es != nullptr) {
+            v = ddim_update(v, es[ch * hw], a, b);
+            xs[ch * hw] = v;
+          }
+          run = accumulate_sq(run, v);
+        }
       }
-    } else {
-      for (size_t ch = 0; ch < c; ++ch) acc = accumulate_sq(acc, xs[ch * hw]);
+      runs[warp][lane] = run;
+      __syncthreads();
+      if (warp == 0) {
+        for (size_t k = 0; k < static_cast<size_t>(kWarps) && g0 + k < groups; ++k) total = add_rn(total, runs[k][lane]);
+      }
+      __syncthreads();
     }
-    l2[i] = sqrtf(acc);
+    if (warp == 0 && valid) acc[sample * hw + p] = total;
   }
 }
 
-// One block per sample: min/max of its l2 map and the sum of l2^2 in double.
-__global__ void sample_stats_kernel(const float* l2, size_t hw, float* min, float* max, double* sumSq) {
+// Step 2, one block per sample: l2 = sqrt(acc) in place, the min/max of the
+// l2 map (NaN-propagating, like the CPU) and sumSq, the double sum of acc (the
+// CPU sums the same float terms, sequentially: equal when that sum is exact,
+// else within hw * 2^-53 relative).
+__global__ void sample_stats_kernel(float* l2, size_t hw, float* min, float* max, double* sumSq) {
   __shared__ float s_min[kBlock];
   __shared__ float s_max[kBlock];
   __shared__ double s_sum[kBlock];
-  const float* map = l2 + blockIdx.x * hw;
-  // fminf/fmaxf skip NaN here, unlike the CPU path that propagates it.
+  float* map = l2 + blockIdx.x * hw;
   float mn = __int_as_float(0x7f800000);  // +inf
   float mx = __int_as_float(0xff800000);  // -inf
   double sum = 0.0;
   for (size_t p = threadIdx.x; p < hw; p += blockDim.x) {
-    const float v = map[p];
-    mn = fminf(mn, v);
-    mx = fmaxf(mx, v);
-    sum += static_cast<double>(v) * v;
+    const float q = map[p];
+    sum += static_cast<double>(q);
+    const float r = sqrtf(q);  // IEEE-rounded (nvcc's default -prec-sqrt=true), like std::sqrt
+    map[p] = r;
+    mn = nan_min(mn, r);
+    mx = nan_max(mx, r);
   }
   s_min[threadIdx.x] = mn;
   s_max[threadIdx.x] = mx;
@@ -67,8 +99,8 @@ __global__ void sample_stats_kernel(const float* l2, size_t hw, float* min, floa
   __syncthreads();
   for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
     if (threadIdx.x < stride) {
-      s_min[threadIdx.x] = fminf(s_min[threadIdx.x], s_min[threadIdx.x + stride]);
-      s_max[threadIdx.x] = fmaxf(s_max[threadIdx.x], s_max[threadIdx.x + stride]);
+      s_min[threadIdx.x] = nan_min(s_min[threadIdx.x], s_min[threadIdx.x + stride]);
+      s_max[threadIdx.x] = nan_max(s_max[threadIdx.x], s_max[threadIdx.x + stride]);
       s_sum[threadIdx.x] += s_sum[threadIdx.x + stride];
     }
     __syncthreads();
@@ -117,7 +149,9 @@ cudaError_t last_step_reduce(float* x, const float* eps, float a, float b, size_
   const size_t hw = h * w;
   if (n == 0 || hw == 0) return cudaSuccess;
   if (n > 2147483647u) return cudaErrorInvalidValue;  // one block per sample in the stats kernel
-  step_norm_kernel<<<grid_for(n * hw), kBlock, 0, stream>>>(x, eps, a, b, n, c, hw, l2);
+  const size_t tiles = n * ((hw + kTile - 1) / kTile);
+  const unsigned grid = static_cast<unsigned>(tiles < 1048576 ? tiles : 1048576);  // the kernel strides
+  step_norm_kernel<<<grid, kBlock, 0, stream>>>(x, eps, a, b, n, c, hw, l2);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   sample_stats_kernel<<<static_cast<unsigned>(n), kBlock, 0, stream>>>(l2, hw, min, max, sumSq);

@@ -7,7 +7,10 @@
 // `struct OrtApi` is a plain struct of function pointers that only ever grows
 // at the end, so member i sits at byte offset i * sizeof(void*) and reading it
 // as entry i of a void* array is valid for every release >= the one that added
-// it. GetApi(30) returning non-null guarantees all slots below exist.
+// it. The newest slot used here arrived in API 16 (ORT 1.16), so any library
+// that hands out GetApi(v) for some v in [kMinApiVersion, kMaxApiVersion] has
+// every slot below (Runtime::Load asks from the highest down; kUsedSlots and
+// the static_assert after it keep kMinApiVersion honest).
 //
 // Every OrtApi function uses the platform's default C calling convention
 // (ORT_API_CALL is __stdcall only on 32-bit Windows, which invad does not
@@ -26,8 +29,13 @@
 namespace invad {
 namespace ort {
 
-// The API version this file was written against; GetApi(kApiVersion) must succeed.
-constexpr uint32_t kApiVersion = 30;
+// The API versions the addon can drive: it asks for kMaxApiVersion (the one
+// this file was written and tested against) and settles for the highest one
+// the library has, down to kMinApiVersion (the newest slot it calls).
+constexpr uint32_t kMaxApiVersion = 30;
+constexpr uint32_t kMinApiVersion = 16;
+// Older name of kMaxApiVersion (buildInfo().ortApiVersion reports it).
+constexpr uint32_t kApiVersion = kMaxApiVersion;
 constexpr const char* kHeaderVersion = "1.30.0";
 
 // ---- opaque types -------------------------------------------------------------
@@ -253,7 +261,42 @@ constexpr int UpdateTensorRTProviderOptionsWithValue = 261;
 constexpr int UpdateCUDAProviderOptionsWithValue = 263;
 // One past the last slot of OrtApi in 1.30 (426 slots).
 constexpr int kSlotCount = 426;
+
+// Every slot above with the first API version that has it (the "API" column of
+// docs/ort-c-api.md). Add a row with each new slot.
+struct UsedSlot {
+  int index;
+  uint32_t api;
+};
+constexpr UsedSlot kUsedSlots[] = {
+    {GetErrorCode, 1}, {GetErrorMessage, 1}, {CreateEnv, 1}, {CreateSession, 1}, {CreateSessionFromArray, 1},
+    {CreateSessionOptions, 1}, {EnableMemPattern, 1}, {DisableMemPattern, 1}, {EnableCpuMemArena, 1},
+    {DisableCpuMemArena, 1}, {SetSessionLogSeverityLevel, 1}, {SetSessionGraphOptimizationLevel, 1},
+    {SetIntraOpNumThreads, 1}, {SessionGetInputCount, 1}, {SessionGetOutputCount, 1}, {SessionGetInputTypeInfo, 1},
+    {SessionGetOutputTypeInfo, 1}, {SessionGetInputName, 1}, {SessionGetOutputName, 1}, {CreateRunOptions, 1},
+    {RunOptionsSetRunLogSeverityLevel, 1}, {RunOptionsSetTerminate, 1}, {CreateTensorWithDataAsOrtValue, 1},
+    {CastTypeInfoToTensorInfo, 1}, {GetOnnxTypeFromTypeInfo, 1}, {GetTensorElementType, 1}, {GetDimensionsCount, 1},
+    {GetDimensions, 1}, {GetSymbolicDimensions, 1}, {CreateMemoryInfo, 1}, {CreateCpuMemoryInfo, 1},
+    {AllocatorFree, 1}, {GetAllocatorWithDefaultOptions, 1}, {ReleaseEnv, 1}, {ReleaseStatus, 1},
+    {ReleaseMemoryInfo, 1}, {ReleaseSession, 1}, {ReleaseValue, 1}, {ReleaseRunOptions, 1}, {ReleaseTypeInfo, 1},
+    {ReleaseSessionOptions, 1}, {GetAvailableProviders, 4}, {ReleaseAvailableProviders, 4},
+    {AddSessionConfigEntry, 5}, {RunWithBinding, 5}, {CreateIoBinding, 5}, {ReleaseIoBinding, 5}, {BindInput, 5},
+    {BindOutput, 5}, {AddRunConfigEntry, 8}, {SessionOptionsAppendExecutionProvider_TensorRT_V2, 9},
+    {CreateTensorRTProviderOptions, 9}, {UpdateTensorRTProviderOptions, 9}, {ReleaseTensorRTProviderOptions, 9},
+    {SynchronizeBoundInputs, 10}, {SynchronizeBoundOutputs, 10}, {SessionOptionsAppendExecutionProvider_CUDA_V2, 11},
+    {CreateCUDAProviderOptions, 11}, {UpdateCUDAProviderOptions, 11}, {ReleaseCUDAProviderOptions, 11},
+    {UpdateTensorRTProviderOptionsWithValue, 16}, {UpdateCUDAProviderOptionsWithValue, 16},
+};
+
+constexpr uint32_t NewestUsedApi() {
+  uint32_t v = 1;
+  for (const UsedSlot& s : kUsedSlots) v = s.api > v ? s.api : v;
+  return v;
+}
 }  // namespace slot
+
+static_assert(slot::NewestUsedApi() == kMinApiVersion,
+              "kMinApiVersion must be the API version of the newest slot the addon calls");
 
 // Reads slot `index` of an OrtApi table as a function pointer of type Fn.
 template <typename Fn>

@@ -71,6 +71,17 @@ std::map<std::string, void*>& Handles() {
   return *h;
 }
 
+// The minor number of "1.M.P" (ORT's C API version equals it for every 1.x
+// release); 0 when the string has another form.
+uint32_t ApiVersionFromString(const std::string& v) {
+  if (v.size() < 3 || v.compare(0, 2, "1.") != 0) return 0;
+  uint32_t minor = 0;
+  size_t i = 2;
+  for (; i < v.size() && v[i] >= '0' && v[i] <= '9' && minor < 100000; ++i) minor = minor * 10 + (v[i] - '0');
+  if (i == 2 || (i < v.size() && v[i] != '.')) return 0;
+  return minor;
+}
+
 }  // namespace
 
 const char* ElementTypeName(ONNXTensorElementDataType t) {
@@ -126,12 +137,21 @@ std::shared_ptr<Runtime> Runtime::Load(const std::string& path) {
   rt->path_ = path;
   rt->version_ = version != nullptr ? version : "unknown";
   rt->handle_ = handle;
-  rt->api_ = base->GetApi(kApiVersion);
+  // Ask for the highest version this addon knows and settle for less, down to
+  // the newest slot it calls. GetApi prints a line to stderr for each version
+  // it lacks, so start at the one the version string names when it is lower.
+  uint32_t first = kMaxApiVersion;
+  const uint32_t named = ApiVersionFromString(rt->version_);
+  if (named != 0 && named < first) first = named;
+  for (uint32_t v = first; v >= kMinApiVersion && rt->api_ == nullptr; --v) {
+    rt->api_ = base->GetApi(v);
+    if (rt->api_ != nullptr) rt->api_version_ = v;
+  }
   if (rt->api_ == nullptr) {
-    throw Error("ONNX Runtime " + rt->version_ + " at " + path + " does not provide C API version " +
-                std::to_string(kApiVersion) + " (ONNX Runtime " + kHeaderVersion +
-                "), which this addon was built against; install onnxruntime-node " + kHeaderVersion +
-                " or newer");
+    throw Error("ONNX Runtime " + rt->version_ + " at " + path + " provides none of the C API versions " +
+                std::to_string(kMinApiVersion) + " to " + std::to_string(kMaxApiVersion) +
+                " this addon can use; install ONNX Runtime 1." + std::to_string(kMinApiVersion) +
+                " or newer (onnxruntime-node " + kHeaderVersion + " is the tested one)");
   }
   // One OrtEnv per process: ORT hands back the existing one (refcounted) when
   // onnxruntime-node already created it.

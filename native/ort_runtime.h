@@ -27,14 +27,15 @@ class Error : public std::runtime_error {
 
 // One loaded libonnxruntime: the dlopen handle (never closed: ORT does not
 // support being unloaded, and onnxruntime-node holds the same file), the OrtApi
-// table of version kApiVersion and the process's OrtEnv. Shared by every
+// table of the highest version in [kMinApiVersion, kMaxApiVersion] the library
+// provides (apiVersion()) and the process's OrtEnv. Shared by every
 // pipeline in the process (and every worker thread); the env is released when
 // the last user drops its reference.
 class Runtime {
  public:
   // Loads `path` (or returns the already loaded runtime for it). Throws Error:
-  // file missing or not loadable, not an ONNX Runtime library, or older than
-  // API version 30.
+  // file missing or not loadable, not an ONNX Runtime library, or providing
+  // none of the API versions kMinApiVersion..kMaxApiVersion (older than 1.16).
   static std::shared_ptr<Runtime> Load(const std::string& path);
 
   ~Runtime();
@@ -44,6 +45,8 @@ class Runtime {
   const std::string& path() const { return path_; }
   // GetVersionString(), e.g. "1.30.0".
   const std::string& version() const { return version_; }
+  // The OrtApi version negotiated with the library (kMinApiVersion..kMaxApiVersion).
+  uint32_t apiVersion() const { return api_version_; }
   const void* api() const { return api_; }
   OrtEnv* env() const { return env_; }
 
@@ -68,6 +71,7 @@ class Runtime {
   std::string version_;
   void* handle_ = nullptr;
   const void* api_ = nullptr;
+  uint32_t api_version_ = 0;
   OrtEnv* env_ = nullptr;
 };
 

@@ -118,6 +118,28 @@ std::vector<ValueInfo> Describe(const std::shared_ptr<Runtime>& rt, OrtSession* 
 
 }  // namespace
 
+int LogLevelFromName(const std::string& name) {
+  if (name.empty()) return kDefaultLogLevel;
+  if (name == "verbose") return ORT_LOGGING_LEVEL_VERBOSE;
+  if (name == "info") return ORT_LOGGING_LEVEL_INFO;
+  if (name == "warning") return ORT_LOGGING_LEVEL_WARNING;
+  if (name == "error") return ORT_LOGGING_LEVEL_ERROR;
+  if (name == "fatal") return ORT_LOGGING_LEVEL_FATAL;
+  throw Error("unknown ONNX Runtime log level \"" + name + "\" (verbose, info, warning, error, fatal)",
+              ORT_INVALID_ARGUMENT);
+}
+
+const char* LogLevelName(int level) {
+  switch (level) {
+    case ORT_LOGGING_LEVEL_VERBOSE: return "verbose";
+    case ORT_LOGGING_LEVEL_INFO: return "info";
+    case ORT_LOGGING_LEVEL_WARNING: return "warning";
+    case ORT_LOGGING_LEVEL_ERROR: return "error";
+    case ORT_LOGGING_LEVEL_FATAL: return "fatal";
+    default: return "default";
+  }
+}
+
 SessionOptionsPtr MakeSessionOptions(const std::shared_ptr<Runtime>& rt, const std::string& provider,
                                      const SessionConfig& config) {
   OrtSessionOptions* raw = nullptr;
@@ -136,9 +158,12 @@ SessionOptionsPtr MakeSessionOptions(const std::shared_ptr<Runtime>& rt, const s
     rt->Check(rt->Get<fn::AddConfigEntry>(slot::AddSessionConfigEntry)(so.get(), "session.intra_op.allow_spinning", "0"),
               "OrtApi::AddSessionConfigEntry");
   }
-  // A provider that cannot load is reported as a fallback; keep ORT's log quiet about it.
-  rt->Check(rt->Get<fn::SetSessionLogSeverityLevel>(slot::SetSessionLogSeverityLevel)(
-                so.get(), provider == kProviderCpu ? ORT_LOGGING_LEVEL_ERROR : ORT_LOGGING_LEVEL_FATAL),
+  // By default a provider that cannot load is reported as a fallback, so ORT's
+  // log stays quiet about it; a chosen level applies to every provider (WARNING
+  // shows, for example, the nodes a GPU provider leaves to the CPU).
+  int level = config.logLevel;
+  if (level == kDefaultLogLevel) level = provider == kProviderCpu ? ORT_LOGGING_LEVEL_ERROR : ORT_LOGGING_LEVEL_FATAL;
+  rt->Check(rt->Get<fn::SetSessionLogSeverityLevel>(slot::SetSessionLogSeverityLevel)(so.get(), level),
             "OrtApi::SetSessionLogSeverityLevel");
   if (provider == kProviderCuda) {
     AppendCuda(rt, so.get(), config);

@@ -20,6 +20,9 @@ constexpr const char* kProviderCpu = "cpu";
 constexpr const char* kProviderCuda = "cuda";
 constexpr const char* kProviderTensorRt = "tensorrt";
 
+// SessionConfig::logLevel when none was chosen.
+constexpr int kDefaultLogLevel = -1;
+
 struct TensorRtConfig {
   bool fp16 = false;
   std::string cacheDir;         // engine + timing cache folder; empty: no cache
@@ -40,8 +43,18 @@ struct SessionConfig {
   void* cudaStream = nullptr;
   // Ask the CUDA/TensorRT provider to capture and replay a CUDA graph.
   bool cudaGraph = false;
+  // ORT log severity of the sessions (ORT_LOGGING_LEVEL_*, see LogLevelFromName);
+  // kDefaultLogLevel keeps ORT quiet: ERROR for the CPU provider, FATAL for the
+  // GPU providers (whose load failures are reported as fallbacks instead).
+  int logLevel = kDefaultLogLevel;
   TensorRtConfig tensorrt;
 };
+
+// "verbose" | "info" | "warning" | "error" | "fatal" -> ORT_LOGGING_LEVEL_*;
+// kDefaultLogLevel for "" (not given); throws Error for anything else.
+int LogLevelFromName(const std::string& name);
+// The name of a level ("default" for kDefaultLogLevel).
+const char* LogLevelName(int level);
 
 struct ProviderFailure {
   std::string provider;
