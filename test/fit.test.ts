@@ -11,6 +11,7 @@ import type { Manifest } from '../src/runtime/bundle/manifest';
 import { channelStats, FeatureExtractor, featureScalingRecord, readFeatureScaling } from '../src/fit/features';
 import { fit, type FitEvent } from '../src/fit/fit';
 import { fitCommand } from '../src/tools/cli/commands/fit';
+import { exitFor } from '../src/tools/cli/exit';
 import { type NpyArray, readNpy } from '../src/util/npy';
 import { mulberry32 } from '../src/util/prng';
 import { hasShared, hasTorch, MOBILENET } from './helpers/requirements';
@@ -297,6 +298,8 @@ describe('invad fit options', () => {
       expect(where(both)).toMatch(/disagree/);
       const none = await invadFit(common);
       expect(where(none)).toMatch(/--backbone-preset <name>' not specified/);
+      // All three are usage or setup errors to the CLI (exit code 2), not internal ones.
+      for (const r of [current, both, none]) expect(exitFor(r.error, true).code).toBe(2);
 
       const help = fitCommand().helpInformation();
       expect(help).toContain('--unet-preset');

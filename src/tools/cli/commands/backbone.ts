@@ -7,6 +7,7 @@ import { dirname } from 'node:path';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { BACKBONE_PRESETS, type BackbonePreset, MODELS_DIR_ENV, resolveBackboneModel } from '../../../fit/backbones';
 import { InvadError } from '../../../util/errors';
+import { UsageError } from '../exit';
 import { buildFeatureBackbone, describeTapCandidates, type Size2D } from '../../../fit/onnx/backbone';
 
 /** '224' -> 224x224, '256x320' -> height 256, width 320. */
@@ -40,7 +41,6 @@ interface BackboneCommandOptions {
   json?: boolean;
 }
 
-class UsageError extends Error {}
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
