@@ -274,20 +274,19 @@ describe('findings 4 and 5: CPU and CUDA kernels agree bit for bit', () => {
     }
   });
 
-  (GPU_SKIP ? test.skip : test).each([
-    [{ n: 1, c: 272, h: 16, w: 16 }],
-    [{ n: 8, c: 272, h: 16, w: 16 }],
-    [{ n: 3, c: 40, h: 7, w: 9 }],
-  ])('cudaKernelCheck parity on the GPU: %j', (shape) => {
-    const r = addon.cudaKernelCheck(shape, 2) as unknown as {
-      available: boolean;
-      reason?: string;
-      maxAbsDiff: { ddimStep: number; l2: number; min: number; max: number; sumSqRelative: number; resize: number; fillI64Exact: boolean };
-    };
-    expect(r.reason ?? '').toBe('');
-    expect(r.maxAbsDiff).toEqual({ ddimStep: 0, l2: 0, min: 0, max: 0, resize: 0, fillI64Exact: true, sumSqRelative: expect.any(Number) });
-    expect(r.maxAbsDiff.sumSqRelative).toBeLessThanOrEqual(1e-12);
-  });
+  (GPU_SKIP ? test.skip : test).each([[{ n: 1, c: 272, h: 16, w: 16 }], [{ n: 8, c: 272, h: 16, w: 16 }], [{ n: 3, c: 40, h: 7, w: 9 }]])(
+    'cudaKernelCheck parity on the GPU: %j',
+    (shape) => {
+      const r = addon.cudaKernelCheck(shape, 2) as unknown as {
+        available: boolean;
+        reason?: string;
+        maxAbsDiff: { ddimStep: number; l2: number; min: number; max: number; sumSqRelative: number; resize: number; fillI64Exact: boolean };
+      };
+      expect(r.reason ?? '').toBe('');
+      expect(r.maxAbsDiff).toEqual({ ddimStep: 0, l2: 0, min: 0, max: 0, resize: 0, fillI64Exact: true, sumSqRelative: expect.any(Number) });
+      expect(r.maxAbsDiff.sumSqRelative).toBeLessThanOrEqual(1e-12);
+    },
+  );
 });
 
 describe('finding 6: the ORT log level is an option', () => {
@@ -335,14 +334,18 @@ describe('finding 7: a sticky device error breaks the engine for good', () => {
     await p.runAsync(randomBatch(1, 1), 1, steps);
     expect(p.providers().capacity).toBe(1);
     const first = await rejected(p.runAsync(randomBatch(2, 2), 2, steps));
-    expect(first.message).toMatch(/^INVAD_ENGINE_BROKEN: the GPU hit a sticky CUDA error \(cudaErrorIllegalAddress: .*\) during this call: .*load the engine again in a new process$/);
+    expect(first.message).toMatch(
+      /^INVAD_ENGINE_BROKEN: the GPU hit a sticky CUDA error \(cudaErrorIllegalAddress: .*\) during this call: .*load the engine again in a new process$/,
+    );
     const later = await Promise.all([
       rejected(p.runAsync(randomBatch(4, 3), 4, steps)),
       rejected(p.featuresAsync(randomBatch(3, 4), 3)),
       rejected(p.runAsync(randomBatch(1, 1), 1, steps)),
     ]);
     for (const err of later) {
-      expect(err.message).toMatch(/^INVAD_ENGINE_BROKEN: this engine is broken: an earlier call failed because the GPU hit a sticky CUDA error \(cudaErrorIllegalAddress: .*\); release it and load the engine again in a new process$/);
+      expect(err.message).toMatch(
+        /^INVAD_ENGINE_BROKEN: this engine is broken: an earlier call failed because the GPU hit a sticky CUDA error \(cudaErrorIllegalAddress: .*\); release it and load the engine again in a new process$/,
+      );
     }
     // Nothing ran: the buffers never grew for the larger batches.
     expect(p.providers().capacity).toBe(1);
