@@ -52,8 +52,10 @@ export interface AddonBuildInfo {
   threads: number;
   /** compiler id and version */
   compiler: string;
-  /** ONNX Runtime C API version the device-resident pipeline requests (GetApi), e.g. 30 */
+  /** highest ONNX Runtime C API version the device-resident pipeline asks for (GetApi), e.g. 30 */
   ortApiVersion: number;
+  /** lowest C API version it accepts (the newest slot it calls), e.g. 16; ortProbe() reports the one in use */
+  ortApiVersionMin: number;
 }
 
 export interface CudaStatus {
@@ -111,6 +113,16 @@ export interface NativePipelineOptions {
   maxBatch?: number;
   /** Ask the CUDA/TensorRT provider to capture and replay CUDA graphs (default false). */
   cudaGraph?: boolean;
+  /**
+   * ONNX Runtime's log level for the sessions. Unset: 'error' on the CPU provider and
+   * 'fatal' on GPU providers; 'warning' shows ORT's notes on nodes placed on the CPU.
+   */
+  logLevel?: 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
+  /**
+   * @internal Test-only fault injection: 'snapshot-host-inputs' (host binds copy at bind
+   * time, as ORT does for a GPU session) or 'sticky-error-at-call=N'.
+   */
+  testHooks?: string;
 }
 
 /** One inversion step: x <- a*x + b*UNet(x, t). */
@@ -206,7 +218,7 @@ export interface OrtProbeResult {
   path: string;
   /** GetVersionString(), e.g. "1.30.0" */
   version: string;
-  /** the C API version requested */
+  /** the C API version negotiated with this library (the highest of 30 down to 16 it provides) */
   apiVersion: number;
   /** the ORT release the addon's declarations were written for */
   headerVersion: string;
@@ -288,6 +300,34 @@ export interface InvadAddonDiagnostics {
    * checked before anything is allocated.
    */
   cudaKernelCheck(shape: TensorShape, reps?: number): CudaKernelCheckResult;
+  /**
+   * Diagnostic: the device-resident engine with small CUDA kernels standing in for the
+   * two ORT sessions (pinned copies, stream, events, fused kernels, one sync), and a
+   * host-mode engine, both against the CPU kernels. Without CUDA the device part is
+   * `skipped` with the reason.
+   */
+  deviceSelfTest(): DeviceSelfTestResult;
+}
+
+/** One engine's agreement with the CPU kernels in deviceSelfTest(). */
+export interface SelfTestPart {
+  ok: boolean;
+  error?: string;
+  /** elements that differ in any bit (everything but sumSq must be bit-identical) */
+  bitMismatches: number;
+  maxAbsDiff: { l2: number; min: number; max: number; latents: number; features: number };
+  /** sumSq is a double sum in another order on the GPU: relative difference and its tolerance */
+  sumSqRelative: number;
+  sumSqTolerance: number;
+}
+
+export interface DeviceSelfTestResult {
+  ok: boolean;
+  /** why the device part did not run ("addon built without CUDA", "no usable CUDA device (...)") */
+  skipped?: string;
+  shape: TensorShape;
+  host: SelfTestPart;
+  device?: SelfTestPart & { deviceName: string; deviceResident: boolean; timings: unknown[] };
 }
 
 /** Names of the diagnostic functions, for the loader's check. */
@@ -298,6 +338,7 @@ export const DIAGNOSTIC_FUNCTIONS: ReadonlyArray<keyof InvadAddonDiagnostics> = 
   'resizeBilinearAsync',
   'ddimLastStepReduceUnfused',
   'cudaKernelCheck',
+  'deviceSelfTest',
 ];
 
 export interface CudaKernelCheckResult {
