@@ -15,7 +15,7 @@ import { type CalibrationSpec, type ImageThresholdMethod, type PartNormalization
 import { InvalidArgumentError } from '../util/errors';
 import { quantileSorted } from '../util/stats';
 import { f1Max } from '../eval/metrics';
-import { imageScore, type ScoreComponents } from '../runtime/scores';
+import { imageScore, SCORES, type ScoreComponents } from '../runtime/scores';
 
 export function robustNormalization(values: readonly number[]): PartNormalization {
   const sorted = Float64Array.from(values).sort();
@@ -60,7 +60,7 @@ export function calibrateStep(steps: number, normals: readonly NormalSample[], f
   };
   if (hasLatent) step.pixelThresholds.latentGaussian = quantileOf(normals.flatMap((n) => [...n.featureMaps.latentGaussian!]), q);
   for (const definition of SCORE_DEFINITIONS) {
-    if (definition === 'latent-gaussian' && !hasLatent) continue;
+    if (SCORES[definition].needsLatent && !hasLatent) continue;
     step.imageThresholds[definition] = quantileOf(normals.map((n) => imageScore(definition, n.components, step)), q);
   }
   return step;
@@ -108,7 +108,6 @@ export function calibrationSpec(
   const thresholds: ImageThresholdMethod = validation ? 'f1-max' : 'false-alarm-rate';
   const main = bySteps.find((s) => s.steps === defaults.steps);
   if (!main) throw new InvalidArgumentError('steps', `no calibration for the default S = ${defaults.steps}`);
-  const pixelKey = defaults.definition === 'latent-gaussian' ? 'latentGaussian' : 'l2';
   return {
     status: 'calibrated',
     method: validation
@@ -118,7 +117,7 @@ export function calibrationSpec(
     nll: main.nll,
     ...(main.latentGaussian ? { latentGaussian: main.latentGaussian } : {}),
     imageThreshold: main.imageThresholds[defaults.definition] ?? null,
-    pixelThreshold: main.pixelThresholds[pixelKey] ?? null,
+    pixelThreshold: main.pixelThresholds[SCORES[defaults.definition].map] ?? null,
     samples: defaults.samples,
     falseAlarmRate: defaults.falseAlarmRate,
     imageThresholdMethod: thresholds,

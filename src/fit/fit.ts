@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { BACKBONE_PRESETS, resolveBackboneModel } from './backbones';
 import { loadBundle } from '../runtime/bundle/load';
 import type { CalibrationSpec, Manifest, ScoreDefinition } from '../runtime/bundle/manifest';
+import { DEFAULT_SCORE_DEFINITION, SCORE_DEFINITIONS, SCORES } from '../runtime/scores';
 import { commitFolder, writeBundle } from './write-bundle';
 import { calibrateBundle, DEFAULT_STEP_RANGE, fitBundleLatents } from './calibrate-bundle';
 import { expandImagePaths } from '../util/image-files';
@@ -151,8 +152,10 @@ function checkOptions(o: FitOptions): void {
   if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
   const latentSteps = o.latentSteps ?? DEFAULT_STEP_RANGE;
   const steps = o.steps ?? DEFAULT_STEPS;
-  if (o.score === 'latent-gaussian' && !latentSteps.includes(steps)) {
-    throw new InvalidArgumentError('score', `score 'latent-gaussian' needs latent statistics for the default steps ${steps}; add it to latentSteps (${latentSteps.join(', ')})`);
+  // Checked before indexing the table: JS callers can pass any string.
+  const score = o.score === undefined ? undefined : oneOf('score', o.score, SCORE_DEFINITIONS);
+  if (score !== undefined && SCORES[score].needsLatent && !latentSteps.includes(steps)) {
+    throw new InvalidArgumentError('score', `score '${score}' needs latent statistics for the default steps ${steps}; add it to latentSteps (${latentSteps.join(', ')})`);
   }
   if (o.featureNormalization !== undefined) oneOf('featureNormalization', o.featureNormalization, FEATURE_NORMALIZATIONS);
   if (o.featureScale !== undefined) {
@@ -349,7 +352,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     input,
     features: final.featureShape,
     defaultSteps,
-    score: o.score ?? (stepRange.includes(defaultSteps) ? 'latent-gaussian' : 'combined'),
+    score: o.score ?? DEFAULT_SCORE_DEFINITION[stepRange.includes(defaultSteps) ? 'withLatent' : 'withoutLatent'],
     backbone: { bytes: final.bytes, name: o.backbone, taps: final.taps.map((t) => t.name), inputName: final.inputName, outputName: final.outputName },
     unet: { path: unetPath },
     training: {

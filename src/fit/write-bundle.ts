@@ -8,6 +8,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError } from '../util/errors';
 import { packageVersion } from '../util/package-info';
 import { DEFAULT_SCHEDULE } from '../runtime/schedule';
+import { DEFAULT_SCORE_DEFINITION } from '../runtime/scores';
 import { sha256Bytes, sha256File } from '../runtime/bundle/hash';
 import { MANIFEST_FILE } from '../runtime/bundle/load';
 import {
@@ -75,7 +76,8 @@ export function buildManifest(c: BundleContents, hashes: { backbone: string; une
     },
     features: { ...c.features },
     schedule: { ...DEFAULT_SCHEDULE, defaultSteps: c.defaultSteps ?? 3 },
-    score: { definition: c.score ?? 'combined' },
+    // A new bundle has no latent statistics yet.
+    score: { definition: c.score ?? DEFAULT_SCORE_DEFINITION.withoutLatent },
     calibration: c.calibration ?? placeholderCalibration(),
     models: {
       backbone: {

@@ -17,7 +17,7 @@ import { DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineR
 import { DisposedError, InvadError, reviveError } from '../util/errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors } from './preprocess';
 import { calibrationAt } from './calibration';
-import { imageScore, type ScoreComponents } from './scores';
+import { imageScore, SCORES, type ScoreComponents } from './scores';
 import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from '../util/validate';
 
 const PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu'];
@@ -431,11 +431,12 @@ export class Detector {
         seed: 0,
       };
     }
-    const definition = this.scoreDefinition;
-    if (definition === 'latent-gaussian' && !this.manifest.latentGaussian?.some((g) => g.steps === steps)) {
+    const definition = SCORES[this.scoreDefinition];
+    if (definition.needsLatent && !this.manifest.latentGaussian?.some((g) => g.steps === steps)) {
       throw invalidArgument('options.steps', `a step count with latent-Gaussian statistics in the bundle (${(this.manifest.latentGaussian ?? []).map((g) => g.steps).join(', ') || 'none'})`, steps);
     }
-    return { mode: 'inversion', steps, map: definition === 'latent-gaussian' ? 'latent-gaussian' : 'l2', allMaps: o.allMaps === true };
+    // The engine computes the latent part only along with every map.
+    return { mode: 'inversion', steps, map: definition.map, allMaps: o.allMaps === true || definition.needsLatent };
   }
 
   /** The inverted latents x_T of images (n x C x h x w), e.g. to fit the latent-Gaussian statistics. */

@@ -1,9 +1,14 @@
-/** Turns the inverted latent's statistics into the image score, with the bundle's calibration. */
-import type { CalibrationSpec, PartNormalization, ScoreDefinition } from './bundle/manifest';
+/**
+ * The score definitions, in one table: which raw parts each image score uses, which feature
+ * map goes with it, whether it needs the bundle's latent statistics, and how its normalized
+ * parts combine. The manifest schema, Detector, calibration, eval, fit and the CLI all read
+ * from {@link SCORES}, so a new definition is a new entry here (and its tests), nothing else.
+ */
+import type { CalibrationSpec, PartNormalization } from './bundle/manifest';
+import { InvalidArgumentError } from '../util/errors';
 
 /** The normalization of each score part (a bundle's calibration, or one S of it). */
 export type ScoreNormalization = Pick<CalibrationSpec, 'sp' | 'nll' | 'latentGaussian'>;
-import { InvalidArgumentError } from '../util/errors';
 
 /** The raw score parts of one image. */
 export interface ScoreComponents {
@@ -18,21 +23,115 @@ export interface ScoreComponents {
   latentGaussian?: number;
 }
 
-const IDENTITY: PartNormalization = { center: 0, scale: 1 };
-const normalize = (v: number, n: PartNormalization) => (v - n.center) / n.scale;
+/** A raw score part, by its name in {@link ScoreComponents}. */
+export type ScorePart = keyof ScoreComponents;
 
+/**
+ * A feature map at feature-grid resolution, by its name in a result's `featureMaps` and in the
+ * calibration's `pixelThresholds`: the latent's channel norm, or its Mahalanobis distance.
+ */
+export type FeatureMap = 'l2' | 'latentGaussian';
+
+/** What a part is normalized by: its field in the calibration. */
+const PART_NORMALIZATION: Readonly<Record<ScorePart, keyof ScoreNormalization>> = {
+  spatialRange: 'sp',
+  nll: 'nll',
+  latentGaussian: 'latentGaussian',
+};
+
+/** One score definition: an entry of {@link SCORES}. */
+export interface ScoreDefinitionSpec {
+  /** the raw parts the image score is made of; each is normalized before `combine` */
+  readonly parts: readonly ScorePart[];
+  /** the feature map shown as the anomaly map and thresholded per pixel */
+  readonly map: FeatureMap;
+  /** needs the bundle's latent statistics at the S it scores with */
+  readonly needsLatent: boolean;
+  /** the image score from the normalized parts; only the keys in `parts` are set */
+  readonly combine: (normalized: Readonly<Record<ScorePart, number>>) => number;
+  /** one line for help texts */
+  readonly summary: string;
+}
+
+/** Types `combine` over exactly the parts the entry lists. */
+function defineScore<P extends ScorePart>(spec: {
+  parts: readonly P[];
+  map: FeatureMap;
+  needsLatent: boolean;
+  combine: (normalized: Readonly<Record<P, number>>) => number;
+  summary: string;
+}): ScoreDefinitionSpec {
+  return spec;
+}
+
+/**
+ * Every score definition. The order is the order of `SCORE_DEFINITIONS`, of the calibration's
+ * `imageThresholds` and of eval's report rows.
+ */
+export const SCORES = {
+  sp: defineScore({
+    parts: ['spatialRange'],
+    map: 'l2',
+    needsLatent: false,
+    combine: (n) => n.spatialRange,
+    summary: "norm(SP), the spread of the latent's channel norm over the feature grid",
+  }),
+  nll: defineScore({
+    parts: ['nll'],
+    map: 'l2',
+    needsLatent: false,
+    combine: (n) => n.nll,
+    summary: 'norm(NLL), the negative log-likelihood of the latent under N(0, I)',
+  }),
+  combined: defineScore({
+    parts: ['spatialRange', 'nll'],
+    map: 'l2',
+    needsLatent: false,
+    combine: (n) => n.spatialRange + n.nll,
+    summary: 'norm(SP) + norm(NLL)',
+  }),
+  'latent-gaussian': defineScore({
+    parts: ['latentGaussian'],
+    map: 'latentGaussian',
+    needsLatent: true,
+    combine: (n) => n.latentGaussian,
+    summary: "norm(max Mahalanobis distance of the latent under the training normals' per-position Gaussian)",
+  }),
+} as const satisfies Record<string, ScoreDefinitionSpec>;
+
+/** What the image score is made of: a key of {@link SCORES}. */
+export type ScoreDefinition = keyof typeof SCORES;
+
+/** The keys of {@link SCORES}, in table order. */
+export const SCORE_DEFINITIONS = Object.freeze(Object.keys(SCORES) as ScoreDefinition[]);
+
+/**
+ * The definition `invad fit` writes when none is asked for: the first when the bundle has
+ * latent statistics at its default S (the most accurate on magnetic-tile, README), else the second.
+ */
+export const DEFAULT_SCORE_DEFINITION = { withLatent: 'latent-gaussian', withoutLatent: 'combined' } as const satisfies Record<string, ScoreDefinition>;
+
+const IDENTITY: PartNormalization = { center: 0, scale: 1 };
+
+/**
+ * The image score of `definition`: each of its parts normalized as (v - center) / scale with
+ * `cal`, then combined. A bundle without a normalization for the latent part (uncalibrated)
+ * leaves it as is.
+ * @throws InvalidArgumentError when a part the definition needs is missing (no latent
+ *   statistics at this S)
+ */
 export function imageScore(definition: ScoreDefinition, parts: ScoreComponents, cal: ScoreNormalization): number {
-  switch (definition) {
-    case 'sp':
-      return normalize(parts.spatialRange, cal.sp);
-    case 'nll':
-      return normalize(parts.nll, cal.nll);
-    case 'combined':
-      return normalize(parts.spatialRange, cal.sp) + normalize(parts.nll, cal.nll);
-    case 'latent-gaussian':
-      if (parts.latentGaussian === undefined) {
-        throw new InvalidArgumentError('scoreDefinition', 'the latent-gaussian score needs the bundle\'s latent statistics for this number of steps');
-      }
-      return normalize(parts.latentGaussian, cal.latentGaussian ?? IDENTITY);
+  const spec: ScoreDefinitionSpec = SCORES[definition];
+  const normalized: Partial<Record<ScorePart, number>> = {};
+  for (const part of spec.parts) {
+    const value = parts[part];
+    if (value === undefined) {
+      // Only the latent part is optional in ScoreComponents.
+      throw new InvalidArgumentError('scoreDefinition', `the ${definition} score needs the bundle's latent statistics for this number of steps`);
+    }
+    const n = cal[PART_NORMALIZATION[part]] ?? IDENTITY;
+    normalized[part] = (value - n.center) / n.scale;
   }
+  // Every part the definition reads was set above.
+  return spec.combine(normalized as Record<ScorePart, number>);
 }

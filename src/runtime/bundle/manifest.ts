@@ -4,6 +4,7 @@
  */
 import Ajv from 'ajv';
 import type { LinearScheduleSpec } from '../schedule';
+import { SCORE_DEFINITIONS, type ScoreDefinition } from '../scores';
 
 export const MANIFEST_FORMAT = 'invad-bundle';
 export const MANIFEST_VERSION = 1;
@@ -12,9 +13,8 @@ export const MANIFEST_VERSION = 1;
 export type AlphaMode = 'drop' | 'flatten-black' | 'flatten-white';
 /** sharp's resize kernels. */
 export type ResizeKernel = 'nearest' | 'linear' | 'cubic' | 'mitchell' | 'lanczos2' | 'lanczos3';
-/** What the image score is made of. */
-export type ScoreDefinition = 'sp' | 'nll' | 'combined' | 'latent-gaussian';
-export const SCORE_DEFINITIONS: readonly ScoreDefinition[] = ['sp', 'nll', 'combined', 'latent-gaussian'];
+// The score definitions live in one table (../scores); re-exported for the manifest's users.
+export { SCORE_DEFINITIONS, type ScoreDefinition };
 
 export interface InputSpec {
   width: number;
@@ -227,7 +227,7 @@ export const manifestSchema = {
               imageThresholds: {
                 type: 'object',
                 additionalProperties: false,
-                properties: { sp: finite, nll: finite, combined: finite, 'latent-gaussian': finite },
+                properties: Object.fromEntries(SCORE_DEFINITIONS.map((d) => [d, finite])),
               },
               pixelThresholds: {
                 type: 'object',

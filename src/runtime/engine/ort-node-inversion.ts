@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import type { ChannelNormResult, InvadAddon } from '../../binding/addon-types';
 import type { Manifest } from '../bundle/manifest';
+import type { FeatureMap } from '../scores';
 import { serializeError, InferenceError } from '../../util/errors';
 import { type LatentGaussian, mahalanobisMap } from '../latent-gaussian';
 import { mulberry32 } from '../../util/prng';
@@ -155,7 +156,7 @@ export function finishSamples(
   m: Manifest,
   out: InversionOutput,
   sizes: Array<{ width: number; height: number }>,
-  mapFrom: 'l2' | 'latent-gaussian',
+  mapFrom: FeatureMap,
   gaussian: LatentGaussian | undefined,
 ): SampleOutput[] {
   const { channels: c, height: h, width: w } = m.features;
@@ -177,7 +178,7 @@ export function finishSamples(
     }
     const maha = mahalanobisMap(out.latents.subarray(i * d, (i + 1) * d), gaussian);
     const latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
-    const map = addon.resizeBilinear(mapFrom === 'latent-gaussian' ? maha : l2, 1, h, w, size.height, size.width);
+    const map = addon.resizeBilinear(mapFrom === 'latentGaussian' ? maha : l2, 1, h, w, size.height, size.width);
     return { ...base, latentGaussian, featureMaps: { l2, latentGaussian: maha }, map };
   });
 }

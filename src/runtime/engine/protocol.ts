@@ -1,5 +1,6 @@
 /** Messages between the Detector (main thread) and the engine worker that owns the sessions. */
 import type { Manifest } from '../bundle/manifest';
+import type { FeatureMap } from '../scores';
 import type { SerializedError } from '../../util/errors';
 
 export type ExecutionProvider = 'cpu' | 'cuda' | 'tensorrt' | 'dml' | 'coreml' | 'webgpu';
@@ -68,7 +69,8 @@ export type ScorePlan =
   | {
       mode: 'inversion';
       steps: number;
-      map: 'l2' | 'latent-gaussian';
+      /** the feature map each sample's `map` is resized from: the score definition's (SCORES in ../scores) */
+      map: FeatureMap;
       /** compute the Mahalanobis map (~8 ms an image at 152 x 14 x 14) even when `map` is l2 */
       allMaps: boolean;
     }

@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       }
       const start = performance.now();
       const plan = req.plan;
-      const wantsLatent = plan.mode === 'inversion' && (plan.map === 'latent-gaussian' || plan.allMaps);
+      const wantsLatent = plan.mode === 'inversion' && (plan.map === 'latentGaussian' || plan.allMaps);
       const gaussian = wantsLatent ? await gaussianFor(plan.steps) : undefined;
       const out =
         plan.mode === 'inversion'
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
           : native
             ? await native.reconstruction(req.batch, req.n, plan, unetPath!)
             : await runReconstruction(pipe(), addon, config.manifest, req.batch, req.n, plan);
-      if (plan.mode === 'inversion' && plan.map === 'latent-gaussian' && !gaussian) {
+      if (plan.mode === 'inversion' && plan.map === 'latentGaussian' && !gaussian) {
         throw new InvalidArgumentError('options.steps', `the bundle has no latent-Gaussian statistics for S = ${plan.steps}`);
       }
       const resizeStart = performance.now();

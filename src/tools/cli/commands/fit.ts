@@ -1,12 +1,19 @@
 /** `invad fit`: a model bundle from a folder of normal images. */
 import { Command, Option } from 'commander';
 import { BACKBONE_PRESETS, MODELS_DIR_ENV } from '../../../fit/backbones';
-import { SCORE_DEFINITIONS, type ScoreDefinition } from '../../../runtime/bundle/manifest';
+import { DEFAULT_SCORE_DEFINITION, SCORE_DEFINITIONS, SCORES, type ScoreDefinition } from '../../../runtime/scores';
 import { FEATURE_NORMALIZATIONS, type FeatureNormalization, fit, type FitEvent } from '../../../fit/fit';
 import { UNET_PRESETS, type UnetPreset } from '../../../fit/trainer/runner';
 import { makeProgress, type Progress } from '../progress';
 import { parsePositiveInt, parseProviders } from './score';
 import { deprecatedAlias } from './backbone';
+
+/** The --score help, from the table of score definitions. */
+function scoreHelp(): string {
+  const { withLatent, withoutLatent } = DEFAULT_SCORE_DEFINITION;
+  const each = SCORE_DEFINITIONS.map((d) => `${d}: ${SCORES[d].summary}`).join('; ');
+  return `score definition written to the bundle (default: ${withLatent}, or ${withoutLatent} when --steps is outside 2..5); ${each}`;
+}
 
 interface FitCommandOptions {
   normal: string;
@@ -109,7 +116,7 @@ export function fitCommand(): Command {
       new Option('--feature-normalization <kind>', "train on the backbone's raw features (default), or standardize each channel").choices([...FEATURE_NORMALIZATIONS]),
     )
     .option('--feature-scale <s>', 'standardize each feature channel to this standard deviation', Number)
-    .addOption(new Option('--score <definition>', 'score definition written to the bundle (default: latent-gaussian, or combined when --steps is outside 2..5)').choices([...SCORE_DEFINITIONS]))
+    .addOption(new Option('--score <definition>', scoreHelp()).choices([...SCORE_DEFINITIONS]))
     .option('--resume', "continue training from the work folder's checkpoint")
     .option('--strict', 'fail on an unreadable image instead of skipping it')
     .option('--overwrite', 'replace an existing bundle')
