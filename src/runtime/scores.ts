@@ -106,8 +106,9 @@ export type ScoreDefinition = keyof typeof SCORES;
 export const SCORE_DEFINITIONS = Object.freeze(Object.keys(SCORES) as ScoreDefinition[]);
 
 /**
- * The definition `invad fit` writes when none is asked for: the first when the bundle has
- * latent statistics at its default S (the most accurate on magnetic-tile, README), else the second.
+ * The definition a new bundle gets when none is asked for: `withLatent` when `invad fit` fits
+ * latent statistics at the default S (the most accurate on magnetic-tile, README), else
+ * `withoutLatent`.
  */
 export const DEFAULT_SCORE_DEFINITION = { withLatent: 'latent-gaussian', withoutLatent: 'combined' } as const satisfies Record<string, ScoreDefinition>;
 
