@@ -51,7 +51,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   index: ['runtime', 'binding', 'util'],
   fit: ['runtime', 'binding', 'metrics', 'util'],
   eval: ['runtime', 'binding', 'metrics', 'util'],
-  tools: ['index', 'fit', 'eval', 'metrics', 'runtime', 'binding', 'util'],
+  deploy: ['runtime', 'binding', 'fit', 'metrics', 'util'],
+  tools: ['index', 'deploy', 'fit', 'eval', 'metrics', 'runtime', 'binding', 'util'],
 };
 
 describe('layout rules', () => {
@@ -79,9 +80,9 @@ describe('layout rules', () => {
     const dist = path.join(root, 'dist', 'src') + path.sep;
     const own = loaded.filter((f) => f.startsWith(dist)).map((f) => f.slice(dist.length));
     expect(own).toContain('runtime/detector.js');
-    const forbidden = own.filter((f) => /^(fit|eval|tools)\//.test(f));
+    const forbidden = own.filter((f) => /^(fit|eval|tools|deploy)\//.test(f));
     expect(forbidden).toEqual([]);
-    expect(loaded.filter((f) => /[\\/]node_modules[\\/](protobufjs|onnx-proto|cli-progress|commander)[\\/]/.test(f))).toEqual([]);
+    expect(loaded.filter((f) => /[\\/]node_modules[\\/](protobufjs|onnx-proto|cli-progress|commander|fastify|prom-client)[\\/]/.test(f))).toEqual([]);
   });
 
   test('native kernels never include N-API headers; CPU and CUDA kernels share kernel_math.h', () => {
