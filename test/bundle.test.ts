@@ -1,9 +1,9 @@
-import { readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Detector, ModelBundleError, ModelMismatchError, loadBundle, validateManifest } from '../src';
 import { writeBundle } from '../src/fit/write-bundle';
 import { linearUnet, convBackbone } from '../src/fit/onnx/synthetic';
-import { tempDir, tinyContents, TINY, writeTinyBundle } from './helpers/bundles';
+import { editManifest, tempDir, tinyContents, TINY, writeTinyBundle } from './helpers/bundles';
 
 let tmp: ReturnType<typeof tempDir>;
 beforeEach(() => {
@@ -12,11 +12,6 @@ beforeEach(() => {
 afterEach(() => tmp.cleanup());
 
 const manifestPath = (b: string) => join(b, 'manifest.json');
-const editManifest = (b: string, edit: (m: Record<string, any>) => void) => {
-  const m = JSON.parse(readFileSync(manifestPath(b), 'utf8'));
-  edit(m);
-  writeFileSync(manifestPath(b), JSON.stringify(m));
-};
 
 describe('bundle format', () => {
   test('a written bundle validates and loads, with hashes and provenance', async () => {
@@ -104,10 +99,10 @@ describe('bundle errors name the file and the field', () => {
     await expect(Detector.load(b)).rejects.toMatchObject({ code: 'ERR_INVAD_MODEL_MISMATCH', file: 'backbone.onnx', field: '/features' });
   });
 
-  test('a model file that is not ONNX fails to load with a typed error', async () => {
+  test('a model file that is not ONNX is a ModelBundleError naming it (more cases in bundle-validation.test.ts)', async () => {
     const b = await writeTinyBundle(tmp.dir);
     writeFileSync(join(b, 'unet.onnx'), 'garbage');
     editManifest(b, (m) => (m.models.unet.sha256 = require('node:crypto').createHash('sha256').update('garbage').digest('hex')));
-    await expect(Detector.load(b)).rejects.toMatchObject({ code: 'ERR_INVAD_PROVIDER' });
+    await expect(Detector.load(b)).rejects.toMatchObject({ code: 'ERR_INVAD_MODEL_BUNDLE', file: 'unet.onnx', field: '/models/unet/file' });
   });
 });

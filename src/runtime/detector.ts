@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../binding';
 import type { AddonBuildInfo } from '../binding/addon-types';
 import { MicroBatcher, type ItemOutcome } from './batcher';
-import { loadBundle } from './bundle/load';
+import { checkScoreSetup, loadBundle } from './bundle/load';
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
@@ -18,6 +18,7 @@ import { DisposedError, InvadError, reviveError } from '../util/errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors } from './preprocess';
 import { calibrationAt } from './calibration';
 import { imageScore, SCORES, type ScoreComponents } from './scores';
+import { maxSteps } from './schedule';
 import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from '../util/validate';
 
 const PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu'];
@@ -41,7 +42,7 @@ export function defaultEngine(providers: readonly ExecutionProvider[]): EngineKi
 export interface DetectorOptions {
   /** Execution providers to try, in order; the first that opens wins. Default ['cpu']. */
   executionProviders?: ExecutionProvider[];
-  /** Inversion steps S (network evaluations). Default: the bundle's `schedule.defaultSteps`. */
+  /** Inversion steps S (network evaluations), 1 to min(trainSteps, 1000) in both engines. Default: the bundle's `schedule.defaultSteps`. */
   steps?: number;
   /** Most images merged into one model run by concurrent score() calls. Default 8. */
   maxBatchSize?: number;
@@ -258,8 +259,9 @@ export class Detector {
     if (typeof dir !== 'string' || dir.length === 0) throw invalidArgument('dir', 'a bundle folder path', dir);
     const o = resolveOptions(options);
     const bundle = await loadBundle(dir, { skipHashCheck: !o.verifyHashes });
+    checkScoreSetup(bundle.manifest, { scoreDefinition: o.scoreDefinition, steps: o.steps });
     const steps = o.steps ?? bundle.manifest.schedule.defaultSteps;
-    if (steps > bundle.manifest.schedule.trainSteps) throw invalidArgument('options.steps', `at most ${bundle.manifest.schedule.trainSteps}`, steps);
+    if (steps > maxSteps(bundle.manifest.schedule.trainSteps)) throw invalidArgument('options.steps', `at most ${maxSteps(bundle.manifest.schedule.trainSteps)}`, steps);
     const { client, ready } = await EngineClient.start({
       backbonePath: bundle.backbonePath,
       unetPath: bundle.unetPath,
@@ -421,7 +423,7 @@ export class Detector {
   /** What the engine computes for a call: S and which map, or the reconstruction ablation. */
   private planFor(options: ScoreOptions | undefined): ScorePlan {
     const o = plainObject('options', options ?? {});
-    const steps = o.steps === undefined ? this.opts.steps : intInRange('options.steps', o.steps, 1, this.manifest.schedule.trainSteps);
+    const steps = o.steps === undefined ? this.opts.steps : intInRange('options.steps', o.steps, 1, maxSteps(this.manifest.schedule.trainSteps));
     if (o.reconstruction !== undefined) {
       const r = plainObject('options.reconstruction', o.reconstruction);
       return {

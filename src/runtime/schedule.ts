@@ -12,6 +12,18 @@ export interface LinearScheduleSpec {
   trainSteps: number;
 }
 
+/**
+ * The most inversion steps S a detector runs: S is the number of UNet calls per image, and the
+ * native engine takes at most this many. Both engines enforce the same rule,
+ * 1 <= S <= min(trainSteps, MAX_STEPS), so a bundle or a call never works on one and fails on the other.
+ */
+export const MAX_STEPS = 1000;
+
+/** The largest S a schedule of `trainSteps` timesteps can run: min(trainSteps, MAX_STEPS). */
+export function maxSteps(trainSteps: number): number {
+  return Math.min(trainSteps, MAX_STEPS);
+}
+
 export const DEFAULT_SCHEDULE: LinearScheduleSpec = { kind: 'linear', betaStart: 1e-4, betaEnd: 0.02, trainSteps: 1000 };
 
 /** Linear betas, numpy.linspace(betaStart, betaEnd, T) in float64. */
@@ -40,6 +52,25 @@ export function alphasCumprod(spec: LinearScheduleSpec = DEFAULT_SCHEDULE): Floa
   return abar;
 }
 
+/**
+ * Why a schedule cannot be inverted, or null when it can. The DDIM coefficients divide by
+ * sqrt(abar_t); with betas near 1 the product abar_t underflows to 0 (betaStart 0.999 does by
+ * t = 108) and a coefficient becomes 0/0 = NaN. Every abar_t being a positive normal number keeps
+ * them finite for every S: the inversion's |a| <= 1 and |b| <= 2 then.
+ */
+export function scheduleProblem(spec: LinearScheduleSpec): string | null {
+  const abar = alphasCumprod(spec);
+  for (let t = 0; t < abar.length; t++) {
+    if (!(abar[t] >= MIN_NORMAL && abar[t] <= 1)) {
+      return `the cumulative product of alphas (1 - beta) is ${abar[t]} at t = ${t} of ${spec.trainSteps}, so the DDIM coefficients are not finite; use smaller betas or fewer trainSteps`;
+    }
+  }
+  return null;
+}
+
+/** The smallest positive normal double (2^-1022). */
+const MIN_NORMAL = 2 ** -1022;
+
 /** Python's round(): halves go to the even neighbour, which space_timesteps relies on. */
 function roundHalfEven(v: number): number {
   const floor = Math.floor(v);
@@ -54,8 +85,9 @@ function roundHalfEven(v: number): number {
  * evenly spaced over [0, T-1], rounded half-to-even. S=3 of 1000 gives [0, 500, 999].
  */
 export function spaceTimesteps(trainSteps: number, steps: number): number[] {
-  if (!Number.isInteger(steps) || steps < 1 || steps > trainSteps) {
-    throw new InvalidArgumentError('steps', `Expected an integer from 1 to ${trainSteps} for steps but received ${String(steps)}`);
+  const max = maxSteps(trainSteps);
+  if (!Number.isInteger(steps) || steps < 1 || steps > max) {
+    throw new InvalidArgumentError('steps', `Expected an integer from 1 to ${max} for steps but received ${String(steps)}`);
   }
   const stride = steps === 1 ? 1 : (trainSteps - 1) / (steps - 1);
   const out: number[] = [];

@@ -127,15 +127,27 @@ export interface SerializedError {
   code?: string;
   stack?: string;
   props?: Record<string, unknown>;
+  /** the error's `cause`, when it has one (ORT's own error behind a ModelBundleError, say) */
+  cause?: SerializedError;
 }
 
 const ERROR_PROPS = ['file', 'field', 'argument', 'input', 'attempts'] as const;
 
-export function serializeError(err: unknown): SerializedError {
+export function serializeError(err: unknown, depth = 0): SerializedError {
   if (!(err instanceof Error)) return { name: 'Error', message: String(err) };
   const props: Record<string, unknown> = {};
   for (const key of ERROR_PROPS) if (key in err) props[key] = (err as unknown as Record<string, unknown>)[key];
-  return { name: err.name, message: err.message, code: (err as { code?: string }).code, stack: err.stack, props };
+  // A few levels of causes at most: a cause chain may loop.
+  const cause = err.cause !== undefined && depth < 4 ? { cause: serializeError(err.cause, depth + 1) } : {};
+  return { name: err.name, message: err.message, code: (err as { code?: string }).code, stack: err.stack, props, ...cause };
+}
+
+/** A cause keeps its name, message and stack but not its class: it explains, nobody matches on it. */
+function reviveCause(s: SerializedError): Error {
+  const err = new Error(s.message, s.cause ? { cause: reviveCause(s.cause) } : undefined);
+  err.name = s.name;
+  if (s.stack) err.stack = s.stack;
+  return err;
 }
 
 /** Rebuilds the typed error a worker threw, keeping its class, code and fields. */
@@ -154,5 +166,6 @@ export function reviveError(s: SerializedError): Error {
     default: err = new InferenceError(s.message);
   }
   if (s.stack) err.stack = s.stack;
+  if (s.cause) Object.defineProperty(err, 'cause', { value: reviveCause(s.cause), writable: true, configurable: true });
   return err;
 }

@@ -1,5 +1,5 @@
 /** Tiny synthetic bundles whose outputs are known in closed form, plus a plain TS reference pipeline. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeBundle, type BundleContents } from '../../src/fit/write-bundle';
@@ -112,4 +112,12 @@ export function referenceScore(tensor: Float32Array, outW: number, outH: number,
     }
   }
   return { spatialRange, nll, map, sumSq };
+}
+
+/** Rewrites a bundle's manifest.json through `edit`, bypassing the writer's validation. */
+export function editManifest(bundle: string, edit: (m: Record<string, any>) => void): void {
+  const path = join(bundle, 'manifest.json');
+  const m = JSON.parse(readFileSync(path, 'utf8'));
+  edit(m);
+  writeFileSync(path, JSON.stringify(m));
 }

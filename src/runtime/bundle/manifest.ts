@@ -9,6 +9,25 @@ import { SCORE_DEFINITIONS, type ScoreDefinition } from '../scores';
 export const MANIFEST_FORMAT = 'invad-bundle';
 export const MANIFEST_VERSION = 1;
 
+/**
+ * The largest model input side, in pixels, that a bundle may declare (checked at load). One
+ * image is then at most a 3 x 4096 x 4096 float32 tensor, 192 MiB; a batch of 8 is 1.5 GiB.
+ * Larger inputs (a dynamic-size backbone at 16384 x 16384 needs 3 GiB an image) could not be
+ * allocated reliably, so they would fail every score() instead of failing once at load.
+ */
+export const MAX_INPUT_SIDE = 4096;
+
+/** The most values one image's feature map (channels x height x width) may hold: as many as the largest input. */
+export const MAX_FEATURE_VALUES = 3 * MAX_INPUT_SIDE * MAX_INPUT_SIDE;
+
+/**
+ * Calibration bounds, checked at load: |center| and |threshold| at most this, scale between
+ * 1 / CALIBRATION_LIMIT and CALIBRATION_LIMIT. Score parts come from float32 data, so they stay
+ * well under 1e45 in magnitude, and (v - center) / scale then stays finite (under 1e76):
+ * a scale of 5e-324 or a center of 1.7e308 would make scores infinite or NaN.
+ */
+export const CALIBRATION_LIMIT = 1e30;
+
 /** How an alpha channel becomes RGB: dropped, or the image flattened on black or white. */
 export type AlphaMode = 'drop' | 'flatten-black' | 'flatten-white';
 /** sharp's resize kernels. */

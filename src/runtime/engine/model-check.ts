@@ -54,6 +54,17 @@ function checkValue(file: string, kind: 'input' | 'output', metas: readonly Infe
   return typeof batch === 'number' && batch > 0 ? batch : null;
 }
 
+/**
+ * Every input of a model must be one that invad feeds: a run that leaves out a required input
+ * fails, so a model with an extra one would fail every score(). Extra outputs are harmless.
+ */
+function checkOnlyFedInputs(file: string, field: string, metas: readonly InferenceSession.ValueMetadata[], fed: readonly string[]): void {
+  const extra = metas.filter((meta) => !fed.includes(meta.name)).map((meta) => `"${meta.name}"`);
+  if (extra.length === 0) return;
+  const fedList = fed.map((name) => `"${name}"`).join(' and ');
+  throw new ModelMismatchError(file, field, `${file} has ${extra.length === 1 ? 'an input' : 'inputs'} ${extra.join(', ')} that invad does not feed (it feeds only ${fedList}), so every run would fail`);
+}
+
 export function checkBackbone(session: SessionMetadata, m: Manifest): number | null {
   const file = m.models.backbone.file;
   const { channels: C, height: h, width: w } = m.features;
@@ -71,6 +82,7 @@ export function checkBackbone(session: SessionMetadata, m: Manifest): number | n
     field: '/models/backbone/outputName',
     shapeField: '/features',
   });
+  checkOnlyFedInputs(file, '/models/backbone', session.inputMetadata, [m.models.backbone.inputName]);
   return a ?? b;
 }
 
@@ -80,6 +92,7 @@ export function checkUnet(session: SessionMetadata, m: Manifest): number | null 
   const x = checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.xName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/xName', shapeField: '/features' });
   checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.tName, type: 'int64', dims: [null], field: '/models/unet/tName', shapeField: '/models/unet/tName' });
   const eps = checkValue(file, 'output', session.outputMetadata, { name: m.models.unet.outputName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/outputName', shapeField: '/features' });
+  checkOnlyFedInputs(file, '/models/unet', session.inputMetadata, [m.models.unet.xName, m.models.unet.tName]);
   return x ?? eps;
 }
 

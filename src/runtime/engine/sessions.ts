@@ -4,7 +4,7 @@
  * when the CUDA provider cannot load), so each provider gets its own attempt.
  */
 import * as ort from 'onnxruntime-node';
-import { ProviderError } from '../../util/errors';
+import { BindingLoadError, ModelBundleError, ProviderError } from '../../util/errors';
 import { DEFAULT_THREAD_SPINNING, type EngineConfig, type ExecutionProvider, sessionSpinning } from './protocol';
 
 export interface SessionThreading {
@@ -53,4 +53,36 @@ export async function openSessionPair(config: EngineConfig, unetPath: string | n
     await backbone.session.release();
     throw err;
   }
+}
+
+/** ORT's error when it opens `path` on its built-in CPU provider, or undefined when it opens. */
+async function cpuOpenError(path: string): Promise<Error | undefined> {
+  try {
+    const session = await ort.InferenceSession.create(path, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 1, logSeverityLevel: 4 });
+    await session.release();
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/**
+ * Tells a broken model file from a provider that cannot load, after no provider opened the
+ * models (either engine: the native one runs the same libonnxruntime). The CPU provider is built
+ * into ONNX Runtime, so a model that does not open on it is at fault: truncated, not ONNX, an
+ * opset this runtime lacks. That gives a ModelBundleError naming the file, with ORT's error as
+ * its `cause`; anything else, or models that open on the CPU, gives back `err` unchanged.
+ */
+export async function blameModelFile(err: unknown, config: EngineConfig): Promise<unknown> {
+  if (!(err instanceof ProviderError || err instanceof BindingLoadError)) return err;
+  const { backbone, unet } = config.manifest.models;
+  const models = [
+    { path: config.backbonePath, file: backbone.file, field: '/models/backbone/file' },
+    ...(config.unetPath === null ? [] : [{ path: config.unetPath, file: unet.file, field: '/models/unet/file' }]),
+  ];
+  for (const model of models) {
+    const cause = await cpuOpenError(model.path);
+    if (cause) return new ModelBundleError(model.file, model.field, `model file ${model.file} cannot be loaded by ONNX Runtime ${ort.env.versions.common}: ${cause.message}`, { cause });
+  }
+  return err;
 }

@@ -15,7 +15,7 @@ import { checkBackbone, checkUnet } from './model-check';
 import { batchTimings, extractFeatures, finishSamples, type PipelineSessions, runInversion, runReconstruction } from './ort-node-inversion';
 import { NativeEngine } from './native-engine';
 import type { EngineConfig, EngineReady, ExecutionProvider, FeaturesRequest, MainToWorker, RunRequest, WorkerToMain } from './protocol';
-import { openSessionPair } from './sessions';
+import { blameModelFile, openSessionPair } from './sessions';
 
 const port = parentPort!;
 const config = workerData as EngineConfig;
@@ -101,7 +101,8 @@ async function main(): Promise<void> {
       ready = fallback === undefined ? opened.ready : { ...opened.ready, engineFallback: fallback };
     }
   } catch (err) {
-    post({ type: 'init-error', error: serializeError(err) });
+    // A model ORT cannot load is the bundle's fault, not the provider's (issue 12).
+    post({ type: 'init-error', error: serializeError(await blameModelFile(err, config)) });
     return;
   }
   const stepsCache = new Map<number, InversionStep[]>();
