@@ -13,7 +13,7 @@ import { linearUnet } from '../src/fit/onnx/synthetic';
 import { writeLatentGaussian } from '../src/runtime/bundle/latent';
 import type { LatentGaussian } from '../src/runtime/latent-gaussian';
 import { MAX_INPUT_SIDE } from '../src/runtime/bundle/manifest';
-import { MAX_STEPS } from '../src/runtime/schedule';
+import { DEFAULT_SCHEDULE, MAX_STEPS, inversionSteps, scheduleProblem, spaceTimesteps } from '../src/runtime/schedule';
 import { encodeNpy } from '../src/util/npy';
 import { editManifest, tempDir, tinyContents, TINY, writeTinyBundle } from './helpers/bundles';
 import { randomRaw } from './helpers/images';
@@ -262,6 +262,19 @@ describe('schedules that cannot invert (finding 8)', () => {
     editManifest(b, longSchedule);
     await addLatentStats(b, MAX_STEPS + 1);
     await expectBundleError(loadBundle(b), 'manifest.json', '/latentGaussian/0/steps');
+  });
+
+  test(`the schedule functions apply the same cap (${MAX_STEPS}) that the native engine has`, () => {
+    expect(() => spaceTimesteps(100000, MAX_STEPS + 1)).toThrow(InvalidArgumentError);
+    expect(spaceTimesteps(100000, MAX_STEPS)).toHaveLength(MAX_STEPS);
+    expect(spaceTimesteps(100, 100)).toHaveLength(100);
+  });
+
+  test('scheduleProblem names the t where abar_t underflows, and passes a sane schedule', () => {
+    const bad = { kind: 'linear' as const, betaStart: 0.999, betaEnd: 0.9999999, trainSteps: 1000 };
+    expect(inversionSteps(3, bad).some((st) => !Number.isFinite(st.a) || !Number.isFinite(st.b))).toBe(true); // the finding
+    expect(scheduleProblem(bad)).toMatch(/at t = \d+ of 1000/);
+    expect(scheduleProblem(DEFAULT_SCHEDULE)).toBeNull();
   });
 
   test('trainSteps 100000 with the default betas underflows abar_t: caught at load', async () => {
