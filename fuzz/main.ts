@@ -354,7 +354,7 @@ async function main(): Promise<number> {
     memoryMb: o.memoryMb,
     wallSeconds: (performance.now() - t0) / 1000,
     pass: !failed,
-    targets: Object.fromEntries(rows.map((r) => [r.target, { counts: r.counts, seconds: r.seconds, children: stats.get(r.target as TargetName)!.children, typedKinds: typedKinds[r.target], findings: findings[r.target] }])),
+    targets: Object.fromEntries(rows.map((r) => [r.target, { counts: r.counts, seconds: r.seconds, children: stats.get(r.target)!.children, typedKinds: typedKinds[r.target], findings: findings[r.target] }])),
     harnessErrors: harness,
   };
   mkdirSync(dirname(o.report), { recursive: true });

@@ -149,9 +149,9 @@ export function trapProperty(obj: Record<string, unknown>, key: string, effect: 
   Object.defineProperty(obj, key, {
     enumerable: true,
     configurable: true,
-    get() {
+    get(): unknown {
       effect();
-      return old?.get ? old.get.call(obj) : old?.value;
+      return old?.get ? (old.get.call(obj) as unknown) : (old?.value as unknown);
     },
   });
 }

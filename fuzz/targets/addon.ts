@@ -242,7 +242,7 @@ async function fuzzPipelineRun(s: State, ctx: CaseContext): Promise<void> {
       mutateBuffer(rng, call, 0);
       batch = call.args[0];
     } else if (m === 'n') count = rng.chance(0.8) ? edgeNumber(rng) : junk(rng);
-    else if (m === 'steps') stepList = rng.chance(0.5) ? junk(rng) : [...(Array.isArray(stepList) ? stepList : []), junk(rng)];
+    else if (m === 'steps') stepList = rng.chance(0.5) ? junk(rng) : [...(Array.isArray(stepList) ? (stepList as unknown[]) : []), junk(rng)];
     else if (m === 'step-getter' && ArrayBuffer.isView(batch) && Array.isArray(stepList) && stepList.length) {
       const v = onResizable(freshFloats(batch), Float32Array, rng.chance(0.5));
       batch = v;
@@ -360,7 +360,8 @@ export const addonTarget: FuzzTarget<State> = {
     else if (kind === 'new') await fuzzPipelineNew(s, ctx);
     else await fuzzMisc(s, ctx);
   },
-  async teardown(s) {
+  teardown(s) {
     s.pipeline?.release();
+    return Promise.resolve();
   },
 };

@@ -17,7 +17,7 @@ import { sha256Bytes } from '../../src/runtime/bundle/hash';
 import { convBackbone, linearUnet } from '../../src/fit/onnx/synthetic';
 import { encodeNpy } from '../../src/util/npy';
 import { makeFifo, TINY, writeTinyBundle } from '../fixtures';
-import type { CaseContext, FuzzTarget } from '../protocol';
+import type { FuzzTarget } from '../protocol';
 import type { Rng } from '../rng';
 import { edgeNumber, junk, show } from '../values';
 import { checkResult } from './score';
@@ -132,7 +132,7 @@ function npyBytes(rng: Rng): { bytes: Uint8Array; note: string } {
   switch (how) {
     case 'shape': {
       const shape = rng.pick([[positions, c + 1], [positions - 1, c], [c, positions], [positions, c, c, 1], [1]]);
-      return { bytes: encodeNpy(fill(shape.reduce((a, b) => a * b, 1), 0.5), shape), note: `shape [${shape}]` };
+      return { bytes: encodeNpy(fill(shape.reduce((a, b) => a * b, 1), 0.5), shape), note: `shape [${shape.join(', ')}]` };
     }
     case 'count': {
       // the header says one thing, the data another

@@ -108,7 +108,7 @@ function rawInput(rng: Rng): Generated {
       traps.push((raw) => {
         const old = Object.getOwnPropertyDescriptor(raw, key);
         let reads = 0;
-        const first = () => (old?.get ? old.get.call(raw) : old?.value);
+        const first = (): unknown => (old?.get ? (old.get.call(raw) as unknown) : old?.value);
         Object.defineProperty(raw, key, { enumerable: true, configurable: true, get: () => (reads++ === 0 ? first() : rng.pick([0, 4096, 2 ** 31, -1])) });
       });
       if (rng.chance(0.5)) {
@@ -125,7 +125,7 @@ function rawInput(rng: Rng): Generated {
   }
   const raw = { ...fields };
   for (const trap of traps) trap(raw);
-  const input = proxy ? new Proxy(raw, { get: (t, p) => (p === 'channels' && rng.chance(0.5) ? 7 : Reflect.get(t, p)) }) : raw;
+  const input = proxy ? new Proxy(raw, { get: (t, p): unknown => (p === 'channels' && rng.chance(0.5) ? 7 : (Reflect.get(t, p) as unknown)) }) : raw;
   return { input, note: notes.join(' '), after };
 }
 

@@ -10,8 +10,8 @@ export const selftestTarget: FuzzTarget<null> = {
   name: 'selftest',
   description: 'the harness itself: one of each outcome, by seed',
   timeoutMs: 1500,
-  async setup() {
-    return null;
+  setup() {
+    return Promise.resolve(null);
   },
   async run(_state, ctx) {
     const kind = ['ok', 'typed', 'untyped', 'crash', 'hang'][ctx.seed % 5];
