@@ -3,7 +3,6 @@
  * (sharp works off-thread by itself), batches concurrent requests, and runs the
  * models and kernels in the engine worker.
  */
-import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../binding';
@@ -13,13 +12,13 @@ import { checkScoreSetup, loadBundle } from './bundle/load';
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
-import { DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
-import { DisposedError, InvadError, reviveError } from '../util/errors';
-import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors } from './preprocess';
+import { checkIntraOpThreads, DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
+import { DisposedError, InferenceError, InvadError, reviveError } from '../util/errors';
+import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors, takeInput } from './preprocess';
 import { calibrationAt } from './calibration';
 import { imageScore, SCORES, type ScoreComponents } from './scores';
 import { maxSteps } from './schedule';
-import { intInRange, invalidArgument, numberInRange, oneOf, plainObject } from '../util/validate';
+import { intInRange, invalidArgument, numberInRange, oneOf, pathString, plainObject } from '../util/validate';
 
 const PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu'];
 const ENGINES: readonly EngineKind[] = ['onnxruntime-node', 'native'];
@@ -48,7 +47,11 @@ export interface DetectorOptions {
   maxBatchSize?: number;
   /** How long a lone request waits for company before running, in ms. Default 2. */
   maxWaitMs?: number;
-  /** ONNX Runtime intra-op threads per session; 0 lets ORT decide. Default 0. */
+  /**
+   * ONNX Runtime intra-op threads per session; 0 lets ORT decide. Default 0. At most
+   * 4 x os.availableParallelism() (see maxIntraOpThreads()), in both engines: more only contend
+   * for the cores and slow the start.
+   */
   intraOpThreads?: number;
   /**
    * Whose ONNX Runtime intra-op threads spin after a run, waiting for the next one: 'none',
@@ -190,8 +193,7 @@ function resolveTensorRt(raw: unknown): TensorRtOptions | undefined {
     out.fp16 = t.fp16;
   }
   if (t.cacheDir !== undefined) {
-    if (typeof t.cacheDir !== 'string' || t.cacheDir === '') throw invalidArgument('options.tensorrt.cacheDir', 'a folder path', t.cacheDir);
-    out.cacheDir = t.cacheDir;
+    out.cacheDir = pathString('options.tensorrt.cacheDir', t.cacheDir, 'a folder path');
   }
   if (t.workspaceBytes !== undefined) out.workspaceBytes = intInRange('options.tensorrt.workspaceBytes', t.workspaceBytes, 1, Number.MAX_SAFE_INTEGER);
   return out;
@@ -207,7 +209,7 @@ function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number
     steps: o.steps === undefined ? undefined : intInRange('options.steps', o.steps, 1, 1000),
     maxBatchSize: o.maxBatchSize === undefined ? 8 : intInRange('options.maxBatchSize', o.maxBatchSize, 1, 1024),
     maxWaitMs: o.maxWaitMs === undefined ? 2 : numberInRange('options.maxWaitMs', o.maxWaitMs, 0, 60_000),
-    intraOpThreads: o.intraOpThreads === undefined ? 0 : intInRange('options.intraOpThreads', o.intraOpThreads, 0, Math.max(1024, cpus().length)),
+    intraOpThreads: o.intraOpThreads === undefined ? 0 : checkIntraOpThreads('options.intraOpThreads', o.intraOpThreads),
     threadSpinning: o.threadSpinning === undefined ? DEFAULT_THREAD_SPINNING : oneOf('options.threadSpinning', o.threadSpinning, THREAD_SPINNING),
     scoreDefinition: o.scoreDefinition === undefined ? undefined : oneOf('options.scoreDefinition', o.scoreDefinition, SCORE_DEFINITIONS),
     threshold: o.threshold === undefined ? undefined : numberInRange('options.threshold', o.threshold, -Number.MAX_VALUE, Number.MAX_VALUE),
@@ -256,7 +258,7 @@ export class Detector {
 
   /** Loads and checks a bundle folder and opens its sessions in a worker thread. */
   static async load(dir: string, options?: DetectorOptions): Promise<Detector> {
-    if (typeof dir !== 'string' || dir.length === 0) throw invalidArgument('dir', 'a bundle folder path', dir);
+    pathString('dir', dir, 'a bundle folder path');
     const o = resolveOptions(options);
     const bundle = await loadBundle(dir, { skipHashCheck: !o.verifyHashes });
     checkScoreSetup(bundle.manifest, { scoreDefinition: o.scoreDefinition, steps: o.steps });
@@ -330,19 +332,31 @@ export class Detector {
     };
   }
 
-  /** Scores one image. Concurrent calls share model runs. */
+  /**
+   * Scores one image. Concurrent calls share model runs. The input is checked and its bytes
+   * copied before this returns, so the caller may reuse, resize or transfer its buffer at once.
+   * Rejects with InvalidArgumentError or InvalidInputError for a bad input (a path must name a
+   * regular file), and with InferenceError when the model output or the score is not finite.
+   */
   score(input: ImageInput, options?: ScoreOptions): Promise<ScoreResult> {
     return this.track('score()', async () => {
       const start = performance.now();
       const plan = this.planFor(options);
       const label = describeInput(input, 0);
-      const pre = await preprocess(input, this.manifest.input, label);
+      // Before the first await: once score() returns, the caller may reuse its buffer.
+      const owned = takeInput(input, label);
+      const pre = await preprocess(owned, this.manifest.input, label);
       const out = await this.batcher.submit({ pre, label, queuedAt: performance.now() }, JSON.stringify(plan));
-      return this.finish(out, pre, start, plan);
+      return this.finish(out, pre, start, plan, label);
     });
   }
 
-  /** Scores many images in batches of `batchSize`; results keep the inputs' order. */
+  /**
+   * Scores many images in batches of `batchSize`; results keep the inputs' order. Inputs are
+   * read (and copied) chunk by chunk as they are preprocessed, so that memory stays bounded:
+   * leave them unchanged until the promise settles. A buffer changed earlier gives that image
+   * an error or a different score, never a crash.
+   */
   scoreBatch(inputs: readonly ImageInput[], options?: ScoreBatchOptions & { errors?: 'throw' }): Promise<ScoreResult[]>;
   scoreBatch(inputs: readonly ImageInput[], options: ScoreBatchOptions & { errors: 'collect' }): Promise<Array<ScoreResult | InvadError>>;
   scoreBatch(inputs: readonly ImageInput[], options: ScoreBatchOptions = {}): Promise<Array<ScoreResult | InvadError>> {
@@ -383,8 +397,8 @@ export class Detector {
       let k = 0;
       const chunk = settled.map((s) => {
         if (s.status === 'rejected') return settle(Promise.reject(s.reason as Error));
-        const { pre, start } = s.value;
-        return settle(runs[k++].then((out) => this.finish(out, pre, start, plan)));
+        const { pre, label, start } = s.value;
+        return settle(runs[k++].then((out) => this.finish(out, pre, start, plan, label)));
       });
       outcomes.push(...chunk);
       await previous;
@@ -441,14 +455,23 @@ export class Detector {
     return { mode: 'inversion', steps, map: definition.map, allMaps: o.allMaps === true || definition.needsLatent };
   }
 
-  /** The inverted latents x_T of images (n x C x h x w), e.g. to fit the latent-Gaussian statistics. */
-  async latents(inputs: readonly ImageInput[], steps: number, batchSize = this.opts.maxBatchSize): Promise<Float32Array> {
+  /**
+   * The inverted latents x_T of images (n x C x h x w) after `steps` inversion steps (1 to
+   * maxSteps(trainSteps)), e.g. to fit the latent-Gaussian statistics; `batchSize` images per
+   * model run (1 to 1024, default the detector's maxBatchSize). Bad arguments reject with
+   * InvalidArgumentError. Inputs are read batch by batch, as in scoreBatch().
+   */
+  latents(inputs: readonly ImageInput[], steps: number, batchSize: number = this.opts.maxBatchSize): Promise<Float32Array> {
     return this.track('latents()', async () => {
+      if (!Array.isArray(inputs)) throw invalidArgument('inputs', 'an array of images', inputs);
+      intInRange('steps', steps, 1, maxSteps(this.manifest.schedule.trainSteps));
+      intInRange('batchSize', batchSize, 1, 1024);
+      const size = this.ready.fixedBatch === null ? batchSize : Math.min(batchSize, this.ready.fixedBatch);
       const { channels, height, width } = this.manifest.features;
       const per = channels * height * width;
       const out = new Float32Array(inputs.length * per);
-      for (let from = 0; from < inputs.length; from += batchSize) {
-        const pres = await Promise.all(inputs.slice(from, from + batchSize).map((input, j) => preprocess(input, this.manifest.input, describeInput(input, from + j))));
+      for (let from = 0; from < inputs.length; from += size) {
+        const pres = await Promise.all(inputs.slice(from, from + size).map((input, j) => preprocess(input, this.manifest.input, describeInput(input, from + j))));
         out.set(await this.engine.latents(stackTensors(pres), pres.length, steps), from * per);
       }
       return out;
@@ -484,13 +507,17 @@ export class Detector {
     });
   }
 
-  private finish(out: EngineOutput, pre: PreprocessedImage, start: number, plan: ScorePlan): ScoreResult {
+  private finish(out: EngineOutput, pre: PreprocessedImage, start: number, plan: ScorePlan, label: string): ScoreResult {
     // The reconstruction ablation scores by the largest reconstruction error.
     const steps = plan.mode === 'inversion' ? plan.steps : plan.reconSteps;
     const score =
       plan.mode === 'reconstruction'
         ? out.featureMaps.l2.reduce((a, v) => Math.max(a, v), -Infinity)
         : imageScore(this.scoreDefinition, out.components, calibrationAt(this.manifest.calibration, steps) ?? this.manifest.calibration);
+    // NaN > threshold is false: a non-finite score would pass as a good part.
+    if (!Number.isFinite(score)) {
+      throw new InferenceError(`${label}: the image score is ${score} (${plan.mode === 'reconstruction' ? 'reconstruction error' : this.scoreDefinition}, S = ${steps}); the model output or the bundle's calibration is out of range`);
+    }
     const threshold = plan.mode === 'reconstruction' ? null : this.thresholdAt(steps);
     return {
       score,

@@ -7,6 +7,8 @@ import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import type { InputSpec } from './bundle/manifest';
 import { InvalidArgumentError, InvalidInputError } from '../util/errors';
+import { checkRegularFile } from '../util/regular-file';
+import { pathString } from '../util/validate';
 
 /** Raw pixels as a line camera hands them over: 8-bit, interleaved, row-major. */
 export interface RawImage {
@@ -39,8 +41,8 @@ export interface PreprocessedImage {
 /** Inputs larger than this many pixels are refused before decoding (sharp's own default). */
 export const MAX_INPUT_PIXELS = 0x3fff * 0x3fff;
 
-function isRawImage(v: unknown): v is RawImage {
-  return typeof v === 'object' && v !== null && !(v instanceof Uint8Array) && 'data' in v && 'width' in v && 'height' in v;
+function isBytes(v: unknown): v is Uint8Array | Uint8ClampedArray {
+  return v instanceof Uint8Array || v instanceof Uint8ClampedArray;
 }
 
 /** A short name for an input, used in errors and CLI output. */
@@ -48,50 +50,99 @@ export function describeInput(input: unknown, index: number): string {
   return typeof input === 'string' ? input : `input[${index}]`;
 }
 
-function checkRaw(raw: RawImage, label: string): void {
-  const { data, width, height, channels } = raw;
-  if (!(data instanceof Uint8Array || data instanceof Uint8ClampedArray)) {
-    throw new InvalidArgumentError(`${label}.data`, `Expected Uint8Array for ${label}.data but received ${typeof data}`);
+/**
+ * A private copy of the caller's bytes. sharp decodes on a libuv thread after score() has
+ * returned, so it must never read memory the caller can still free: a resizable ArrayBuffer
+ * shrunk with resize(0), or any ArrayBuffer detached by a transfer (postMessage,
+ * structuredClone) and collected, would crash the process (issue 12, finding 3). JavaScript
+ * cannot pin a caller's buffer, so the bytes are copied (about 1 ms per 5 MB).
+ */
+function copyBytes(view: Uint8Array | Uint8ClampedArray): Buffer {
+  // allocUnsafeSlow: a buffer of its own, not a slice of Node's shared pool.
+  const copy = Buffer.allocUnsafeSlow(view.byteLength);
+  copy.set(view);
+  return copy;
+}
+
+type Owned =
+  | { kind: 'path'; path: string }
+  | { kind: 'encoded'; bytes: Buffer }
+  | { kind: 'raw'; bytes: Buffer; width: number; height: number; channels: RawImage['channels'] };
+
+/**
+ * An image input the library owns: a checked path string, or a private copy of the caller's
+ * bytes with each raw-pixel field read exactly once (a getter cannot change a value between
+ * its check and its use). Made by {@link takeInput}.
+ */
+export class OwnedImage {
+  /** @internal */
+  constructor(readonly source: Owned) {}
+}
+
+function takeRaw(raw: object, label: string): OwnedImage {
+  // One read of each field: later code sees only these values.
+  const { data, width, height, channels } = raw as Record<keyof RawImage, unknown>;
+  if (!isBytes(data)) {
+    throw new InvalidArgumentError(`${label}.data`, `Expected Uint8Array for ${label}.data but received ${data === null ? 'null' : typeof data}`);
   }
   for (const [name, v] of [['width', width], ['height', height]] as const) {
-    if (!Number.isInteger(v) || v < 1) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
       throw new InvalidArgumentError(`${label}.${name}`, `Expected positive integer for ${label}.${name} but received ${String(v)}`);
     }
   }
-  if (![1, 2, 3, 4].includes(channels)) {
+  if (channels !== 1 && channels !== 2 && channels !== 3 && channels !== 4) {
     throw new InvalidArgumentError(`${label}.channels`, `Expected 1, 2, 3 or 4 for ${label}.channels but received ${String(channels)}`);
   }
-  if (width * height > MAX_INPUT_PIXELS) {
-    throw new InvalidInputError(label, `${label} is ${width}x${height}, over the limit of ${MAX_INPUT_PIXELS} pixels`);
+  const w = width as number;
+  const h = height as number;
+  if (w * h > MAX_INPUT_PIXELS) {
+    throw new InvalidInputError(label, `${label} is ${w}x${h}, over the limit of ${MAX_INPUT_PIXELS} pixels`);
   }
-  if (data.length !== width * height * channels) {
-    throw new InvalidInputError(
-      label,
-      `${label}.data has ${data.length} bytes but width*height*channels = ${width}*${height}*${channels} = ${width * height * channels}`,
-    );
+  const expected = w * h * channels;
+  // Compare the length of the copy, which no getter can change afterwards.
+  const bytes = copyBytes(data);
+  if (bytes.length !== expected) {
+    throw new InvalidInputError(label, `${label}.data has ${bytes.length} bytes but width*height*channels = ${w}*${h}*${channels} = ${expected}`);
   }
+  return new OwnedImage({ kind: 'raw', bytes, width: w, height: h, channels });
 }
 
-function openImage(input: ImageInput, label: string): sharp.Sharp {
-  const opts: sharp.SharpOptions = { failOn: 'warning', limitInputPixels: MAX_INPUT_PIXELS };
+/**
+ * Validates an input and takes ownership of it, synchronously: after it returns, the caller
+ * may reuse, resize or transfer its buffers. Throws InvalidArgumentError for a value of the
+ * wrong type (or a path with a NUL byte) and InvalidInputError for bytes that cannot be an
+ * image (empty, wrong length, too many pixels). A path is only checked for its form here;
+ * decoding checks that it names a regular file.
+ */
+export function takeInput(input: unknown, label: string): OwnedImage {
+  if (input instanceof OwnedImage) return input;
   if (typeof input === 'string') {
     if (input.length === 0) throw new InvalidArgumentError(label, 'Expected a file path but received an empty string');
-    return sharp(input, opts);
+    return new OwnedImage({ kind: 'path', path: pathString(label, input) });
   }
-  if (input instanceof Uint8Array) {
-    if (input.length === 0) throw new InvalidInputError(label, `${label} is an empty buffer (0 bytes)`);
-    return sharp(input, opts);
+  if (isBytes(input)) {
+    const bytes = copyBytes(input);
+    if (bytes.length === 0) throw new InvalidInputError(label, `${label} is an empty buffer (0 bytes)`);
+    return new OwnedImage({ kind: 'encoded', bytes });
   }
-  if (isRawImage(input)) {
-    checkRaw(input, label);
-    const { data, width, height, channels } = input;
-    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    return sharp(bytes, { ...opts, raw: { width, height, channels } });
-  }
+  if (typeof input === 'object' && input !== null && 'data' in input && 'width' in input && 'height' in input) return takeRaw(input, label);
   throw new InvalidArgumentError(
     label,
     `Expected a file path, an encoded image Buffer or { data, width, height, channels } for ${label} but received ${input === null ? 'null' : typeof input}`,
   );
+}
+
+/** Opens an owned input in sharp; a path must name a regular file (a FIFO would block the open forever). */
+async function openImage(owned: OwnedImage, label: string): Promise<sharp.Sharp> {
+  const opts: sharp.SharpOptions = { failOn: 'warning', limitInputPixels: MAX_INPUT_PIXELS };
+  const s = owned.source;
+  if (s.kind === 'path') {
+    const check = await checkRegularFile(s.path);
+    if (!check.ok) throw new InvalidInputError(label, `Cannot read ${label}: it ${check.reason}`, { cause: check.cause });
+    return sharp(s.path, opts);
+  }
+  if (s.kind === 'encoded') return sharp(s.bytes, opts);
+  return sharp(s.bytes, { ...opts, raw: { width: s.width, height: s.height, channels: s.channels } });
 }
 
 function alphaStep(img: sharp.Sharp, alpha: InputSpec['alpha']): sharp.Sharp {
@@ -100,9 +151,14 @@ function alphaStep(img: sharp.Sharp, alpha: InputSpec['alpha']): sharp.Sharp {
   return img.removeAlpha();
 }
 
-/** Decodes any supported input to 8-bit RGB at its own size. */
-export async function decodeImage(input: ImageInput, label: string, alpha: InputSpec['alpha'] = 'drop'): Promise<DecodedImage> {
-  const img = openImage(input, label);
+/**
+ * Decodes any supported input to 8-bit RGB at its own size. The input is taken (validated,
+ * and its bytes copied) before the first await, so the caller may reuse its buffers as soon
+ * as this returns its promise.
+ */
+export async function decodeImage(input: ImageInput | OwnedImage, label: string, alpha: InputSpec['alpha'] = 'drop'): Promise<DecodedImage> {
+  const owned = takeInput(input, label);
+  const img = await openImage(owned, label);
   try {
     const { data, info } = await alphaStep(img, alpha)
       .toColourspace('srgb')
@@ -151,7 +207,8 @@ export function stackTensors(images: readonly Pick<PreprocessedImage, 'tensor'>[
   return batch;
 }
 
-export async function preprocess(input: ImageInput, spec: InputSpec, label: string): Promise<PreprocessedImage> {
+/** Decodes, resizes and normalizes one input; like {@link decodeImage}, it owns the input before its first await. */
+export async function preprocess(input: ImageInput | OwnedImage, spec: InputSpec, label: string): Promise<PreprocessedImage> {
   const t0 = performance.now();
   const decoded = await decodeImage(input, label, spec.alpha);
   const t1 = performance.now();

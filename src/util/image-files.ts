@@ -14,6 +14,13 @@ async function walk(dir: string, out: string[]): Promise<void> {
   }
 }
 
+/**
+ * The image files named by `args`: files as given, folders expanded to the files with an image
+ * extension inside them (recursively, sorted by name; symbolic links to folders are not
+ * followed). Nothing is opened here. An entry that is not a regular file (a FIFO named x.png,
+ * say) stays in the list, so that scoring reports it as an InvalidInputError ("not a regular
+ * file") instead of skipping it silently, and never opens it.
+ */
 export async function expandImagePaths(args: string[]): Promise<string[]> {
   const out: string[] = [];
   for (const arg of args) {

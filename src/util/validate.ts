@@ -28,6 +28,19 @@ export function numberInRange(name: string, v: unknown, min: number, max: number
   return v;
 }
 
+/**
+ * A non-empty path string without NUL bytes. Node's fs refuses NUL, but native code (sharp,
+ * libvips, ONNX Runtime) reads the path as a C string and would silently stop at the first
+ * NUL: '/a/normal.png\0/x.jpg' would open /a/normal.png.
+ */
+export function pathString(name: string, v: unknown, expected = 'a file path'): string {
+  if (typeof v !== 'string' || v.length === 0) throw invalidArgument(name, expected, v);
+  if (v.includes('\0')) {
+    throw new InvalidArgumentError(name, `Expected ${expected} without NUL bytes for ${name} but received ${JSON.stringify(v.length > 80 ? v.slice(0, 80) + '...' : v)}`);
+  }
+  return v;
+}
+
 export function plainObject(name: string, v: unknown): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalidArgument(name, 'an options object', v);
   return v as Record<string, unknown>;

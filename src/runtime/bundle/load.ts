@@ -7,6 +7,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, ModelBundleError } from '../../util/errors';
+import { fileKind } from '../../util/regular-file';
 import { MAX_STEPS, maxSteps, scheduleProblem } from '../schedule';
 import { sha256Bytes, sha256File } from './hash';
 import { checkLatentArray } from './latent';
@@ -36,6 +37,9 @@ export interface LoadBundleOptions {
 }
 
 async function readManifest(dir: string): Promise<Manifest> {
+  // stat never opens the path: reading a FIFO named manifest.json would block forever.
+  const st = await stat(join(dir, MANIFEST_FILE)).catch(() => undefined);
+  if (st && !st.isFile()) throw new ModelBundleError(MANIFEST_FILE, undefined, `${MANIFEST_FILE} in bundle ${dir} is not a regular file (it is ${fileKind(st)})`);
   let text: string;
   try {
     text = await readFile(join(dir, MANIFEST_FILE), 'utf8');

@@ -1,13 +1,17 @@
 /**
  * The main-thread side of the engine worker: starts it, sends batches, and
  * matches results to requests. Nothing here blocks the event loop.
+ *
+ * The worker holds the process open only while it has work: it is ref'd from a request until
+ * its answer (and while starting or closing), and unref'd when idle, so a script that forgets
+ * dispose() still exits once its last score() has settled.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { InferenceError, reviveError } from '../../util/errors';
 import { packageRoot } from '../../util/package-info';
-import type { EngineConfig, EngineReady, FeaturesRequest, FeaturesResult, RunRequest, RunResult, ScorePlan, WorkerToMain } from './protocol';
+import { checkIntraOpThreads, type EngineConfig, type EngineReady, type FeaturesRequest, type FeaturesResult, type RunRequest, type RunResult, type ScorePlan, type WorkerToMain } from './protocol';
 
 /** The compiled worker script. Under ts-jest this file is .ts, so use the build in dist/. */
 function workerScript(): string {
@@ -36,6 +40,8 @@ export class EngineClient {
 
   /** Starts the worker and resolves once both sessions are open and checked. */
   static async start(config: EngineConfig): Promise<{ client: EngineClient; ready: EngineReady }> {
+    // Every engine start, whoever asks (Detector, fit, bench), in both engines.
+    checkIntraOpThreads('intraOpThreads', config.intraOpThreads);
     const worker = new Worker(workerScript(), { workerData: config });
     const client = new EngineClient(worker);
     const ready = await new Promise<EngineReady>((resolve, reject) => {
@@ -55,7 +61,14 @@ export class EngineClient {
     worker.removeAllListeners('error');
     worker.removeAllListeners('exit');
     client.listen();
+    client.holdWhileBusy();
     return { client, ready };
+  }
+
+  /** Keeps the process alive while a request waits for its answer or the worker is closing, not while idle. */
+  private holdWhileBusy(): void {
+    if (this.pending.size > 0 || this.closed) this.worker.ref();
+    else this.worker.unref();
   }
 
   private listen(): void {
@@ -64,6 +77,7 @@ export class EngineClient {
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
+      this.holdWhileBusy();
       if (msg.type === 'error') p.reject(reviveError(msg.error));
       else p.resolve(msg);
     });
@@ -99,6 +113,7 @@ export class EngineClient {
     if (this.dead) return Promise.reject(this.dead);
     return new Promise((resolve, reject) => {
       this.pending.set(msg.id, { resolve, reject });
+      this.holdWhileBusy();
       this.worker.postMessage(msg, [msg.batch.buffer as ArrayBuffer]);
     });
   }
@@ -106,6 +121,8 @@ export class EngineClient {
   /** Releases the sessions after queued runs finish, then stops the worker. */
   close(): Promise<void> {
     this.closed ??= (async () => {
+      // A pending dispose() keeps the process alive until the sessions are released.
+      this.worker.ref();
       if (!this.dead) {
         await new Promise<void>((resolve) => {
           const onMessage = (msg: WorkerToMain) => {

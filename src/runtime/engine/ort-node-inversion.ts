@@ -150,7 +150,16 @@ export async function runReconstruction(
   return { latents: x, reduced, backboneMs, unetMs, kernelMs };
 }
 
-/** Per-sample scores and maps from an inversion (or reconstruction) output. */
+/**
+ * A sample that failed on its own. Each empty map gets its own buffer: the result message
+ * transfers every map's buffer, and one buffer listed twice fails the whole batch with
+ * "Transfer list contains duplicate ArrayBuffer" (issue 12, finding 6).
+ */
+function failedSample(base: Omit<SampleOutput, 'featureMaps' | 'map' | 'error'>, message: string): SampleOutput {
+  return { ...base, featureMaps: { l2: new Float32Array(0) }, map: new Float32Array(0), error: serializeError(new InferenceError(message)) };
+}
+
+/** Per-sample scores and maps from an inversion (or reconstruction) output; a sample with non-finite values fails alone. */
 export function finishSamples(
   addon: InvadAddon,
   m: Manifest,
@@ -168,9 +177,7 @@ export function finishSamples(
     const l2Max = out.reduced.max[i];
     const base = { spatialRange: l2Max - l2Min, nll: 0.5 * sumSq + d * HALF_LOG_2PI, l2Min, l2Max };
     if (!Number.isFinite(sumSq) || !Number.isFinite(l2Max) || !Number.isFinite(l2Min)) {
-      const error = new InferenceError(`the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
-      const empty = new Float32Array(0);
-      return { ...base, featureMaps: { l2: empty }, map: empty, error: serializeError(error) };
+      return failedSample(base, `the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
     }
     const l2 = out.reduced.l2.slice(i * plane, (i + 1) * plane);
     if (!gaussian) {
@@ -178,6 +185,10 @@ export function finishSamples(
     }
     const maha = mahalanobisMap(out.latents.subarray(i * d, (i + 1) * d), gaussian);
     const latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
+    // A finite latent can still overflow float32 in the Mahalanobis map (huge precision or mean).
+    if (!Number.isFinite(latentGaussian)) {
+      return failedSample(base, `the latent-Gaussian map of sample ${i} is not finite (max ${latentGaussian}): the latent statistics or the model output are out of range`);
+    }
     const map = addon.resizeBilinear(mapFrom === 'latentGaussian' ? maha : l2, 1, h, w, size.height, size.width);
     return { ...base, latentGaussian, featureMaps: { l2, latentGaussian: maha }, map };
   });

@@ -1,7 +1,8 @@
 /** Messages between the Detector (main thread) and the engine worker that owns the sessions. */
+import { availableParallelism } from 'node:os';
 import type { Manifest } from '../bundle/manifest';
 import type { FeatureMap } from '../scores';
-import type { SerializedError } from '../../util/errors';
+import { InvalidArgumentError, type SerializedError } from '../../util/errors';
 
 export type ExecutionProvider = 'cpu' | 'cuda' | 'tensorrt' | 'dml' | 'coreml' | 'webgpu';
 
@@ -34,13 +35,37 @@ export function sessionSpinning(mode: ThreadSpinning): { backbone: boolean; unet
   return { backbone: mode === 'all', unet: mode !== 'none' };
 }
 
+/** The most ORT intra-op threads per session, per core this process may use: see {@link maxIntraOpThreads}. */
+export const INTRA_OP_THREADS_PER_CORE = 4;
+
+/**
+ * The largest `intraOpThreads` accepted: 4 x os.availableParallelism() (8 on 2 cores). More
+ * threads than that only contend for the cores, and each one costs start-up time: 1024 meant
+ * about 2,000 threads and 47 s to open a detector on 2 cores (issue 12, finding 14).
+ */
+export function maxIntraOpThreads(): number {
+  return INTRA_OP_THREADS_PER_CORE * availableParallelism();
+}
+
+/** Checks an intra-op thread count (0 lets ONNX Runtime choose) against {@link maxIntraOpThreads}. */
+export function checkIntraOpThreads(name: string, v: unknown): number {
+  const max = maxIntraOpThreads();
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) {
+    throw new InvalidArgumentError(
+      name,
+      `Expected an integer from 0 to ${max} for ${name} but received ${String(v)}: at most ${INTRA_OP_THREADS_PER_CORE} x os.availableParallelism() threads per session (0 lets ONNX Runtime choose)`,
+    );
+  }
+  return v;
+}
+
 export interface EngineConfig {
   backbonePath: string;
   /** null opens the backbone only, for feature extraction */
   unetPath: string | null;
   manifest: Manifest;
   executionProviders: ExecutionProvider[];
-  /** ORT intra-op threads per session; 0 lets ORT choose */
+  /** ORT intra-op threads per session; 0 lets ORT choose; at most maxIntraOpThreads() */
   intraOpThreads: number;
   /** whose ORT intra-op threads may spin between runs; default DEFAULT_THREAD_SPINNING (see DetectorOptions) */
   threadSpinning?: ThreadSpinning;
@@ -117,6 +142,19 @@ export interface SampleOutput {
   map: Float32Array;
   /** why this sample failed (non-finite model output), if it did */
   error?: SerializedError;
+}
+
+/**
+ * The buffers a result message transfers: every map's, each once. postMessage rejects a list
+ * that names one buffer twice, which would fail every sample of the batch, so two maps that
+ * share a buffer are listed once (and then arrive sharing it).
+ */
+export function sampleTransferList(samples: readonly SampleOutput[]): ArrayBuffer[] {
+  const buffers = new Set<ArrayBuffer>();
+  for (const s of samples) {
+    for (const a of [s.map, s.featureMaps.l2, s.featureMaps.latentGaussian]) if (a) buffers.add(a.buffer as ArrayBuffer);
+  }
+  return [...buffers];
 }
 
 export interface BatchTimings {

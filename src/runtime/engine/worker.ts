@@ -14,7 +14,7 @@ import { inversionSteps, type InversionStep } from '../schedule';
 import { checkBackbone, checkUnet } from './model-check';
 import { batchTimings, extractFeatures, finishSamples, type PipelineSessions, runInversion, runReconstruction } from './ort-node-inversion';
 import { NativeEngine } from './native-engine';
-import type { EngineConfig, EngineReady, ExecutionProvider, FeaturesRequest, MainToWorker, RunRequest, WorkerToMain } from './protocol';
+import { type EngineConfig, type EngineReady, type ExecutionProvider, type FeaturesRequest, type MainToWorker, type RunRequest, sampleTransferList, type WorkerToMain } from './protocol';
 import { blameModelFile, openSessionPair } from './sessions';
 
 const port = parentPort!;
@@ -122,7 +122,8 @@ async function main(): Promise<void> {
   let chain: Promise<void> = Promise.resolve();
   const serve = async (req: RunRequest | FeaturesRequest) => {
     try {
-      if (req.type === 'features' && !req.steps) {
+      // steps undefined: the clean features; the Detector checks steps >= 1 for the latents.
+      if (req.type === 'features' && req.steps === undefined) {
         const features = native ? await native.features(req.batch, req.n) : await extractFeatures(sessions!.backbone, config.manifest, req.batch, req.n);
         post({ type: 'features', id: req.id, features }, [features.buffer as ArrayBuffer]);
         return;
@@ -153,7 +154,7 @@ async function main(): Promise<void> {
       const resizeStart = performance.now();
       const samples = finishSamples(addon, config.manifest, out, req.sizes, plan.mode === 'inversion' ? plan.map : 'l2', gaussian);
       const timings = batchTimings(out, start, resizeStart);
-      post({ type: 'result', id: req.id, samples, timings }, samples.flatMap((s) => [s.map, s.featureMaps.l2, s.featureMaps.latentGaussian].filter((a) => a !== undefined).map((a) => a.buffer as ArrayBuffer)));
+      post({ type: 'result', id: req.id, samples, timings }, sampleTransferList(samples));
     } catch (err) {
       post({ type: 'error', id: req.id, error: serializeError(err) });
     }
