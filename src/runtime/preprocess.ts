@@ -172,21 +172,25 @@ export async function decodeImage(input: ImageInput | OwnedImage, label: string,
   }
 }
 
+/**
+ * Resizes decoded RGB to the bundle's input size: H x W x 3 uint8, the pixels the model sees
+ * before normalization. RemoteDetector sends exactly these, so both paths see the same pixels.
+ */
+export async function resizeRgb(image: DecodedImage, spec: Pick<InputSpec, 'width' | 'height' | 'resizeKernel'>, label: string): Promise<Buffer> {
+  if (image.width === spec.width && image.height === spec.height) return image.rgb;
+  try {
+    return await sharp(image.rgb, { raw: { width: image.width, height: image.height, channels: 3 } })
+      .resize(spec.width, spec.height, { fit: 'fill', kernel: spec.resizeKernel })
+      .raw()
+      .toBuffer();
+  } catch (cause) {
+    throw new InvalidInputError(label, `Cannot resize ${label}: ${(cause as Error).message}`, { cause });
+  }
+}
+
 /** Resizes decoded RGB to the bundle's input size and normalizes it to NCHW float32. */
 export async function toTensor(image: DecodedImage, spec: InputSpec, label: string): Promise<Float32Array> {
-  let pixels: Buffer;
-  if (image.width === spec.width && image.height === spec.height) {
-    pixels = image.rgb;
-  } else {
-    try {
-      pixels = await sharp(image.rgb, { raw: { width: image.width, height: image.height, channels: 3 } })
-        .resize(spec.width, spec.height, { fit: 'fill', kernel: spec.resizeKernel })
-        .raw()
-        .toBuffer();
-    } catch (cause) {
-      throw new InvalidInputError(label, `Cannot resize ${label}: ${(cause as Error).message}`, { cause });
-    }
-  }
+  const pixels = await resizeRgb(image, spec, label);
   const plane = spec.width * spec.height;
   const out = new Float32Array(3 * plane);
   for (let c = 0; c < 3; c++) {
