@@ -14,7 +14,8 @@ import { DataType, attr, encodeModel, floatTensor, makeGraph, makeModel, makeNod
 import { BATCH_DIM } from '../src/fit/onnx/synthetic';
 import { writeLatentGaussian } from '../src/runtime/bundle/latent';
 import { EngineClient } from '../src/runtime/engine/client';
-import { maxIntraOpThreads, sampleTransferList, type SampleOutput } from '../src/runtime/engine/protocol';
+import { checkIntraOpThreads, maxIntraOpThreads, sampleTransferList, type SampleOutput } from '../src/runtime/engine/protocol';
+import { decodeImage, takeInput } from '../src/runtime/preprocess';
 import { packageRoot } from '../src/util/package-info';
 import { editManifest, tempDir, tinyContents, TINY, writeTinyBundle } from './helpers/bundles';
 import { pngOf, randomRaw } from './helpers/images';
@@ -129,6 +130,31 @@ describe('finding 3: score() owns its input before it returns', () => {
     expect(Number.isFinite(r.json.reference)).toBe(true);
     // Each call scored the image as it was when score() was called.
     expect(r.json.scores).toEqual([r.json.reference, r.json.reference, r.json.reference, r.json.reference]);
+  });
+
+  test('recycled copy buffers never mix images up (sequential and concurrent, over 1 MB each)', async () => {
+    const det = await Detector.load(bundle);
+    try {
+      const [a, b, c] = [1, 2, 3].map((seed) => randomRaw(640, 640, 3, seed));
+      const alone = [];
+      for (const img of [a, b, c]) alone.push((await det.score(img)).score);
+      expect(new Set(alone).size).toBe(3);
+      const again = [];
+      for (const img of [c, a, b]) again.push((await det.score(img)).score);
+      expect(again).toEqual([alone[2], alone[0], alone[1]]);
+      const concurrent = await Promise.all([a, b, c, a, b, c].map((img) => det.score(img)));
+      expect(concurrent.map((r) => r.score)).toEqual([...alone, ...alone]);
+      const png = await pngOf(b);
+      expect((await det.score(png)).score).toBe(alone[1]);
+    } finally {
+      await det.dispose();
+    }
+  });
+
+  test('an owned input is decoded once; its copy then goes back to the pool', async () => {
+    const owned = takeInput(randomRaw(640, 640, 3, 4), 'input[0]');
+    await expect(decodeImage(owned, 'input[0]')).resolves.toMatchObject({ width: 640, height: 640 });
+    await expect(decodeImage(owned, 'input[0]')).rejects.toThrow(/decoded already/);
   });
 
   test('a raw-pixel object is read once: a getter cannot swap the data after the length check', async () => {
@@ -382,8 +408,12 @@ describe('finding 11: a path with a NUL byte is refused, not cut short', () => {
 });
 
 describe('finding 14: intraOpThreads is capped at 4 x availableParallelism()', () => {
-  test('the cap', () => {
-    expect(maxIntraOpThreads()).toBe(4 * availableParallelism());
+  test('the cap: 4 x availableParallelism() passes, one more does not', () => {
+    const max = maxIntraOpThreads();
+    expect(max).toBe(4 * availableParallelism());
+    expect(checkIntraOpThreads('t', max)).toBe(max);
+    expect(checkIntraOpThreads('t', 0)).toBe(0);
+    for (const bad of [max + 1, -1, 1.5, '2']) expect(() => checkIntraOpThreads('t', bad)).toThrow(InvalidArgumentError);
   });
 
   test.each(ENGINES)('%s engine: 1024 is refused at once with the limit in the message', async (engine) => {
@@ -400,8 +430,8 @@ describe('finding 14: intraOpThreads is capped at 4 x availableParallelism()', (
     expect(err).toMatchObject({ code: 'ERR_INVAD_INVALID_ARGUMENT', argument: 'intraOpThreads' });
   });
 
-  test('the cap itself loads and scores', async () => {
-    const det = await Detector.load(bundle, { intraOpThreads: maxIntraOpThreads() });
+  test('a count under the cap loads and scores', async () => {
+    const det = await Detector.load(bundle, { intraOpThreads: Math.min(4, maxIntraOpThreads()) });
     try {
       expect(Number.isFinite((await det.score(gray(60))).score)).toBe(true);
     } finally {

@@ -413,7 +413,11 @@ export class Detector {
     return all.map((r) => (r.ok ? r.value : (r.error as InvadError)));
   }
 
-  /** Finishes queued work, then releases the sessions and the worker. Idempotent. */
+  /**
+   * Finishes queued work, then releases the sessions and the worker. Idempotent. An idle
+   * detector does not keep the process alive (its worker is unref'd between requests), so a
+   * script may exit without calling this; dispose() frees the memory and threads early.
+   */
   dispose(): Promise<void> {
     this.disposed = true;
     this.disposing ??= (async () => {

@@ -51,15 +51,51 @@ export function describeInput(input: unknown, index: number): string {
 }
 
 /**
+ * Recycled buffers for the input copies. Filling a warm 15 MB buffer takes about 1 ms, but a
+ * fresh one costs 20-30 ms of page faults on first touch (2 vCPU VM), more than sharp's whole
+ * raw decode; so buffers of 1 MB and more go back to a free list of at most 64 MB when their
+ * decode is done.
+ */
+const COPY_POOL_MIN_BYTES = 1 << 20;
+const COPY_POOL_MAX_BYTES = 64 << 20;
+const copyPool: Buffer[] = [];
+let copyPoolBytes = 0;
+
+function takeCopyBuffer(n: number): Buffer {
+  if (n >= COPY_POOL_MIN_BYTES) {
+    // The smallest free buffer that fits, and at most twice the need, so that a small
+    // image does not hold a large buffer.
+    let best = -1;
+    for (let i = 0; i < copyPool.length; i++) {
+      const len = copyPool[i].length;
+      if (len >= n && len <= 2 * n && (best < 0 || len < copyPool[best].length)) best = i;
+    }
+    if (best >= 0) {
+      const [buf] = copyPool.splice(best, 1);
+      copyPoolBytes -= buf.length;
+      return buf.subarray(0, n);
+    }
+  }
+  // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared small-buffer pool.
+  return Buffer.allocUnsafeSlow(n);
+}
+
+function giveCopyBuffer(view: Buffer): void {
+  const whole = Buffer.from(view.buffer, 0, view.buffer.byteLength);
+  if (whole.length < COPY_POOL_MIN_BYTES || copyPoolBytes + whole.length > COPY_POOL_MAX_BYTES) return;
+  copyPool.push(whole);
+  copyPoolBytes += whole.length;
+}
+
+/**
  * A private copy of the caller's bytes. sharp decodes on a libuv thread after score() has
  * returned, so it must never read memory the caller can still free: a resizable ArrayBuffer
  * shrunk with resize(0), or any ArrayBuffer detached by a transfer (postMessage,
  * structuredClone) and collected, would crash the process (issue 12, finding 3). JavaScript
- * cannot pin a caller's buffer, so the bytes are copied (about 1 ms per 5 MB).
+ * cannot pin a caller's buffer, so the bytes are copied, into a recycled buffer when one fits.
  */
 function copyBytes(view: Uint8Array | Uint8ClampedArray): Buffer {
-  // allocUnsafeSlow: a buffer of its own, not a slice of Node's shared pool.
-  const copy = Buffer.allocUnsafeSlow(view.byteLength);
+  const copy = takeCopyBuffer(view.byteLength);
   copy.set(view);
   return copy;
 }
@@ -75,8 +111,23 @@ type Owned =
  * its check and its use). Made by {@link takeInput}.
  */
 export class OwnedImage {
+  private released = false;
+
   /** @internal */
-  constructor(readonly source: Owned) {}
+  constructor(private readonly owned: Owned) {}
+
+  /** The path or bytes; decoding uses them once, then {@link release} recycles the copy. */
+  get source(): Owned {
+    if (this.released) throw new Error('OwnedImage: decoded already; its bytes went back to the pool');
+    return this.owned;
+  }
+
+  /** Returns the copied bytes to the pool once nothing reads them (sharp has finished). */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    if (this.owned.kind !== 'path') giveCopyBuffer(this.owned.bytes);
+  }
 }
 
 function takeRaw(raw: object, label: string): OwnedImage {
@@ -158,8 +209,8 @@ function alphaStep(img: sharp.Sharp, alpha: InputSpec['alpha']): sharp.Sharp {
  */
 export async function decodeImage(input: ImageInput | OwnedImage, label: string, alpha: InputSpec['alpha'] = 'drop'): Promise<DecodedImage> {
   const owned = takeInput(input, label);
-  const img = await openImage(owned, label);
   try {
+    const img = await openImage(owned, label);
     const { data, info } = await alphaStep(img, alpha)
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -169,6 +220,9 @@ export async function decodeImage(input: ImageInput | OwnedImage, label: string,
   } catch (cause) {
     if (cause instanceof InvalidInputError || cause instanceof InvalidArgumentError) throw cause;
     throw new InvalidInputError(label, `Cannot decode ${label}: ${(cause as Error).message}`, { cause });
+  } finally {
+    // toBuffer() has settled: sharp reads the input no more.
+    owned.release();
   }
 }
 
