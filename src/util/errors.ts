@@ -5,6 +5,12 @@
 export type InvadErrorCode =
   | 'ERR_INVAD_INVALID_ARGUMENT'
   | 'ERR_INVAD_INVALID_INPUT'
+  | 'ERR_INVAD_REMOTE_UNAVAILABLE'
+  | 'ERR_INVAD_REMOTE_TIMEOUT'
+  | 'ERR_INVAD_REMOTE_REJECTED'
+  | 'ERR_INVAD_REMOTE_UNAUTHORIZED'
+  | 'ERR_INVAD_REMOTE_SERVER'
+  | 'ERR_INVAD_REMOTE_PROTOCOL'
   | 'ERR_INVAD_MODEL_BUNDLE'
   | 'ERR_INVAD_MODEL_MISMATCH'
   | 'ERR_INVAD_DISPOSED'
@@ -117,6 +123,44 @@ export class TrainingError extends InvadError {
 export class AbortedError extends InvadError {
   constructor(what: string) {
     super('ERR_INVAD_ABORTED', `${what} was aborted`);
+  }
+}
+
+/** The codes of {@link RemoteError}, one per way a remote inference call fails. */
+export type RemoteErrorCode = Extract<InvadErrorCode, `ERR_INVAD_REMOTE_${string}`>;
+
+/**
+ * A call to a remote inference server (`invad serve`, or Triton serving `invad export`) failed.
+ * The code says how, so a caller can decide whether to retry:
+ * - `ERR_INVAD_REMOTE_UNAVAILABLE`: no connection (refused, reset, DNS), or the server is
+ *   overloaded or not ready (HTTP 429, 502, 503, 504); retry later, after `retryAfterMs` if set;
+ * - `ERR_INVAD_REMOTE_TIMEOUT`: no complete answer within the timeout;
+ * - `ERR_INVAD_REMOTE_REJECTED`: the server refused the request (HTTP 400, 404, 413, other 4xx);
+ *   retrying the same request will not help;
+ * - `ERR_INVAD_REMOTE_UNAUTHORIZED`: no or wrong API key (HTTP 401, 403);
+ * - `ERR_INVAD_REMOTE_SERVER`: the server failed (HTTP 500, other 5xx);
+ * - `ERR_INVAD_REMOTE_PROTOCOL`: the answer is not a valid KServe v2 answer for this model.
+ */
+export class RemoteError extends InvadError {
+  /** The URL of the request that failed. */
+  readonly url: string;
+  /** The HTTP status, or null when no answer came. */
+  readonly status: number | null;
+  /** The server's Retry-After, in milliseconds; null when it sent none. */
+  readonly retryAfterMs: number | null;
+  /** The server's own error code when its error body has one (invad serve sends its InvadError code). */
+  readonly remoteCode: string | null;
+  constructor(
+    code: RemoteErrorCode,
+    message: string,
+    details: { url: string; status?: number | null; retryAfterMs?: number | null; remoteCode?: string | null },
+    options?: InvadErrorOptions,
+  ) {
+    super(code, message, options);
+    this.url = details.url;
+    this.status = details.status ?? null;
+    this.retryAfterMs = details.retryAfterMs ?? null;
+    this.remoteCode = details.remoteCode ?? null;
   }
 }
 
