@@ -14,6 +14,7 @@ export type { ExecutionProvider, ThreadSpinning } from './runtime/engine/protoco
 export {
   BindingLoadError,
   DisposedError,
+  EngineBrokenError,
   InferenceError,
   InvadError,
   InvalidArgumentError,

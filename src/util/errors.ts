@@ -17,6 +17,7 @@ export type InvadErrorCode =
   | 'ERR_INVAD_BINDING_LOAD'
   | 'ERR_INVAD_PROVIDER'
   | 'ERR_INVAD_INFERENCE'
+  | 'ERR_INVAD_ENGINE_BROKEN'
   | 'ERR_INVAD_CUDA_UNAVAILABLE'
   | 'ERR_INVAD_TRAINING'
   | 'ERR_INVAD_ABORTED';
@@ -100,6 +101,18 @@ export class ProviderError extends InvadError {
 export class InferenceError extends InvadError {
   constructor(message: string, options?: InvadErrorOptions) {
     super('ERR_INVAD_INFERENCE', message, options);
+  }
+}
+
+/**
+ * The native engine hit a sticky device error (a CUDA illegal address, for
+ * example) and cannot run again: every later call fails fast with this error.
+ * CUDA stays unusable in the whole process after such an error, so dispose the
+ * Detector and load it again in a new process.
+ */
+export class EngineBrokenError extends InvadError {
+  constructor(message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_ENGINE_BROKEN', message, options);
   }
 }
 
@@ -205,6 +218,7 @@ export function reviveError(s: SerializedError): Error {
     case 'ModelMismatchError': err = new ModelMismatchError(p.file, p.field, s.message); break;
     case 'ProviderError': err = new ProviderError(s.message, p.attempts); break;
     case 'BindingLoadError': err = new BindingLoadError(s.message, p.attempts); break;
+    case 'EngineBrokenError': err = new EngineBrokenError(s.message); break;
     case 'TypeError': err = new TypeError(s.message); break;
     case 'RangeError': err = new RangeError(s.message); break;
     default: err = new InferenceError(s.message);

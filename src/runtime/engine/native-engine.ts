@@ -18,13 +18,14 @@ import type {
   NativeRunTimings,
   NativeSessionMetadata,
 } from '../../binding/addon-types';
-import { BindingLoadError, ProviderError } from '../../util/errors';
+import { BindingLoadError, EngineBrokenError, ProviderError } from '../../util/errors';
 import type { InversionStep } from '../schedule';
 import { checkBackbone, checkUnet, type SessionMetadata } from './model-check';
 import { type InversionOutput, type PipelineSessions, runReconstruction } from './ort-node-inversion';
 import { DEFAULT_THREAD_SPINNING, type EngineConfig, type EngineReady, type ExecutionProvider } from './protocol';
 import { ortLibraryPath } from './ort-library';
 import { openSessionPair } from './sessions';
+import { gpuProviderHelp } from './provider-files';
 
 export { ortLibraryFileName, ortLibraryPath } from './ort-library';
 
@@ -61,13 +62,37 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** How the addon starts the message of an engine broken by a sticky device error (native/inversion_engine.h kEngineBrokenPrefix). */
+export const ENGINE_BROKEN_PREFIX = 'INVAD_ENGINE_BROKEN: ';
+
+/**
+ * A run's error in invad's terms: the addon's "engine broken" error (a sticky CUDA
+ * error; every later call fails the same way) becomes an EngineBrokenError that says
+ * to reload the Detector; anything else is returned as it is.
+ */
+export function mapRunError(err: unknown): unknown {
+  // Not `instanceof Error`: the addon's errors may come from another realm (worker, vm).
+  const raw = typeof err === 'string' ? err : (err as { message?: unknown } | null)?.message;
+  const message = typeof raw === 'string' ? raw : undefined;
+  if (message === undefined || !message.startsWith(ENGINE_BROKEN_PREFIX)) return err;
+  const reason = message.slice(ENGINE_BROKEN_PREFIX.length).replace(/\.\s*$/, '');
+  return new EngineBrokenError(
+    `The native engine is broken and cannot run again: ${reason}. ` +
+      'Dispose this Detector and load it again (Detector.load) in a new process: after a sticky CUDA error, CUDA cannot be used again anywhere in the process.',
+    { cause: err },
+  );
+}
+
 /** Opens the addon pipeline and maps its errors to invad's typed errors. */
 export function openPipeline(addon: InvadAddon, options: NativePipelineOptions): DeviceResidentPipeline {
   try {
     return new addon.DeviceResidentPipeline(options);
   } catch (err) {
     const attempts = (err as { attempts?: Array<{ session: string; provider: string; error: string }> }).attempts;
-    if (Array.isArray(attempts)) throw new ProviderError(describe(err), attempts);
+    if (Array.isArray(attempts)) {
+      const help = gpuProviderHelp(options.ortLibraryPath, attempts);
+      throw new ProviderError(help ? `${describe(err)}\n${help}` : describe(err), attempts);
+    }
     if (err instanceof TypeError || err instanceof RangeError) throw err;
     throw new BindingLoadError(`The native engine cannot load ONNX Runtime: ${describe(err)}`, [{ path: options.ortLibraryPath, error: describe(err) }]);
   }
@@ -116,18 +141,27 @@ export class NativeEngine {
   }
 
   /** The clean features, n x C x h x w. */
-  features(batch: Float32Array, n: number): Promise<Float32Array> {
-    return this.pipeline.featuresAsync(batch, n);
+  async features(batch: Float32Array, n: number): Promise<Float32Array> {
+    try {
+      return await this.pipeline.featuresAsync(batch, n);
+    } catch (err) {
+      throw mapRunError(err);
+    }
   }
 
   /** The inversion; `latents` also returns x_T (needed for the Mahalanobis map and for latents()). */
   async inversion(batch: Float32Array, n: number, steps: InversionStep[], latents: boolean): Promise<InversionOutput & { native: NativeRunTimings }> {
-    const r = await this.pipeline.runAsync(
-      batch,
-      n,
-      steps.map((s) => ({ t: s.t, a: s.a, b: s.b })),
-      { latents },
-    );
+    let r: Awaited<ReturnType<DeviceResidentPipeline['runAsync']>>;
+    try {
+      r = await this.pipeline.runAsync(
+        batch,
+        n,
+        steps.map((s) => ({ t: s.t, a: s.a, b: s.b })),
+        { latents },
+      );
+    } catch (err) {
+      throw mapRunError(err);
+    }
     return {
       latents: r.latents ?? new Float32Array(0),
       reduced: { l2: r.l2, min: r.min, max: r.max, sumSq: r.sumSq },

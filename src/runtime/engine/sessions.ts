@@ -5,6 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { BindingLoadError, ModelBundleError, ProviderError } from '../../util/errors';
+import { gpuProviderHelp, onnxruntimeNodeLibraryPath } from './provider-files';
 import { DEFAULT_THREAD_SPINNING, type EngineConfig, type ExecutionProvider, sessionSpinning } from './protocol';
 
 export interface SessionThreading {
@@ -39,7 +40,8 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
     }
   }
   const detail = failures.map((f) => `  ${f.provider}: ${f.error}`).join('\n');
-  throw new ProviderError(`No execution provider could open the ${label} model (${path}). Tried:\n${detail}`, failures);
+  const help = gpuProviderHelp(onnxruntimeNodeLibraryPath(), failures);
+  throw new ProviderError(`No execution provider could open the ${label} model (${path}). Tried:\n${detail}${help ? `\n${help}` : ''}`, failures);
 }
 
 /** The backbone and, unless `unetPath` is null, the UNet session; neither is left open on failure. */

@@ -1,23 +1,32 @@
 /**
- * The GPU check behind bench/gpu-check.sh (run that; it builds what is missing
- * first). On a GPU machine:
+ * The GPU check behind scripts/gpu-check.sh (run that: it unpacks what
+ * scripts/gpu-pack.sh packed, or builds what is missing in a checkout). On a
+ * GPU machine:
  *
  *   1. the CUDA kernels against the CPU kernels (cudaKernelCheck: needs a GPU,
  *      not ONNX Runtime's CUDA provider), with CUDA-event kernel times;
- *   2. a bundle: a paper-size UNet (the "paper" preset, random weights) exported
+ *   2. the addon's device self-test (deviceSelfTest: the device-resident path
+ *      with stand-in CUDA "models" instead of ORT sessions, against the CPU path);
+ *   3. a bundle: a paper-size UNet (the "paper" preset, random weights) exported
  *      with PyTorch when python3 has torch, else a synthetic ONNX of the same
  *      shapes (272x16x16 features); a synthetic conv backbone 256x256 -> 16x16;
- *   3. the native pipeline on each provider that loads (cuda, tensorrt; cuda
- *      with CUDA graphs) against the native CPU pipeline: max |diff| of the
- *      maps (l2) and of the scores (spatial range, NLL);
- *   4. latency at batch 1, 8, 64 for S = 2 and 3 (median, p90, and the stage
+ *   4. the native pipeline on each provider that loads (cuda, tensorrt; cuda
+ *      with CUDA graphs), its sessions logging at WARNING (so ORT's notes on
+ *      nodes placed on the CPU show), against the native CPU pipeline: max |diff|
+ *      of the maps (l2) and of the scores (spatial range, NLL);
+ *   5. latency at batch 1, 8, 64 for S = 2 and 3 (median, p90, and the stage
  *      times from CUDA events), and throughput (images/s);
- *   5. writes everything to JSON ($OUT/gpu-check.json, or --out).
+ *   6. writes everything to JSON ($OUT/gpu-check.json, or --out), saved after
+ *      every part. A part that could not run has `skipped` (the reason), and
+ *      `skipped` at the top lists them all.
+ *
+ * --quick keeps to a time budget (--budget-s, default 300 s with --quick): parts
+ * not started by then are skipped, saying so.
  *
  * --cpu-only runs the same on this machine's CPU: the native C API path against
  * the onnxruntime-node path (parity and timings), batches 1 and 8.
  *
- *   node dist/src/tools/bench/gpu-check.js [--cpu-only] [--quick] [--out file] [--bundle dir]
+ *   node dist/src/tools/bench/gpu-check.js [--cpu-only] [--quick] [--budget-s N] [--out file] [--bundle dir] [--paper]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -44,12 +53,31 @@ const value = (name: string) => {
 };
 const CPU_ONLY = flag('--cpu-only');
 const QUICK = flag('--quick');
+const STARTED = performance.now();
+/** Seconds after which no new part starts (parts then record why they were skipped). */
+const BUDGET_S = Number(value('--budget-s') ?? (QUICK ? 300 : 3600));
 const OUT_FILE = resolve(value('--out') ?? join(process.env.OUT ?? '.', 'gpu-check.json'));
 const PAPER = { input: 256, stride: 16, channels: 272 };
 const HALF_LOG_2PI = 0.5 * Math.log(2 * Math.PI);
 
-const report: Record<string, unknown> = { startedAt: new Date().toISOString(), mode: CPU_ONLY ? 'cpu-only' : 'gpu' };
+const report: Record<string, unknown> = { startedAt: new Date().toISOString(), mode: CPU_ONLY ? 'cpu-only' : 'gpu', quick: QUICK, budgetSeconds: BUDGET_S };
+/** part -> why it did not run (mirrored at report.skipped) */
+const skipped: Record<string, string> = {};
+report.skipped = skipped;
 const log = (msg: string) => console.log(`[gpu-check] ${msg}`);
+
+/** Records that `part` could not run, and returns the entry to store in its place. */
+function skip(part: string, why: string): { skipped: string } {
+  skipped[part] = why;
+  log(`${part}: skipped (${why})`);
+  return { skipped: why };
+}
+
+/** Why a part must not start now (the time budget is spent), or null. */
+function overBudget(): string | null {
+  const s = (performance.now() - STARTED) / 1000;
+  return s > BUDGET_S ? `the time budget of ${BUDGET_S} s was spent (${s.toFixed(0)} s elapsed)` : null;
+}
 
 function save(): void {
   report.finishedAt = new Date().toISOString();
@@ -84,8 +112,9 @@ print(sum(p.numel() for p in model.parameters()))
   for (const py of ['python3', '/usr/bin/python3']) {
     const probe = spawnSync(py, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
     if (probe.status !== 0) continue;
-    const r = spawnSync(py, ['-c', script], { encoding: 'utf8', timeout: 600_000 });
+    const r = spawnSync(py, ['-c', script], { encoding: 'utf8', timeout: QUICK ? 240_000 : 600_000 });
     if (r.status === 0) return { ok: true, how: `${py}: torch ${probe.stdout.trim()}, paper preset, ${r.stdout.trim()} parameters, random weights` };
+    if (r.error) return { ok: false, why: `${py} has torch but the export did not finish: ${r.error.message}` };
     return { ok: false, why: `${py} has torch but the export failed: ${(r.stderr || r.stdout).slice(-800)}` };
   }
   return { ok: false, why: 'no python3 with torch' };
@@ -104,6 +133,7 @@ async function makeBundle(dir: string): Promise<LoadedBundle> {
     // Same shapes; 16 chained 512x512 MatMuls per sample stand in for the UNet's work.
     unet = { bytes: slowUnet({ ...features, k: 0.7, size: 512, repeats: 16 }) };
     report.unet = { kind: 'synthetic (slowUnet: eps = 0.7x plus 16 chained 512x512 MatMuls per sample)', why: exported.why };
+    report.paperUnet = skip('paperUnet', exported.why);
   }
   log(`UNet: ${JSON.stringify(report.unet)}`);
   const out = join(dir, 'bundle');
@@ -164,11 +194,16 @@ interface Candidate {
   tensorrt?: { fp16?: boolean; cacheDir?: string };
 }
 
+/** ORT's log level for the GPU sessions: WARNING shows its notes on nodes placed on the CPU. */
+const GPU_LOG_LEVEL = 'warning' as const;
+
 function open(b: LoadedBundle, c: Candidate, maxBatch: number): { pipeline?: DeviceResidentPipeline; error?: string } {
   const config = { backbonePath: b.backbonePath, unetPath: b.unetPath, manifest: b.manifest, executionProviders: c.providers, intraOpThreads: 0, maxBatch, ...(c.tensorrt ? { tensorrt: c.tensorrt } : {}) };
   try {
     const opts = nativePipelineOptions(config, b.unetPath, c.providers);
-    return { pipeline: new addon.DeviceResidentPipeline({ ...opts, ...(c.cudaGraph ? { cudaGraph: true } : {}) }) };
+    const gpu = c.providers.some((p) => p !== 'cpu');
+    const options = { ...opts, ...(c.cudaGraph ? { cudaGraph: true } : {}), ...(gpu ? { logLevel: GPU_LOG_LEVEL } : {}) };
+    return { pipeline: new addon.DeviceResidentPipeline(options) };
   } catch (err) {
     return { error: (err as Error).message };
   }
@@ -256,19 +291,27 @@ async function gpu(b: LoadedBundle, work: string): Promise<void> {
   const reps = QUICK ? 5 : 20;
   const cpuRef = open(b, { name: 'native-cpu', providers: ['cpu'] }, 64);
   if (!cpuRef.pipeline) throw new Error(`the native CPU pipeline did not open: ${cpuRef.error}`);
-  // CPU references for parity (n = 4, S = 2 and 3), computed once.
-  const refs = new Map<number, { batch: Float32Array; result: NativeRunResult }>();
-  for (const S of [2, 3]) {
-    const batch = randomBatch(4, plane, 1234 + S);
-    refs.set(S, { batch, result: await cpuRef.pipeline.runAsync(batch, 4, inversionSteps(S, m.schedule)) });
-  }
   const gpus: Record<string, unknown> = {};
   report.pipelines = gpus;
-  for (const c of candidates) {
+  const runnable = candidates.filter((c) => {
     const provider = c.providers[0];
-    if (!loads.has(provider)) {
-      gpus[c.name] = { skipped: `the ${provider} provider does not load: ${probe.providers.find((p) => p.name === provider)?.error ?? ''}` };
-      log(`${c.name}: skipped (${provider} provider does not load)`);
+    if (loads.has(provider)) return true;
+    gpus[c.name] = skip(`pipelines.${c.name}`, `the ${provider} provider does not load: ${probe.providers.find((p) => p.name === provider)?.error ?? 'not reported by ortProbe'}`);
+    return false;
+  });
+  save();
+  // CPU references for parity (n = 4, S = 2 and 3), computed once, only when some GPU pipeline can use them.
+  const refs = new Map<number, { batch: Float32Array; result: NativeRunResult }>();
+  if (runnable.length > 0) {
+    for (const S of [2, 3]) {
+      const batch = randomBatch(4, plane, 1234 + S);
+      refs.set(S, { batch, result: await cpuRef.pipeline.runAsync(batch, 4, inversionSteps(S, m.schedule)) });
+    }
+  }
+  for (const c of runnable) {
+    const late = overBudget();
+    if (late) {
+      gpus[c.name] = skip(`pipelines.${c.name}`, late);
       save();
       continue;
     }
@@ -296,16 +339,61 @@ async function gpu(b: LoadedBundle, work: string): Promise<void> {
       save();
       entry.latency = await latency(p, plane, batches, reps);
     } catch (err) {
-      entry.error = (err as Error).message;
-      log(`${c.name}: ${entry.error}`);
+      const message = (err as Error).message;
+      entry.error = message;
+      log(`${c.name}: ${message}`);
     } finally {
       p.release();
       save();
     }
   }
-  log('CPU reference latency (native CPU pipeline, batch 1 and 8):');
-  report.cpuLatency = await latency(cpuRef.pipeline, plane, [1, 8], QUICK ? 2 : 5);
+  const late = overBudget();
+  if (late) {
+    report.cpuLatency = skip('cpuLatency', late);
+  } else {
+    // Without a GPU pipeline to compare with, --quick keeps the CPU reference to batch 1.
+    const cpuBatches = QUICK && runnable.length === 0 ? [1] : [1, 8];
+    log(`CPU reference latency (native CPU pipeline, batch ${cpuBatches.join(' and ')}):`);
+    report.cpuLatency = await latency(cpuRef.pipeline, plane, cpuBatches, QUICK ? 2 : 5);
+  }
   cpuRef.pipeline.release();
+}
+
+/** cudaKernelCheck per shape; one `skipped` entry when CUDA cannot run them at all. */
+function kernelCheck(shapes: Array<{ n: number; c: number; h: number; w: number }>): unknown {
+  const rows: Array<Record<string, unknown>> = [];
+  for (const shape of shapes) {
+    const r = addon.cudaKernelCheck(shape, QUICK ? 20 : 200);
+    if (!r.available) {
+      if (rows.length === 0) return { ...skip('kernels', `cudaKernelCheck: ${r.reason ?? 'CUDA unavailable'}`), shape };
+      rows.push({ shape, ...r });
+      continue;
+    }
+    rows.push({ shape, ...r });
+    log(`kernels ${JSON.stringify(rows[rows.length - 1])}`);
+  }
+  return rows;
+}
+
+interface SelfTestReport {
+  ok: boolean;
+  skipped?: string;
+  host?: { ok: boolean; error?: string };
+  device?: { ok: boolean; error?: string };
+}
+
+/** The addon's deviceSelfTest (host part always; device part needs a GPU). */
+function selfTest(): unknown {
+  const fn = (addon as unknown as { deviceSelfTest?: () => SelfTestReport }).deviceSelfTest;
+  if (typeof fn !== 'function') return skip('deviceSelfTest', 'this addon build has no deviceSelfTest()');
+  try {
+    const r = fn();
+    log(`device self-test: ok ${r.ok}; host ${JSON.stringify(r.host)}${r.device ? `; device ${JSON.stringify(r.device)}` : ''}`);
+    if (r.skipped) skip('deviceSelfTest.device', r.skipped);
+    return r;
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
 }
 
 async function main(): Promise<void> {
@@ -318,6 +406,9 @@ async function main(): Promise<void> {
     report.ortProbe = { error: (err as Error).message };
   }
   log(`ONNX Runtime: ${JSON.stringify(report.ortProbe)}`);
+  if (!CPU_ONLY && !(report.ortProbe as { providers?: Array<{ name: string; ok: boolean }> }).providers?.some((p) => p.name !== 'cpu' && p.ok)) {
+    log('no ONNX Runtime GPU provider loads here: the pipelines on the GPU are skipped; the kernels and the self-test still use the GPU');
+  }
   save();
 
   // 1. kernels (no ONNX Runtime involved)
@@ -326,8 +417,11 @@ async function main(): Promise<void> {
     { n: 8, c: PAPER.channels, h: 16, w: 16 },
     { n: 64, c: PAPER.channels, h: 16, w: 16 },
   ];
-  report.kernels = shapes.map((s) => ({ shape: s, ...addon.cudaKernelCheck(s, QUICK ? 20 : 200) }));
-  for (const k of report.kernels as Array<Record<string, unknown>>) log(`kernels ${JSON.stringify(k)}`);
+  report.kernels = kernelCheck(shapes);
+  save();
+
+  // 2. the device self-test (no ONNX Runtime involved either)
+  report.deviceSelfTest = selfTest();
   save();
 
   const work = mkdtempSync(join(os.tmpdir(), 'invad-gpu-check-'));
@@ -346,12 +440,19 @@ async function main(): Promise<void> {
     }
     report.bundle = { dir: b.dir, input: b.manifest.input, features: b.manifest.features };
     save();
-    if (CPU_ONLY) await cpuOnly(b);
-    else await gpu(b, work);
+    if (CPU_ONLY) {
+      report.pipelines = skip('pipelines', '--cpu-only: the GPU pipelines were not asked for');
+      await cpuOnly(b);
+    } else {
+      await gpu(b, work);
+    }
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+  report.elapsedSeconds = (performance.now() - STARTED) / 1000;
   save();
+  const gaps = Object.keys(skipped);
+  log(`done in ${(report.elapsedSeconds as number).toFixed(0)} s; ${gaps.length ? `skipped: ${gaps.join(', ')} (reasons in the report's "skipped")` : 'nothing skipped'}`);
   log(`wrote ${OUT_FILE}`);
 }
 
