@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { Detector, InferenceError, InvalidArgumentError, InvalidInputError, type ScoreResult } from '../src';
+import { Detector, InferenceError, InvalidArgumentError, type ScoreResult } from '../src';
 import { writeBundle } from '../src/fit/write-bundle';
 import { DataType, attr, encodeModel, floatTensor, makeGraph, makeModel, makeNode, valueInfo } from '../src/fit/onnx/proto';
 import { BATCH_DIM } from '../src/fit/onnx/synthetic';
@@ -84,7 +84,7 @@ async function rejection(p: Promise<unknown>): Promise<any> {
 }
 
 const mkfifo = (path: string) => {
-  const r = spawnSync('mkfifo', [path]);
+  const r = spawnSync('mkfifo', [path], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`mkfifo ${path} failed: ${r.stderr}`);
 };
 const posix = process.platform !== 'win32';

@@ -364,7 +364,7 @@ export class Detector {
   }
 
   private async scoreBatchOpen(inputs: readonly ImageInput[], options: ScoreBatchOptions): Promise<Array<ScoreResult | InvadError>> {
-    if (!Array.isArray(inputs)) throw invalidArgument('inputs', 'an array of images', inputs);
+    if (!Array.isArray(inputs as unknown)) throw invalidArgument('inputs', 'an array of images', inputs);
     const o = plainObject('options', options);
     const batchSize = o.batchSize === undefined ? this.opts.maxBatchSize : intInRange('options.batchSize', o.batchSize, 1, 1024);
     const collect = (o.errors === undefined ? 'throw' : oneOf('options.errors', o.errors, ['throw', 'collect'] as const)) === 'collect';
@@ -467,7 +467,7 @@ export class Detector {
    */
   latents(inputs: readonly ImageInput[], steps: number, batchSize: number = this.opts.maxBatchSize): Promise<Float32Array> {
     return this.track('latents()', async () => {
-      if (!Array.isArray(inputs)) throw invalidArgument('inputs', 'an array of images', inputs);
+      if (!Array.isArray(inputs as unknown)) throw invalidArgument('inputs', 'an array of images', inputs);
       intInRange('steps', steps, 1, maxSteps(this.manifest.schedule.trainSteps));
       intInRange('batchSize', batchSize, 1, 1024);
       const size = this.ready.fixedBatch === null ? batchSize : Math.min(batchSize, this.ready.fixedBatch);
