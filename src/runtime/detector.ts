@@ -364,6 +364,7 @@ export class Detector {
   }
 
   private async scoreBatchOpen(inputs: readonly ImageInput[], options: ScoreBatchOptions): Promise<Array<ScoreResult | InvadError>> {
+    // `as unknown`: Array.isArray would narrow readonly ImageInput[] to any[].
     if (!Array.isArray(inputs as unknown)) throw invalidArgument('inputs', 'an array of images', inputs);
     const o = plainObject('options', options);
     const batchSize = o.batchSize === undefined ? this.opts.maxBatchSize : intInRange('options.batchSize', o.batchSize, 1, 1024);
