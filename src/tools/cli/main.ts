@@ -9,6 +9,7 @@ import { doctorCommand } from './commands/doctor';
 import { evalCommand } from './commands/eval';
 import { fitCommand } from './commands/fit';
 import { scoreCommand } from './commands/score';
+import { serveCommand } from './commands/serve';
 import { EXIT_CODES_HELP, EXIT_INTERNAL, exitFor } from './exit';
 
 function forEachCommand(cmd: Command, fn: (c: Command) => void): void {
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .description('Reconstruction-free visual anomaly detection by DDIM inversion of backbone features')
     .version(packageVersion())
     .addCommand(scoreCommand())
+    .addCommand(serveCommand())
     .addCommand(fitCommand())
     .addCommand(calibrateCommand())
     .addCommand(evalCommand())

@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError as CommanderArgError } from 'commander';
 import { Detector, type ScoreResult } from '../../../runtime/detector';
 import type { ExecutionProvider } from '../../../runtime/engine/protocol';
 import { InvadError } from '../../../util/errors';
+import { scoreFields } from '../../../deploy/serve/score-fields';
 import { renderOverlay } from '../../../eval/report/overlay';
 import { decodeImage } from '../../../runtime/preprocess';
 import { expandImagePaths } from '../../../util/image-files';
@@ -29,9 +30,9 @@ interface ScoreCommandOptions {
   providers: ExecutionProvider[];
 }
 
+/** The same fields as `invad serve`'s POST /v1/score answers, after the file. */
 function resultLine(file: string, r: ScoreResult) {
-  const { map: _map, ...rest } = r;
-  return { file, score: rest.score, isAnomalous: rest.isAnomalous, threshold: rest.threshold, components: rest.components, steps: rest.steps, width: rest.width, height: rest.height, timings: rest.timings };
+  return { file, ...scoreFields(r) };
 }
 
 /** The deepest folder that holds every one of `dirs` (absolute paths). */
