@@ -231,7 +231,7 @@ function runShard(shard: Shard, o: Options, workDir: string): Promise<ShardResul
         return resolveShard({ records, rest: null, harness: [...harness, `${shard.target} child died in setup (${key}): ${output.trim().slice(-1500)}`], ms });
       }
       const rec = { seed, outcome: how as Outcome, key, input: current?.input ?? records.find((r) => r.seed === seed)?.input, error: fatal?.error, output: output.trim().slice(-2000) };
-      if (current === null) rec.key += ' (after the case returned)';
+      if (current === null) rec.key += done ? ' (in teardown, after the last case)' : ' (after the case returned)';
       records.push(rec);
       const next = seed + 1;
       resolveShard({ records, rest: next < end ? { target: shard.target, first: next, count: end - next } : null, harness, ms });

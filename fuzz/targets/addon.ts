@@ -313,7 +313,8 @@ async function fuzzMisc(s: State, ctx: CaseContext): Promise<void> {
   if (which === 'ortProbe') {
     const path = rng.pick([s.paths.ort, s.paths.ort, s.paths.garbage, s.paths.folder, s.paths.missing, '', junk(rng)]);
     const options = rng.pick([undefined, { cudaDeviceId: edgeNumber(rng) }, junk(rng)]);
-    ctx.note(`ortProbe(${show(path)}, ${options && typeof options === 'object' && 'cudaDeviceId' in options ? `cudaDeviceId ${show(options.cudaDeviceId)}` : show(options)})`);
+    const device = Object.getOwnPropertyDescriptor(cloneObject(options), 'cudaDeviceId');
+    ctx.note(`ortProbe(${show(path)}, ${device ? `cudaDeviceId ${show(device.value)}` : show(options)})`);
     await ctx.call('ortProbe', () => (s.addon.ortProbe as AnyFn)(path, options), { typed: loadErrors });
     return;
   }
