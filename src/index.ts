@@ -8,6 +8,14 @@
  */
 export { Detector } from './runtime/detector';
 export type { DetectorOptions, DetectorInfo, ScoreBatchOptions, ScoreOptions, ScoreResult, ScoreTimings } from './runtime/detector';
+export { RemoteDetector } from './runtime/remote/remote-detector';
+export type {
+  RemoteDetectorInfo,
+  RemoteDetectorOptions,
+  RemoteScoreBatchOptions,
+  RemoteScoreResult,
+  RemoteScoreTimings,
+} from './runtime/remote/remote-detector';
 export type { ImageInput, RawImage } from './runtime/preprocess';
 export type { ScoreComponents } from './runtime/scores';
 export type { ExecutionProvider, ThreadSpinning } from './runtime/engine/protocol';
@@ -22,8 +30,9 @@ export {
   ModelBundleError,
   ModelMismatchError,
   ProviderError,
+  RemoteError,
 } from './util/errors';
-export type { InvadErrorCode } from './util/errors';
+export type { InvadErrorCode, RemoteErrorCode } from './util/errors';
 export { loadBundle } from './runtime/bundle/load';
 export type { LoadedBundle, LoadBundleOptions } from './runtime/bundle/load';
 export { MANIFEST_VERSION, validateManifest } from './runtime/bundle/manifest';
