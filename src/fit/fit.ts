@@ -19,6 +19,7 @@ import type { CalibrationSpec, Manifest, ScoreDefinition } from '../runtime/bund
 import { DEFAULT_SCORE_DEFINITION, SCORE_DEFINITIONS, SCORES } from '../runtime/scores';
 import { commitFolder, writeBundle } from './write-bundle';
 import { calibrateBundle, DEFAULT_STEP_RANGE, fitBundleLatents } from './calibrate-bundle';
+import { checkFolds } from './calibrate';
 import { expandImagePaths } from '../util/image-files';
 import type { ExecutionProvider } from '../runtime/engine/protocol';
 import { AbortedError, InvalidArgumentError, TrainingError } from '../util/errors';
@@ -72,6 +73,12 @@ export interface FitOptions {
   score?: ScoreDefinition;
   /** target false-alarm rate on normals for the thresholds; default 0.01 */
   falseAlarmRate?: number;
+  /**
+   * Folds for the training normals' out-of-fold latent-Gaussian scores, pooled with the
+   * held-out normals for the latent-Gaussian threshold (see calibrateBundle), or false for none;
+   * default 5
+   */
+  outOfFold?: number | false;
   /** step counts S to fit latent statistics and calibrate for; default [2, 3, 4, 5] */
   latentSteps?: number[];
   /** continue training from the work folder's checkpoint */
@@ -150,6 +157,7 @@ function checkOptions(o: FitOptions): void {
   if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
   if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
   if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
+  if (o.outOfFold !== undefined && o.outOfFold !== false) intInRange('outOfFold', o.outOfFold, 2, 100);
   const latentSteps = o.latentSteps ?? DEFAULT_STEP_RANGE;
   const steps = o.steps ?? DEFAULT_STEPS;
   // Checked before indexing the table: JS callers can pass any string.
@@ -298,6 +306,8 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   if (trainF.files.length < 4 || valF.files.length < 2) {
     throw new InvalidArgumentError('normal', `too few readable images: ${trainF.files.length} to train on and ${valF.files.length} held out`);
   }
+  // Before training, not after it: a fold count the training images cannot fill fails now.
+  if (typeof o.outOfFold === 'number') checkFolds(o.outOfFold, trainF.files.length);
 
   // 3. Standardize with training statistics (unless asked not to), and bake the same into the bundle's backbone.
   const normalization = featureNormalizationFor(trainF, o);
@@ -373,6 +383,9 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   const calibration = await calibrateBundle(staging, valF.files, {
     steps: stepRange,
     falseAlarmRate: o.falseAlarmRate,
+    // The latent statistics were fitted on these: each gets an out-of-fold score too.
+    training: trainF.files,
+    outOfFold: o.outOfFold,
     executionProviders: o.executionProviders,
     onProgress: log,
   });

@@ -11,6 +11,7 @@ import { DEFAULT_SCHEDULE } from '../runtime/schedule';
 import { DEFAULT_SCORE_DEFINITION } from '../runtime/scores';
 import { sha256Bytes, sha256File } from '../runtime/bundle/hash';
 import { MANIFEST_FILE } from '../runtime/bundle/load';
+import { CALIBRATION_SCORES_FILE, type CalibrationScores, encodeCalibrationScores } from '../runtime/bundle/calibration-scores';
 import {
   type CalibrationSpec,
   type FeatureSpec,
@@ -18,6 +19,7 @@ import {
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   type Manifest,
+  type ModelFileSpec,
   type ScoreDefinition,
   placeholderCalibration,
   validateManifest,
@@ -151,4 +153,16 @@ export async function writeManifest(dir: string, manifest: Manifest): Promise<vo
   const tmp = join(dir, `.${MANIFEST_FILE}.tmp-${process.pid}`);
   await writeFile(tmp, JSON.stringify(manifest, null, 2) + '\n');
   await rename(tmp, join(dir, MANIFEST_FILE));
+}
+
+/**
+ * Writes calibration.json into an existing bundle, atomically (write then rename), and returns
+ * the manifest's `calibration.scoresFile` entry. Write the manifest that names it afterwards.
+ */
+export async function writeCalibrationScores(dir: string, scores: CalibrationScores): Promise<ModelFileSpec> {
+  const bytes = encodeCalibrationScores(scores);
+  const tmp = join(dir, `.${CALIBRATION_SCORES_FILE}.tmp-${process.pid}`);
+  await writeFile(tmp, bytes);
+  await rename(tmp, join(dir, CALIBRATION_SCORES_FILE));
+  return { file: CALIBRATION_SCORES_FILE, sha256: sha256Bytes(bytes) };
 }

@@ -15,7 +15,7 @@ import { ortLibraryPath } from './engine/ort-library';
 import { checkIntraOpThreads, DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
 import { DisposedError, InferenceError, InvadError, reviveError } from '../util/errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors, takeInput } from './preprocess';
-import { calibrationAt } from './calibration';
+import { calibrationAt, imageThresholdAt } from './calibration';
 import { imageScore, SCORES, type ScoreComponents } from './scores';
 import { maxSteps } from './schedule';
 import { intInRange, invalidArgument, numberInRange, oneOf, pathString, plainObject } from '../util/validate';
@@ -298,11 +298,7 @@ export class Detector {
 
   private thresholdAt(steps: number): number | null {
     if (this.opts.threshold !== undefined) return this.opts.threshold;
-    const cal = this.manifest.calibration;
-    const entry = calibrationAt(cal, steps);
-    if (entry) return entry.imageThresholds[this.scoreDefinition] ?? null;
-    const isDefault = steps === this.manifest.schedule.defaultSteps && this.scoreDefinition === this.manifest.score.definition;
-    return isDefault ? cal.imageThreshold : null;
+    return imageThresholdAt(this.manifest, steps, this.scoreDefinition);
   }
 
   /** True when the bundle carries calibration statistics from held-out normals. */

@@ -114,6 +114,11 @@ export const DEFAULT_SCORE_DEFINITION = { withLatent: 'latent-gaussian', without
 
 const IDENTITY: PartNormalization = { center: 0, scale: 1 };
 
+/** How `part` is normalized under `cal`: its calibration entry, or the identity when the bundle has none (uncalibrated). */
+export function partNormalization(part: ScorePart, cal: ScoreNormalization): PartNormalization {
+  return cal[PART_NORMALIZATION[part]] ?? IDENTITY;
+}
+
 /**
  * The image score of `definition`: each of its parts normalized as (v - center) / scale with
  * `cal`, then combined. A bundle without a normalization for the latent part (uncalibrated)
@@ -130,7 +135,7 @@ export function imageScore(definition: ScoreDefinition, parts: ScoreComponents, 
       // Only the latent part is optional in ScoreComponents.
       throw new InvalidArgumentError('scoreDefinition', `the ${definition} score needs the bundle's latent statistics for this number of steps`);
     }
-    const n = cal[PART_NORMALIZATION[part]] ?? IDENTITY;
+    const n = partNormalization(part, cal);
     normalized[part] = (value - n.center) / n.scale;
   }
   // Every part the definition reads was set above.

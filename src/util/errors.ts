@@ -20,7 +20,8 @@ export type InvadErrorCode =
   | 'ERR_INVAD_ENGINE_BROKEN'
   | 'ERR_INVAD_CUDA_UNAVAILABLE'
   | 'ERR_INVAD_TRAINING'
-  | 'ERR_INVAD_ABORTED';
+  | 'ERR_INVAD_ABORTED'
+  | 'ERR_INVAD_EXPORT';
 
 export interface InvadErrorOptions {
   cause?: unknown;
@@ -174,6 +175,19 @@ export class RemoteError extends InvadError {
     this.status = details.status ?? null;
     this.retryAfterMs = details.retryAfterMs ?? null;
     this.remoteCode = details.remoteCode ?? null;
+  }
+}
+
+/**
+ * A bundle that Detector runs cannot be exported as one ONNX graph (`invad export`): an operator
+ * set the export cannot convert, a fixed batch size, external tensor data, and the like.
+ */
+export class ExportError extends InvadError {
+  /** The bundle file at fault (e.g. `backbone.onnx`), or `manifest.json`. */
+  readonly file: string;
+  constructor(file: string, message: string, options?: InvadErrorOptions) {
+    super('ERR_INVAD_EXPORT', message, options);
+    this.file = file;
   }
 }
 

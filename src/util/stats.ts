@@ -75,3 +75,27 @@ function kolmogorovQ(z: number): number {
   const x = Math.exp(-2 * z * z);
   return Math.min(1, Math.max(0, 2 * (x - x ** 4 + x ** 9)));
 }
+
+/** A threshold from calibration scores by the split-conformal rule, and whether it carries the guarantee. */
+export interface ConformalThreshold {
+  threshold: number;
+  /** the 1-based rank of the order statistic used */
+  rank: number;
+  /** false when n + 1 < 1/alpha: no order statistic guarantees alpha, and the largest score was used */
+  sufficient: boolean;
+}
+
+/**
+ * The split-conformal threshold of `scores` (any order) at false-alarm rate `alpha`: the
+ * {@link conformalRank}-th smallest. A new score exchangeable with them exceeds it with
+ * probability at most alpha. When the scores are too few for alpha, it is the largest of them
+ * (rank n, `sufficient` false), whose expected exceedance rate is 1/(n + 1). NaN for no scores.
+ */
+export function conformalThreshold(scores: ArrayLike<number>, alpha: number): ConformalThreshold {
+  const sorted = Float64Array.from(scores).sort();
+  const n = sorted.length;
+  const rank = conformalRank(n, alpha);
+  const sufficient = rank <= n;
+  const used = Math.min(rank, n);
+  return { threshold: n === 0 ? NaN : sorted[used - 1], rank: used, sufficient };
+}

@@ -1,7 +1,7 @@
 /**
  * Reads and checks a model bundle folder: the manifest against its schema, the
  * semantic rules the schema cannot say, each model file's presence and hash, and the
- * latent statistics' dtype, shape and values. The ONNX inputs and outputs are checked
+ * latent statistics' dtype, shape and values, and the calibration sample (calibration.json). The ONNX inputs and outputs are checked
  * later, when the sessions open (engine/model-check.ts), because that needs the runtime.
  */
 import { readFile, stat } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { fileKind } from '../../util/regular-file';
 import { MAX_STEPS, maxSteps, scheduleProblem } from '../schedule';
 import { sha256Bytes, sha256File } from './hash';
 import { checkLatentArray } from './latent';
+import { type CalibrationScores, decodeCalibrationScores, MAX_CALIBRATION_SCORES_BYTES } from './calibration-scores';
 import {
   CALIBRATION_LIMIT,
   type CalibrationSpec,
@@ -29,6 +30,8 @@ export interface LoadedBundle {
   manifest: Manifest;
   backbonePath: string;
   unetPath: string;
+  /** calibration.json, checked, when the manifest names one (bundles calibrated before it have none) */
+  calibrationScores?: CalibrationScores;
 }
 
 export interface LoadBundleOptions {
@@ -91,6 +94,10 @@ function checkSemantics(m: Manifest): void {
     fail('/features', `holds ${featureValues} values per image (channels x height x width); at most ${MAX_FEATURE_VALUES} can be allocated`);
   }
   if (m.models.backbone.file === m.models.unet.file) fail('/models/unet/file', 'must differ from the backbone file');
+  const scoresFile = m.calibration.scoresFile?.file;
+  if (scoresFile !== undefined && [MANIFEST_FILE, m.models.backbone.file, m.models.unet.file].includes(scoresFile)) {
+    fail('/calibration/scoresFile/file', `is ${scoresFile}; it must differ from the manifest and the model files`);
+  }
   checkCalibration(m.calibration, fail);
   const seen = new Set<number>();
   (m.latentGaussian ?? []).forEach((g, i) => {
@@ -193,6 +200,16 @@ async function checkLatentFile(dir: string, file: string, field: string, shaFiel
   checkLatentArray(bytes, file, field, shape);
 }
 
+/** calibration.json: its sha256 (unless skipped), size, JSON and schema; the parsed sample. */
+async function checkCalibrationScoresFile(dir: string, file: string, expectedSha: string, skipHash: boolean): Promise<CalibrationScores> {
+  const field = '/calibration/scoresFile';
+  const { path, size } = await regularFile(dir, file, `${field}/file`);
+  if (size > MAX_CALIBRATION_SCORES_BYTES) throw new ModelBundleError(file, `${field}/file`, `calibration sample ${file} in bundle ${dir} is ${size} bytes, over the ${MAX_CALIBRATION_SCORES_BYTES}-byte limit`);
+  const bytes = await readFile(path);
+  if (!skipHash) compareSha(file, `${field}/sha256`, sha256Bytes(bytes), expectedSha);
+  return decodeCalibrationScores(bytes, file, `${field}/file`);
+}
+
 /**
  * Reads and checks a bundle folder: the manifest, every file it names and the rules across its
  * fields. A bundle that passes can score; what is left to check needs ONNX Runtime and happens
@@ -215,6 +232,8 @@ export async function loadBundle(dir: string, options: LoadBundleOptions = {}): 
       checkLatentFile(dir, g.precisionFile, `/latentGaussian/${i}/precisionFile`, `/latentGaussian/${i}/precisionSha256`, g.precisionSha256, skip, [positions, c, c]),
     ]),
   );
-  const [[backbonePath, unetPath]] = await Promise.all([models, latents]);
-  return { dir, manifest, backbonePath, unetPath };
+  const scoresSpec = manifest.calibration.scoresFile;
+  const scores = scoresSpec ? checkCalibrationScoresFile(dir, scoresSpec.file, scoresSpec.sha256, skip) : Promise.resolve(undefined);
+  const [[backbonePath, unetPath], , calibrationScores] = await Promise.all([models, latents, scores]);
+  return { dir, manifest, backbonePath, unetPath, ...(calibrationScores ? { calibrationScores } : {}) };
 }

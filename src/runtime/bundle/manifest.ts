@@ -86,7 +86,12 @@ export interface StepCalibration {
   pixelThresholds: { l2: number; latentGaussian?: number };
 }
 
-export type ImageThresholdMethod = 'false-alarm-rate' | 'f1-max';
+/**
+ * How image thresholds are set from scores: 'conformal', the split-conformal order statistic of the
+ * normals' scores (written since issue 14); 'false-alarm-rate', the interpolated (1 - rate)
+ * quantile (older bundles); 'f1-max', at the F1 maximum of a labelled validation set.
+ */
+export type ImageThresholdMethod = 'conformal' | 'false-alarm-rate' | 'f1-max';
 
 export interface CalibrationSpec {
   /** 'placeholder' until a calibration on held-out normals fills this in. */
@@ -100,15 +105,25 @@ export interface CalibrationSpec {
   imageThreshold: number | null;
   /** pixel-map value above which a pixel is anomalous; null when uncalibrated */
   pixelThreshold: number | null;
-  /** how many normal images the statistics came from */
+  /** how many held-out normal images (never trained on) the statistics came from; see also `outOfFold` */
   samples: number;
   /** target false-alarm rate on normals the thresholds were set for */
   falseAlarmRate: number | null;
   /**
-   * How the image thresholds were set: at the false-alarm rate on normals (the default), or
-   * F1-optimal on a labelled validation set. Absent means 'false-alarm-rate'.
+   * How the image thresholds were set: by the split-conformal rule at the false-alarm rate on
+   * normals, at the interpolated quantile (older bundles), or F1-optimal on a labelled
+   * validation set. Absent means 'false-alarm-rate'.
    */
   imageThresholdMethod?: ImageThresholdMethod;
+  /**
+   * Training normals scored out of fold (a latent Gaussian refitted on the other folds), pooled
+   * with the `samples` held-out normals for the latent-Gaussian part only.
+   */
+  outOfFold?: { folds: number; samples: number };
+  /** What the calibration's user should know, such as too few normals for the rate. */
+  warnings?: string[];
+  /** calibration.json: the raw scores of every calibration normal, hashed like the models */
+  scoresFile?: ModelFileSpec;
   /** the labelled validation set behind 'f1-max' thresholds */
   validation?: { normal: number; anomalous: number };
   /** the same per step count S; the fields above repeat the bundle's default S and score definition */
@@ -225,7 +240,20 @@ export const manifestSchema = {
         pixelThreshold: { type: 'number', nullable: true },
         samples: { type: 'integer', minimum: 0 },
         falseAlarmRate: { type: 'number', minimum: 0, maximum: 1, nullable: true },
-        imageThresholdMethod: { type: 'string', enum: ['false-alarm-rate', 'f1-max'] },
+        imageThresholdMethod: { type: 'string', enum: ['conformal', 'false-alarm-rate', 'f1-max'] },
+        outOfFold: {
+          type: 'object',
+          required: ['folds', 'samples'],
+          additionalProperties: false,
+          properties: { folds: { type: 'integer', minimum: 2 }, samples: { type: 'integer', minimum: 0 } },
+        },
+        warnings: { type: 'array', maxItems: 1000, items: { type: 'string', maxLength: 4096 } },
+        scoresFile: {
+          type: 'object',
+          required: ['file', 'sha256'],
+          additionalProperties: false,
+          properties: { file: fileName, sha256 },
+        },
         validation: {
           type: 'object',
           required: ['normal', 'anomalous'],

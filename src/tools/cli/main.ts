@@ -7,6 +7,7 @@ import { benchCommand } from './commands/bench';
 import { calibrateCommand } from './commands/calibrate';
 import { doctorCommand } from './commands/doctor';
 import { evalCommand } from './commands/eval';
+import { exportCommand } from './commands/export';
 import { fitCommand } from './commands/fit';
 import { scoreCommand } from './commands/score';
 import { serveCommand } from './commands/serve';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
     .addCommand(backboneCommand())
     .addCommand(doctorCommand())
     .addCommand(benchCommand())
+    .addCommand(exportCommand())
     .showHelpAfterError();
   forEachCommand(program, (c) => c.addHelpText('after', EXIT_CODES_HELP));
   return program;

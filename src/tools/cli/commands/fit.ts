@@ -34,6 +34,8 @@ interface FitCommandOptions {
   featureNormalization?: FeatureNormalization;
   featureScale?: number;
   score?: ScoreDefinition;
+  /** a fold count, false for --no-out-of-fold, undefined for the default */
+  outOfFold?: number | false;
   resume?: boolean;
   strict?: boolean;
   overwrite?: boolean;
@@ -85,9 +87,12 @@ function reporter(verbose: boolean): (e: FitEvent) => void {
       case 'export':
         say(`export: onnxruntime-node vs PyTorch max abs diff ${e.parityMaxAbsDiff.toExponential(2)}`);
         break;
-      case 'calibrate':
-        say(`calibrated on ${e.samples} held-out normals: image threshold ${e.calibration.imageThreshold?.toFixed(4)}`);
+      case 'calibrate': {
+        const oof = e.calibration.outOfFold;
+        say(`calibrated on ${e.samples} held-out normals${oof ? ` (and ${oof.samples} training normals out of fold, ${oof.folds} folds, for the latent-Gaussian part)` : ''}: image threshold ${e.calibration.imageThreshold?.toFixed(4)}`);
+        for (const w of e.calibration.warnings ?? []) say(`warning: ${w}`);
         break;
+      }
       case 'log':
         if (verbose) say(`  ${e.message}`);
         break;
@@ -117,6 +122,8 @@ export function fitCommand(): Command {
     )
     .option('--feature-scale <s>', 'standardize each feature channel to this standard deviation', Number)
     .addOption(new Option('--score <definition>', scoreHelp()).choices([...SCORE_DEFINITIONS]))
+    .option('--out-of-fold <k>', "score each training normal under a latent Gaussian fitted on the other k - 1 folds, and pool these scores with the held-out normals' for the latent-Gaussian threshold (default 5)", parsePositiveInt)
+    .option('--no-out-of-fold', 'calibrate on the held-out normals only')
     .option('--resume', "continue training from the work folder's checkpoint")
     .option('--strict', 'fail on an unreadable image instead of skipping it')
     .option('--overwrite', 'replace an existing bundle')
@@ -157,6 +164,7 @@ export function fitCommand(): Command {
           featureNormalization: o.featureNormalization,
           featureScale: o.featureScale,
           score: o.score,
+          outOfFold: o.outOfFold,
           resume: o.resume,
           strict: o.strict,
           overwrite: o.overwrite,
@@ -178,6 +186,7 @@ export function fitCommand(): Command {
             parityMaxAbsDiff: r.parityMaxAbsDiff,
             skipped: r.skipped.length,
             imageThreshold: r.manifest.calibration.imageThreshold,
+            calibrationWarnings: r.manifest.calibration.warnings ?? [],
           }) + '\n',
         );
       } finally {
