@@ -9,6 +9,7 @@ import { loadAddon } from '../binding';
 import type { AddonBuildInfo } from '../binding/addon-types';
 import { MicroBatcher, type ItemOutcome } from './batcher';
 import { checkScoreSetup, loadBundle } from './bundle/load';
+import { type CalibrationSummary, calibrationSummary } from './bundle/calibration-scores';
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
@@ -165,6 +166,8 @@ export interface DetectorInfo {
   deviceResident: boolean;
   /** why the default native engine was not used (null when it was, or was not the default) */
   engineFallback: string | null;
+  /** the threshold rule, the normals behind it and its warnings (e.g. too few normals for the rate) */
+  calibration: CalibrationSummary;
 }
 
 interface Resolved {
@@ -325,6 +328,7 @@ export class Detector {
       device: this.ready.device ?? 'cpu',
       deviceResident: this.ready.deviceResident ?? false,
       engineFallback: this.ready.engineFallback ?? null,
+      calibration: calibrationSummary(m.calibration),
     };
   }
 
