@@ -94,9 +94,15 @@ function giveCopyBuffer(view: Buffer): void {
  * structuredClone) and collected, would crash the process (issue 12, finding 3). JavaScript
  * cannot pin a caller's buffer, so the bytes are copied, into a recycled buffer when one fits.
  */
-function copyBytes(view: Uint8Array | Uint8ClampedArray): Buffer {
+function copyBytes(view: Uint8Array | Uint8ClampedArray, label: string): Buffer {
   const copy = takeCopyBuffer(view.byteLength);
-  copy.set(view);
+  try {
+    copy.set(view);
+  } catch (err) {
+    // set() throws a TypeError when the view's buffer is detached (or a resizable buffer
+    // shrank under a fixed-length view): nothing is left to read.
+    throw new InvalidInputError(label, `${label} is backed by a detached or out-of-bounds ArrayBuffer (${(err as Error).message})`);
+  }
   return copy;
 }
 
@@ -151,7 +157,7 @@ function takeRaw(raw: object, label: string): OwnedImage {
   }
   const expected = w * h * channels;
   // Compare the length of the copy, which no getter can change afterwards.
-  const bytes = copyBytes(data);
+  const bytes = copyBytes(data, `${label}.data`);
   if (bytes.length !== expected) {
     throw new InvalidInputError(label, `${label}.data has ${bytes.length} bytes but width*height*channels = ${w}*${h}*${channels} = ${expected}`);
   }
@@ -172,7 +178,7 @@ export function takeInput(input: unknown, label: string): OwnedImage {
     return new OwnedImage({ kind: 'path', path: pathString(label, input) });
   }
   if (isBytes(input)) {
-    const bytes = copyBytes(input);
+    const bytes = copyBytes(input, label);
     if (bytes.length === 0) throw new InvalidInputError(label, `${label} is an empty buffer (0 bytes)`);
     return new OwnedImage({ kind: 'encoded', bytes });
   }
