@@ -68,8 +68,9 @@ export function ksTwoSample(a: ArrayLike<number>, b: ArrayLike<number>): KsResul
 function kolmogorovQ(z: number): number {
   if (!(z > 0)) return 1;
   if (z < 1.18) {
-    const y = Math.exp(-1.2337005501361698 / (z * z)); // pi^2 / 8
-    const cdf = 2.256758334191025 * Math.sqrt(-Math.log(y)) * (y + y ** 9 + y ** 25 + y ** 49);
+    // P(K <= z) = sqrt(2 pi)/z sum_{odd j} exp(-j^2 pi^2 / (8 z^2)); sqrt(-log y) = (pi / sqrt(8)) / z.
+    const y = Math.exp(-(Math.PI * Math.PI) / 8 / (z * z));
+    const cdf = (4 / Math.sqrt(Math.PI)) * Math.sqrt(-Math.log(y)) * (y + y ** 9 + y ** 25 + y ** 49);
     return Math.min(1, Math.max(0, 1 - cdf));
   }
   const x = Math.exp(-2 * z * z);
