@@ -54,7 +54,8 @@ async function run(o: ExportCommandOptions): Promise<void> {
     ['--instances', o.instances],
   ];
   const misplaced = tritonOnly.filter(([, v]) => v !== undefined).map(([flag]) => flag);
-  if (o.format !== 'triton' && misplaced.length > 0) throw new UsageError(`${misplaced.join(', ')} ${misplaced.length === 1 ? 'applies' : 'apply'} to --format triton only`);
+  if (o.format !== 'triton' && misplaced.length > 0)
+    throw new UsageError(`${misplaced.join(', ')} ${misplaced.length === 1 ? 'applies' : 'apply'} to --format triton only`);
   if (o.cpu && o.tensorrtFp16) throw new UsageError('--tensorrt-fp16 needs GPU instances; drop --cpu');
   // Loaded here, not at the top: the other commands need neither onnx-proto nor the export.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -111,10 +112,19 @@ export function exportCommand(): Command {
     .option('--cpu', 'Triton: run the model instances on the CPU (KIND_CPU) instead of the GPU')
     .option('--tensorrt-fp16', "Triton: add the TensorRT execution accelerator at FP16 (the scores then differ from Detector's)")
     .option('--max-batch-size <n>', 'Triton: largest batch (default 8)', parsePositiveInt)
-    .option('--preferred-batch-sizes <list>', 'Triton: batch sizes the dynamic batcher aims for, e.g. 4,8 (default: half the maximum and the maximum)', parseSizes)
+    .option(
+      '--preferred-batch-sizes <list>',
+      'Triton: batch sizes the dynamic batcher aims for, e.g. 4,8 (default: half the maximum and the maximum)',
+      parseSizes,
+    )
     .option('--max-queue-delay-us <n>', 'Triton: how long a request waits for a batch, in microseconds (default 2000)', parseCount)
     .option('--instances <n>', 'Triton: model instances per device (default 1)', parsePositiveInt)
-    .option('--verify-images <n>', 'score this many seeded test images with Detector and with the graph before writing, and refuse a graph that differs (0: skip)', parseCount, 4)
+    .option(
+      '--verify-images <n>',
+      'score this many seeded test images with Detector and with the graph before writing, and refuse a graph that differs (0: skip)',
+      parseCount,
+      4,
+    )
     .option('--json', 'print the result as JSON')
     .action(async (o: ExportCommandOptions) => {
       await run(o);
