@@ -220,7 +220,7 @@ describe('one server on the tiny bundle', () => {
     for (const stage of ['decode', 'preprocess', 'queue', 'backbone', 'unet', 'kernel', 'resize', 'total']) {
       expect(text).toMatch(new RegExp(`^invad_stage_duration_seconds_count\\{stage="${stage}"\\} [1-9]\\d*$`, 'm'));
     }
-    expect(text).toMatch(/^invad_http_request_duration_seconds_bucket\{le="0\.005",route="\/v2\/health\/live"\} \d+$/m);
+    expect(text).toMatch(/^invad_http_request_duration_seconds_bucket\{le="0\.005",route="\/v2\/health\/live",status="200"\} \d+$/m);
     expect(text).toMatch(/^process_resident_memory_bytes \d+/m);
   });
 });

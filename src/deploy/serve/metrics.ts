@@ -22,8 +22,8 @@ export class ServeMetrics {
   });
   private readonly requestSeconds = new Histogram({
     name: 'invad_http_request_duration_seconds',
-    help: 'Time from the request to its answer, by route',
-    labelNames: ['route'] as const,
+    help: 'Time from the request headers to the answer, by route and status (a 503 from the full queue is answered before its body is read)',
+    labelNames: ['route', 'status'] as const,
     buckets: SECONDS_BUCKETS,
     registers: [this.registry],
   });
@@ -71,7 +71,7 @@ export class ServeMetrics {
   /** One answered request; `route` is the route pattern (bounded cardinality), never the raw URL. */
   request(route: string, method: string, status: number, seconds: number): void {
     this.requests.inc({ route, method, status: String(status) });
-    this.requestSeconds.observe({ route }, seconds);
+    this.requestSeconds.observe({ route, status: String(status) }, seconds);
   }
 
   error(code: string): void {

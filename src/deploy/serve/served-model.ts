@@ -9,8 +9,18 @@ import type { Manifest } from '../../runtime/bundle/manifest';
 import type { RawImage } from '../../runtime/preprocess';
 import { expectTensor, type Parameters as V2Parameters, type Tensor } from '../../runtime/remote/kserve-codec';
 import { modelTensors, OUTPUT, type TensorSpec } from '../../runtime/remote/tensor-spec';
-import { SCORES } from '../../runtime/scores';
-import { InvalidInputError } from '../../util/errors';
+import { type FeatureMap, SCORES } from '../../runtime/scores';
+import { InferenceError, InvalidInputError } from '../../util/errors';
+
+/**
+ * A result's feature-grid map by name.
+ * @throws InferenceError when the engine did not return it (a bug: the plan asks for the definition's map)
+ */
+function featureMap(r: ScoreResult, name: FeatureMap): Float32Array {
+  const map = (r.featureMaps as Partial<Record<FeatureMap, Float32Array>>)[name];
+  if (map === undefined) throw new InferenceError(`the engine returned no "${name}" map`);
+  return map;
+}
 
 export class ServedModel {
   /** The inputs and outputs, as in the exported graph (latent_gaussian only when the bundle has its statistics at S). */
@@ -89,7 +99,7 @@ export class ServedModel {
       [OUTPUT.isAnomalous]: () => Uint8Array.from(results, (r) => (r.isAnomalous ? 1 : 0)),
       [OUTPUT.map]: () => {
         const out = new Float32Array(n * h * w);
-        results.forEach((r, i) => out.set(r.featureMaps[mapName]!, i * h * w));
+        results.forEach((r, i) => out.set(featureMap(r, mapName), i * h * w));
         return out;
       },
       [OUTPUT.spatialRange]: () => perImage((r) => r.components.spatialRange),
