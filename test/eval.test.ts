@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { Detector } from '../src';
 import { writeBundle } from '../src/fit/write-bundle';
-import { withF1Thresholds } from '../src/fit/calibrate';
+import { calibratePool, poolsOutOfFold, withF1Thresholds } from '../src/fit/calibrate';
 import { calibrateBundle, fitBundleLatents } from '../src/fit/calibrate-bundle';
 import { loadLabelledImages } from '../src/eval/dataset';
 import { evaluate } from '../src/eval/evaluate';
+import { labelledItems, measureLabelledDecisions } from '../src/eval/decision';
 import { fitLatentGaussian, mahalanobisMap } from '../src/runtime/latent-gaussian';
 import { convBackbone, linearUnet } from '../src/fit/onnx/synthetic';
 import { mulberry32 } from '../src/util/prng';
@@ -154,10 +155,43 @@ test('eval reports metrics per definition, S and defect type, and writes the rep
   expect(json.rows).toHaveLength(report.rows.length);
 });
 
+test("eval measures the bundle's thresholds on the test set, as the detector flags, and the operating points", async () => {
+  const report = await evaluate({ dataset, model: bundle, steps: [3], imageOnly: true, latencySamples: 1, gallery: 0, calibrationRule: { calibrate: calibratePool, poolsOutOfFold } });
+  const d = report.decisions!;
+  expect(d.normals.source).toBe('bundle'); // calibrateBundle stored calibration.json
+  expect(d.rates).toEqual([0.005, 0.01, 0.02, 0.05]);
+  expect(d.rows.map((r) => r.scoreDefinition).sort()).toEqual(['combined', 'latent-gaussian', 'nll', 'sp']);
+  const m = JSON.parse(readFileSync(join(bundle, 'manifest.json'), 'utf8'));
+  const images = await loadLabelledImages(dataset);
+  for (const row of d.rows) {
+    const b = row.bundle!;
+    expect(b).toMatchObject({ method: 'conformal', targetFalseAlarmRate: 0.01, threshold: m.calibration.bySteps.find((s: { steps: number }) => s.steps === 3).imageThresholds[row.scoreDefinition] });
+    expect([b.falseAlarms.total, b.recall.total, b.recallByType.map((t) => t.type)]).toEqual([8, 6, ['blob']]);
+    // The bundle's own calibration sample at its own rate gives back its own threshold.
+    const own = row.operatingPoints.find((op) => op.targetFalseAlarmRate === 0.01)!;
+    expect(own.outcome!.threshold).toBeCloseTo(b.threshold, 9);
+    expect(own.normals).toBe(6); // the 6 held-out normals: too few for 1%, so the largest score
+    expect(own.note).toMatch(/too few/);
+    // Detector.isAnomalous agrees with the counts
+    const det = await Detector.load(bundle, { scoreDefinition: row.scoreDefinition as 'sp', steps: 3 });
+    try {
+      const flagged = async (files: string[]) => (await det.scoreBatch(files)).filter((r) => r.isAnomalous).length;
+      expect([b.falseAlarms.count, b.recall.count]).toEqual([await flagged(images.normal), await flagged(images.anomalous)]);
+    } finally {
+      await det.dispose();
+    }
+  }
+  // Without the rule, the operating points say so and keep the ROC's best recall.
+  const bare = await evaluate({ dataset, model: bundle, steps: [3], imageOnly: true, latencySamples: 1, gallery: 0 });
+  expect(bare.decisions!.normals.description).toMatch(/no calibration rule/);
+  expect(bare.decisions!.rows[0].operatingPoints[0]).toMatchObject({ outcome: null, bestRecall: expect.any(Number) });
+});
+
 test('the reconstruction ablation scores the same model by reconstruction error', async () => {
   const report = await evaluate({ dataset, model: bundle, mode: 'reconstruction', tStart: 0.2, reconSteps: 5, latencySamples: 2, imageOnly: true });
   expect(report.rows.map((r) => r.scoreDefinition)).toEqual(['reconstruction', 'reconstruction']);
   expect(report.settings).toMatchObject({ mode: 'reconstruction', tStart: 0.2, reconSteps: 5 });
+  expect(report.decisions).toBeUndefined(); // no calibrated threshold to measure
 });
 
 describe('F1-optimal image threshold from a labelled validation set', () => {
@@ -197,5 +231,22 @@ describe('F1-optimal image threshold from a labelled validation set', () => {
       await det.dispose();
     }
     await expect(calibrateBundle(copy, normals.slice(24), { steps: [2], validation: { normal: validation.normal, anomalous: [] } })).rejects.toMatchObject({ argument: 'validation' });
+  });
+
+  test('invad calibrate --validation --false-alarm-rate 0.03: the trade-off on the labelled images', async () => {
+    const copy = join(tmp.dir, 'model-f1-tradeoff');
+    cpSync(bundle, copy, { recursive: true });
+    const validation = await loadLabelledImages(dataset);
+    await calibrateBundle(copy, normals.slice(24), { steps: [2, 3], validation, falseAlarmRate: 0.03 });
+    const d = await measureLabelledDecisions(copy, labelledItems(validation), { steps: [3], rule: { calibrate: calibratePool, poolsOutOfFold } });
+    expect(d.rates).toEqual([0.005, 0.01, 0.02, 0.03, 0.05]); // the bundle's own rate joins the defaults
+    const sp = d.rows.find((r) => r.scoreDefinition === 'sp')!;
+    // F1-max on these very images separates the easy blobs exactly (as the test above checks with the detector)
+    expect(sp.bundle).toMatchObject({ method: 'f1-max', targetFalseAlarmRate: 0.03, falseAlarms: { count: 0, total: 8 }, recall: { count: 6, total: 6 } });
+    expect(sp.bundle!.recallByType.map((t) => t.type)).toEqual(['blob']); // the defect type is the folder
+    // the operating points come from the 6 stored normals, not from the F1-max thresholds
+    const at3 = sp.operatingPoints.find((op) => op.targetFalseAlarmRate === 0.03)!;
+    expect(at3.normals).toBe(6);
+    expect(at3.outcome!.threshold).not.toBe(sp.bundle!.threshold);
   });
 });

@@ -9,6 +9,7 @@ import { galleryItem, maskOutline, OUTLINE_RGB } from '../src/eval/report/galler
 import { escapeHtml, niceTicks, renderReportHtml } from '../src/eval/report/html';
 import { downsampleCurve, MAX_CURVE_POINTS, type EvalReport, type EvalRow, type GalleryItem, type ScoreHistogram } from '../src/eval/report/types';
 import { writeReport } from '../src/eval/report/write';
+import { proportion } from '../src/eval/metrics/binomial';
 
 const CHROMIUM = '/usr/bin/chromium';
 const EVIL_NAME = 'a<b>&"c".png';
@@ -143,6 +144,30 @@ beforeAll(async () => {
     latency: stepsList.flatMap((steps) => [1, 8].map((batchSize) => ({ steps, batchSize, samples: 20, meanMsPerImage: 3 * steps / batchSize + 1, latencyMs: { median: 3.1 * steps / batchSize + 1, p90: 4 * steps / batchSize + 1.5, p99: 5 * steps / batchSize + 2 } }))),
     gallery,
     notes: ['Pixel AP for "mahalanobis" was not computed.', 'Threshold < chosen at F1-max & on validation set.'],
+    // The bundle's threshold at every (definition, S) but mahalanobis S=10; operating points at 1% and 5%.
+    decisions: {
+      rates: [0.01, 0.05],
+      normals: { source: 'bundle', description: "the bundle's calibration sample <calibration.json>" },
+      rows: defs.flatMap((def, di) =>
+        stepsList.map((steps, si) => {
+          const outcome = (k: number) => ({
+            threshold: 1.5 - 0.1 * k,
+            falseAlarms: proportion(k + di, 200),
+            recall: proportion(60 + 10 * k + si, 120),
+            recallByType: [{ type: 'hole', recall: proportion(20 + k, 40) }, { type: 'scratch', recall: proportion(40 + 4 * k + si, 80) }],
+          });
+          return {
+            scoreDefinition: def,
+            steps,
+            bundle: di === 1 && si === 1 ? null : { ...outcome(2), method: 'conformal', targetFalseAlarmRate: 0.01 },
+            operatingPoints: [
+              { targetFalseAlarmRate: 0.01, normals: 21, normalsNeeded: 99, outcome: outcome(2), note: '21 normals are too few for 0.01', bestRecall: 0.7 },
+              { targetFalseAlarmRate: 0.05, normals: 21, normalsNeeded: 19, outcome: outcome(5), bestRecall: 0.9 },
+            ],
+          };
+        }),
+      ),
+    },
   };
 });
 
@@ -281,6 +306,34 @@ describe('writeReport', () => {
     expect(html.match(/<img src="data:image\/png;base64,/g)).toHaveLength(2);
     expect(html.match(/<svg /g)).toHaveLength(2 + report.histograms.length);
     expect(html.match(/<polyline /g)).toHaveLength(report.rocImage.length + report.rocPixel.length);
+  });
+
+  test('the decision table and its markers on the image ROC curves', () => {
+    const section = html.slice(html.indexOf('<section id="decisions">'), html.indexOf('<section id="roc">'));
+    expect(section).toContain('<h2>Decisions</h2>');
+    expect(html).toContain('<a href="#decisions">Decisions</a>');
+    // one group per (definition, S): the bundle row and one row per operating point
+    expect(section.match(/<tr class="group">/g)).toHaveLength(4);
+    expect(section.match(/<tr class="decision-operating">/g)).toHaveLength(8);
+    expect(section).toContain('>bundle (conformal, target 1%)</th>');
+    expect(section).toContain('no threshold at this S'); // mahalanobis S=10
+    // false alarms with the 95% interval, recall overall and per defect type, best recall
+    expect(section).toContain(`>2/200 = 1% [0.12%, 3.6%]</td>`);
+    expect(section).toContain('>80/120 = 66.7% [57.5%, 75%]</td>');
+    expect(section).toContain('>22/40 = 55%</td>');
+    expect(section).toContain('<th scope="col">Recall: scratch</th>');
+    expect(section).toContain('>21 (99)</td>');
+    expect(section).toContain('21 normals are too few for 0.01');
+    expect(section).toContain('the bundle&#39;s calibration sample &lt;calibration.json&gt;');
+    // markers: a filled circle per bundle threshold, an open diamond per operating point, on the image ROC only
+    const rocs = html.slice(html.indexOf('<section id="roc">'), html.indexOf('<section id="histograms">'));
+    const [image, pixel] = rocs.split('<figcaption>Pixel-level ROC</figcaption>');
+    expect(image.match(/<circle class="marker bundle"/g)).toHaveLength(3);
+    expect(image.match(/<rect class="marker operating"/g)).toHaveLength(8);
+    expect(pixel).not.toContain('class="marker');
+    // at its (false-alarm rate, recall): nll S=5's bundle point is (2/200, 80/120) on the 340-pixel plot
+    expect(image).toContain(`<circle class="marker bundle" cx="${Math.round((52 + 0.01 * 340) * 100) / 100}" cy="${Math.round((14 + (1 - 80 / 120) * 340) * 100) / 100}" r="5"`);
+    expect(image).toContain('<title>nll \u00b7 S=5, bundle threshold (target 1%): threshold 1.3, false alarms 2/200 = 1%, recall 80/120 = 66.7%</title>');
   });
 
   test('renders in headless Chromium with no console errors or failed requests', async () => {

@@ -24,6 +24,9 @@ import { galleryItem } from './report/gallery';
 import { writeReport } from './report/write';
 import { type FeatureMap, imageScore, SCORES } from '../runtime/scores';
 import { loadMask, loadTestSet, type TestItem } from './dataset';
+import { bundleTarget, type CalibrationRule, decisionRates, describeNormals, measureDecisions, type NormalPool, poolFromCalibrationScores } from './decision';
+import type { DecisionReport, DecisionRow } from './report/types';
+import { formatPercent, formatProportion, formatThreshold } from './report/decision-text';
 
 export interface EvaluateOptions {
   dataset: string;
@@ -44,6 +47,18 @@ export interface EvaluateOptions {
   gallery?: number;
   /** images timed one at a time for the batch-1 latency; default 20 */
   latencySamples?: number;
+  /**
+   * The threshold rule for the operating points: `{ calibrate: calibratePool, poolsOutOfFold }`
+   * from fit (the CLI passes it). Without it the operating points carry no threshold.
+   */
+  calibrationRule?: CalibrationRule;
+  /**
+   * Normal images (never trained on) to calibrate the operating points from, scored at each S.
+   * Default: the bundle's calibration sample (calibration.json), when it has one.
+   */
+  calibrationNormals?: string[];
+  /** target false-alarm rates of the operating points; default 0.5%, 1%, 2%, 5% (and the bundle's own) */
+  operatingRates?: number[];
   onProgress?: (message: string) => void;
 }
 
@@ -55,7 +70,7 @@ interface Scored {
 
 /** A score definition as evaluated: its image score and which feature map it uses. */
 interface Definition {
-  name: string;
+  name: ScoreDefinition | 'reconstruction';
   score: (s: Scored) => number;
   map: (s: Scored) => Float32Array;
   /** which feature map: definitions sharing one share its pixel metrics */
@@ -223,6 +238,15 @@ async function galleryFor(masks: MaskCache, scored: Scored[], def: Definition, f
   return items;
 }
 
+/** Calibration normals scored at S, as a held-out pool (images that fail are left out, with a note). */
+async function scoreNormals(det: Detector, files: readonly string[], steps: number, say: (m: string) => void): Promise<NormalPool> {
+  say(`scoring ${files.length} calibration normals at S = ${steps}`);
+  const results = await det.scoreBatch(files, { steps, allMaps: true, errors: 'collect' });
+  const ok = results.filter((r): r is ScoreResult => !(r instanceof Error));
+  if (ok.length < results.length) say(`  ${results.length - ok.length} calibration normal(s) could not be scored and are left out`);
+  return { heldOut: ok.map((r) => r.components), outOfFold: [] };
+}
+
 export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
   const say = o.onProgress ?? (() => undefined);
   const bundle = await loadBundle(o.model);
@@ -242,6 +266,9 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
   const skipped: SkippedImage[] = [];
   const masks = new MaskCache();
   let gallery: GalleryItem[] = [];
+  const decisionRows: DecisionRow[] = [];
+  const rates = decisionRates(m.calibration.falseAlarmRate, o.operatingRates);
+  const normalsSource = o.calibrationNormals ? 'folder' : bundle.calibrationScores ? 'bundle' : 'none';
   say(`${items.length} test images (${items.filter((i) => !i.anomalous).length} good; defects: ${types.join(', ')})`);
 
   const det = await Detector.load(o.model, { executionProviders: o.executionProviders, scoreDefinition: 'sp', maxBatchSize: batchSize });
@@ -276,6 +303,22 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
         say(`  ${def.name.padEnd(16)} S=${steps}  image AUROC ${all.imageAuroc.toFixed(4)}  AP ${all.imageAp.toFixed(4)}  F1max ${all.imageF1Max.toFixed(4)}` +
           (all.pixelAuroc === null ? '' : `  pixel AUROC ${all.pixelAuroc.toFixed(4)}  AP ${all.pixelAp?.toFixed(4)}  AUPRO@0.3 ${all.aupro?.toFixed(4)}`));
       }
+      if (mode === 'inversion') {
+        const pool = normalsSource === 'folder' ? await scoreNormals(det, o.calibrationNormals!, steps, say) : poolFromCalibrationScores(bundle.calibrationScores, steps);
+        const rows = measureDecisions({
+          steps,
+          definitions: defs.flatMap((d) => (d.name === 'reconstruction' ? [] : [d.name])),
+          test: scored.map((s) => ({ components: s.result.components, anomalous: s.item.anomalous, label: s.item.label })),
+          normalization: calibrationAt(m.calibration, steps) ?? m.calibration,
+          thresholds: Object.fromEntries(defs.map((d) => [d.name, d.threshold])),
+          target: bundleTarget(m),
+          pool,
+          rule: o.calibrationRule,
+          rates,
+        });
+        for (const r of rows) if (r.bundle) say(`  ${r.scoreDefinition.padEnd(16)} S=${steps}  threshold ${formatThreshold(r.bundle.threshold)} (target ${formatPercent(r.bundle.targetFalseAlarmRate)}): false alarms ${formatProportion(r.bundle.falseAlarms)}, recall ${formatProportion(r.bundle.recall)}`);
+        decisionRows.push(...rows);
+      }
       const shown = defs.find((d) => d.name === m.score.definition) ?? defs[0];
       if (gallery.length === 0 && o.out) gallery = await galleryFor(masks, scored, shown, m.features, o.gallery ?? 6);
     }
@@ -296,6 +339,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
     gallery,
     notes,
     skipped,
+    ...(mode === 'inversion' ? { decisions: { rates, normals: describeNormals(normalsSource, o.calibrationNormals?.length, o.calibrationRule !== undefined), rows: decisionRows } satisfies DecisionReport } : {}),
   };
   if (o.out) await writeReport(o.out, report);
   return report;

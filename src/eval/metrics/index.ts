@@ -11,6 +11,8 @@
  *   images with a histogram, or exact for small sets.
  * - `PixelMetricsAccumulator`, `pixelAurocExact`, `pixelAveragePrecisionExact` (pixel.ts): pixel
  *   AUROC and AP in bounded memory (histogram, bound on the error), and exact references.
+ * - `clopperPearson`, `proportion` (binomial.ts): exact binomial intervals for observed rates
+ *   (false alarms, recall), through the regularized incomplete beta function and its inverse.
  *
  * Every function validates its input and throws `InvalidArgumentError`
  * (`ERR_INVAD_INVALID_ARGUMENT`) naming the argument at fault.
@@ -25,3 +27,5 @@ export { ProAccumulator } from './pro';
 export type { ProAccumulatorOptions, ProCurve } from './pro';
 export { PixelMetricsAccumulator, pixelAurocExact, pixelAveragePrecisionExact } from './pixel';
 export type { PixelErrorBounds, PixelMetricsOptions } from './pixel';
+export { clopperPearson, inverseRegularizedIncompleteBeta, proportion, regularizedIncompleteBeta } from './binomial';
+export type { Proportion, ProportionInterval } from './binomial';

@@ -4,8 +4,9 @@
  * external resources (a Content-Security-Policy meta tag enforces the latter).
  * Every piece of text from the report is escaped.
  */
-import type { CurvePoints, EvalReport, EvalRow, GalleryItem, MetricSet, RocSeries, ScoreHistogram } from './types';
+import type { CurvePoints, DecisionOutcome, EvalReport, EvalRow, GalleryItem, MetricSet, RocSeries, ScoreHistogram } from './types';
 import { downsampleCurve, MAX_CURVE_POINTS } from './types';
+import { defectTypes, formatPercent, formatProportion, formatThreshold } from './decision-text';
 
 /** Escapes text for HTML element content and double- or single-quoted attribute values (also inside inline SVG). */
 export function escapeHtml(value: unknown): string {
@@ -105,7 +106,33 @@ function fmtTick(v: number, step: number): string {
 
 const ROC = { left: 52, top: 14, size: 340, right: 18 };
 
-function rocChart(title: string, series: RocSeries[], styles: Map<string, SeriesStyle>, auroc: Map<string, number | null>): string {
+/** A threshold's point on a ROC curve: the bundle's own (filled circle) or an operating point's (open diamond). */
+interface RocMarker {
+  fpr: number;
+  tpr: number;
+  kind: 'bundle' | 'operating';
+  label: string;
+}
+
+/** The decision block's points on the image ROC curves, by series. */
+function decisionMarkers(report: EvalReport): Map<string, RocMarker[]> {
+  const markers = new Map<string, RocMarker[]>();
+  const point = (o: DecisionOutcome, kind: RocMarker['kind'], what: string): RocMarker => ({
+    fpr: o.falseAlarms?.rate,
+    tpr: o.recall?.rate,
+    kind,
+    label: `${what}: threshold ${formatThreshold(o.threshold)}, false alarms ${formatProportion(o.falseAlarms, true)}, recall ${formatProportion(o.recall, true)}`,
+  });
+  for (const r of report.decisions?.rows ?? []) {
+    const list: RocMarker[] = [];
+    if (r.bundle) list.push(point(r.bundle, 'bundle', `bundle threshold (target ${formatPercent(r.bundle.targetFalseAlarmRate)})`));
+    for (const op of r.operatingPoints ?? []) if (op.outcome) list.push(point(op.outcome, 'operating', `calibrated for ${formatPercent(op.targetFalseAlarmRate)}`));
+    markers.set(seriesKey(r.scoreDefinition, r.steps), list.filter((m) => isNum(m.fpr) && isNum(m.tpr)));
+  }
+  return markers;
+}
+
+function rocChart(title: string, series: RocSeries[], styles: Map<string, SeriesStyle>, auroc: Map<string, number | null>, markers = new Map<string, RocMarker[]>()): string {
   const { left, top, size, right } = ROC;
   const width = left + size + right;
   const legendTop = top + size + 46;
@@ -145,6 +172,15 @@ function rocChart(title: string, series: RocSeries[], styles: Map<string, Series
     const label = seriesLabel(s.scoreDefinition, s.steps);
     if (pts) {
       parts.push(`<polyline class="curve" points="${pts}" stroke="${style.color}"${dash}><title>${escapeHtml(label)}</title></polyline>`);
+    }
+    for (const m of markers.get(key) ?? []) {
+      const [cx, cy] = [fmtCoord(x(m.fpr)), fmtCoord(y(m.tpr))];
+      const tip = `<title>${escapeHtml(`${label}, ${m.label}`)}</title>`;
+      parts.push(
+        m.kind === 'bundle'
+          ? `<circle class="marker bundle" cx="${cx}" cy="${cy}" r="5" fill="${style.color}">${tip}</circle>`
+          : `<rect class="marker operating" x="${fmtCoord(x(m.fpr) - 3.5)}" y="${fmtCoord(y(m.tpr) - 3.5)}" width="7" height="7" transform="rotate(45 ${cx} ${cy})" stroke="${style.color}">${tip}</rect>`,
+      );
     }
     const ly = legendTop + i * 18;
     const a = auroc.get(key);
@@ -288,7 +324,7 @@ function header(report: EvalReport): string {
           .map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td>${settingValue(v)}</td></tr>`)
           .join('')}</tbody></table></details>`
       : '',
-    `<nav><a href="#metrics">Metrics</a> <a href="#roc">ROC curves</a> <a href="#histograms">Score histograms</a> <a href="#latency">Latency</a> <a href="#gallery">Gallery</a>${
+    `<nav><a href="#metrics">Metrics</a>${report.decisions?.rows?.length ? ' <a href="#decisions">Decisions</a>' : ''} <a href="#roc">ROC curves</a> <a href="#histograms">Score histograms</a> <a href="#latency">Latency</a> <a href="#gallery">Gallery</a>${
       report.notes?.length ? ' <a href="#notes">Notes</a>' : ''
     }</nav>`,
     `</header>`,
@@ -353,6 +389,51 @@ function metricsTable(report: EvalReport): string {
   return `<section id="metrics"><h2>Metrics</h2><table class="metrics">${head}${body}</table><p class="small">Bold: best of the \u201call\u201d rows.</p>${note}</section>`;
 }
 
+/**
+ * The decision block: per score definition and S, the bundle's threshold and each operating
+ * point on the test set (false alarms on good images with the 95% interval, recall overall and
+ * per defect type). Absent from older reports and in the reconstruction ablation.
+ */
+function decisionSection(report: EvalReport): string {
+  const d = report.decisions;
+  if (!d?.rows?.length) return '';
+  const types = defectTypes(d.rows);
+  const head = ['Threshold set by', 'Threshold', 'Normals (needed)', 'False alarms (good)', 'Recall (defective)', ...types.map((t) => `Recall: ${t}`), 'Best recall on the ROC'];
+  const line = (what: string, o: DecisionOutcome | null, normals: string, best: number | null, cls: string, note?: string) => {
+    const byType = new Map((o?.recallByType ?? []).map((t) => [t.type, t.recall]));
+    const cells = [
+      `<th scope="row">${escapeHtml(what)}${note ? ` <span class="small">(${escapeHtml(note)})</span>` : ''}</th>`,
+      `<td class="num">${escapeHtml(formatThreshold(o?.threshold))}</td>`,
+      `<td class="num">${escapeHtml(normals)}</td>`,
+      `<td class="num">${escapeHtml(formatProportion(o?.falseAlarms))}</td>`,
+      `<td class="num">${escapeHtml(formatProportion(o?.recall))}</td>`,
+      ...types.map((t) => `<td class="num">${escapeHtml(formatProportion(byType.get(t), true))}</td>`),
+      `<td class="num">${escapeHtml(formatPercent(best))}</td>`,
+    ];
+    return `<tr class="${cls}">${cells.join('')}</tr>`;
+  };
+  const body = d.rows
+    .map((r) => {
+      const title = `<tr class="group"><th scope="rowgroup" colspan="${head.length}">${escapeHtml(seriesLabel(r.scoreDefinition, r.steps))}</th></tr>`;
+      const b = r.bundle;
+      const bundle = b
+        ? line(`bundle (${b.method ?? DASH}, target ${formatPercent(b.targetFalseAlarmRate)})`, b, DASH, null, 'decision-bundle')
+        : line('bundle', null, DASH, null, 'decision-bundle', 'no threshold at this S');
+      const ops = (r.operatingPoints ?? []).map((op) =>
+        line(`calibrated for ${formatPercent(op.targetFalseAlarmRate)}`, op.outcome, `${op.normals} (${op.normalsNeeded})`, op.bestRecall, 'decision-operating', op.note),
+      );
+      return `<tbody>${title}${bundle}${ops.join('')}</tbody>`;
+    })
+    .join('');
+  return [
+    `<section id="decisions"><h2>Decisions</h2>`,
+    `<p class="small">Each threshold applied to the test set: an image is flagged when its score is above it. False alarms: good images flagged; recall: defective images flagged; intervals at 95% (Clopper\u2013Pearson). `,
+    `Operating points: the threshold calibration sets for the target rate from ${escapeHtml(d.normals?.description ?? DASH)}; \u201cneeded\u201d is the fewest normals that carry the rate (n + 1 \u2265 1/rate). `,
+    `Best recall: the highest recall on the test ROC at that rate, with a threshold picked on the test set itself (a bound, not a setting).</p>`,
+    `<table class="decisions"><thead><tr>${head.map((h) => `<th scope="col">${escapeHtml(h)}</th>`).join('')}</tr></thead>${body}</table></section>`,
+  ].join('');
+}
+
 function rocSection(report: EvalReport, styles: Map<string, SeriesStyle>): string {
   const imageAuroc = new Map<string, number | null>();
   const pixelAuroc = new Map<string, number | null>();
@@ -361,13 +442,17 @@ function rocSection(report: EvalReport, styles: Map<string, SeriesStyle>): strin
     imageAuroc.set(seriesKey(r.scoreDefinition, r.steps), r.metrics?.imageAuroc ?? null);
     pixelAuroc.set(seriesKey(r.scoreDefinition, r.steps), r.metrics?.pixelAuroc ?? null);
   }
-  const figure = (title: string, series: RocSeries[] | undefined, auroc: Map<string, number | null>, empty: string) =>
+  const figure = (title: string, series: RocSeries[] | undefined, auroc: Map<string, number | null>, empty: string, markers?: Map<string, RocMarker[]>) =>
     `<figure class="chart-box"><figcaption>${escapeHtml(title)}</figcaption>${
-      series?.length ? rocChart(title, series, styles, auroc) : `<p class="empty">${escapeHtml(empty)}</p>`
+      series?.length ? rocChart(title, series, styles, auroc, markers) : `<p class="empty">${escapeHtml(empty)}</p>`
     }</figure>`;
   return [
-    `<section id="roc"><h2>ROC curves</h2><div class="charts">`,
-    figure('Image-level ROC', report.rocImage, imageAuroc, 'No image ROC curves.'),
+    `<section id="roc"><h2>ROC curves</h2>`,
+    report.decisions?.rows?.length
+      ? `<p class="small">On the image curves: \u25cf the bundle's threshold, \u25c7 the thresholds calibrated from normals for false-alarm rates of ${escapeHtml((report.decisions.rates ?? []).map(formatPercent).join(', '))} (see <a href="#decisions">Decisions</a>).</p>`
+      : '',
+    `<div class="charts">`,
+    figure('Image-level ROC', report.rocImage, imageAuroc, 'No image ROC curves.', decisionMarkers(report)),
     figure('Pixel-level ROC', report.rocPixel, pixelAuroc, 'No pixel ROC curves (no ground-truth masks).'),
     `</div></section>`,
   ].join('');
@@ -485,6 +570,9 @@ svg .grid{stroke:#e3e3e3;stroke-width:1}svg .axis{stroke:#888}
 svg .diagonal{stroke:#999;stroke-dasharray:4 4}
 svg .curve{fill:none;stroke-width:2;stroke-linejoin:round}
 svg .legend-line{stroke-width:2.5}
+svg .marker.bundle{stroke:#fff;stroke-width:1.5}svg .marker.operating{fill:#fff;stroke-width:1.5}
+tr.decision-operating th{font-weight:400;padding-left:24px;color:#444}
+table.decisions{font-size:13px}table.decisions td.num{white-space:nowrap}
 svg text{font-family:inherit;fill:#333}svg .tick{font-size:11px}svg .axis-label{font-size:12px;fill:#555}svg .legend{font-size:12px}
 svg .bar{fill-opacity:.55;stroke:none}svg .legend-swatch{fill-opacity:.7}
 .gallery{display:flex;flex-wrap:wrap;gap:14px}
@@ -511,6 +599,8 @@ export function renderReportHtml(report: EvalReport): string {
     header(report),
     '\n<main>\n',
     metricsTable(report),
+    '\n',
+    decisionSection(report),
     '\n',
     rocSection(report, styles),
     '\n',

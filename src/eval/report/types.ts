@@ -4,6 +4,9 @@
  * Non-finite numbers do not survive JSON (JSON.stringify writes them as null);
  * the HTML renderer shows null, NaN and missing values as a dash.
  */
+import type { Proportion } from '../metrics/binomial';
+
+export type { Proportion } from '../metrics/binomial';
 
 /** One ROC curve, downsampled to at most MAX_CURVE_POINTS points (see downsampleCurve). */
 export interface CurvePoints {
@@ -82,6 +85,69 @@ export interface SkippedImage {
   message: string;
 }
 
+/**
+ * What a threshold does on the test set: an image is flagged when its score is above the
+ * threshold, as Detector flags it. Each count comes with its exact 95% interval.
+ */
+export interface DecisionOutcome {
+  /** the image threshold, on the score scale of the calibration that set it */
+  threshold: number;
+  /** good test images flagged: the observed false-alarm rate */
+  falseAlarms: Proportion;
+  /** defective test images flagged, all defect types together */
+  recall: Proportion;
+  /** the same per defect type, A-Z */
+  recallByType: Array<{ type: string; recall: Proportion }>;
+}
+
+/** The bundle's own threshold at one S, applied to the test set. */
+export interface BundleDecision extends DecisionOutcome {
+  /** how the bundle set it: 'conformal', 'f1-max' or 'false-alarm-rate' (older bundles); null while uncalibrated */
+  method: string | null;
+  /** the false-alarm rate on normals it was calibrated for */
+  targetFalseAlarmRate: number | null;
+}
+
+/**
+ * One target false-alarm rate: the threshold calibration from normals sets for it (the same rule
+ * as the bundle's calibration, on the normals named in {@link DecisionReport.normals}), and what
+ * that threshold really gives on the test set.
+ */
+export interface OperatingPoint {
+  targetFalseAlarmRate: number;
+  /** calibration normals behind the threshold (for some definitions held-out ones only) */
+  normals: number;
+  /** the fewest normals that carry the rate's guarantee (split-conformal: n + 1 >= 1/rate) */
+  normalsNeeded: number;
+  /** null when no threshold could be set; `note` says why */
+  outcome: DecisionOutcome | null;
+  note?: string;
+  /**
+   * The highest recall on the test ROC at an observed false-alarm rate at most the target: what
+   * the rate could buy with a threshold picked on the test set itself (an upper bound, not a
+   * deployable setting). NaN (null in JSON) without both classes.
+   */
+  bestRecall: number;
+}
+
+/** The decision at one score definition and S. */
+export interface DecisionRow {
+  scoreDefinition: string;
+  steps: number;
+  /** null when the bundle has no threshold for this definition at this S */
+  bundle: BundleDecision | null;
+  operatingPoints: OperatingPoint[];
+}
+
+/** How the thresholds behave on the test set: the bundle's own and those for a few target rates. */
+export interface DecisionReport {
+  /** the target false-alarm rates of the operating points, ascending */
+  rates: number[];
+  /** where the operating points' calibration normals came from */
+  normals: { source: 'bundle' | 'folder' | 'none'; description: string };
+  rows: DecisionRow[];
+}
+
 export interface EvalReport {
   /** ISO 8601 */
   createdAt: string;
@@ -98,6 +164,8 @@ export interface EvalReport {
   notes: string[];
   /** test images that could not be scored (each also has a line in notes); absent in older reports */
   skipped?: SkippedImage[];
+  /** the calibrated thresholds applied to the test set (inversion mode); absent in older reports */
+  decisions?: DecisionReport;
 }
 
 export const MAX_CURVE_POINTS = 512;

@@ -6,6 +6,9 @@
 import { Command } from 'commander';
 import { calibrateBundle, compareBundleSources, fitBundleLatents } from '../../../fit/calibrate-bundle';
 import { loadLabelledImages } from '../../../eval/dataset';
+import { labelledItems, measureLabelledDecisions } from '../../../eval/decision';
+import { decisionMarkdown } from '../../../eval/report/decision-text';
+import { CALIBRATION_RULE } from './eval';
 import { expandImagePaths } from '../../../util/image-files';
 import { UsageError } from '../exit';
 import { parsePositiveInt, parseProviders } from './score';
@@ -74,6 +77,11 @@ export function calibrateCommand(): Command {
         onProgress: say,
       });
       for (const w of cal.warnings ?? []) say(`warning: ${w}`);
+      if (validation) {
+        // The trade-off on the labelled images: the thresholds just set, and what the normals give at each target rate.
+        const decisions = await measureLabelledDecisions(o.model, labelledItems(validation), { steps: cal.bySteps?.map((s) => s.steps), rule: CALIBRATION_RULE, executionProviders: o.providers, onProgress: say });
+        say(`\nThe trade-off on the validation images (the F1-max thresholds were set on them; the operating points' on normals only):\n\n${decisionMarkdown(decisions, 'the validation images')}`);
+      }
       const { samples, outOfFold, imageThreshold, imageThresholdMethod, pixelThreshold, falseAlarmRate, warnings } = cal;
       const sources = o.compareSources ? { sources: await compareBundleSources(o.model) } : {};
       process.stdout.write(
