@@ -70,6 +70,11 @@ const ready = hasShared() && hasTorch();
     expect(r.skipped.map((s) => s.file)).toEqual([join(normalDir, 'corrupt.png')]);
     expect(events.filter((e) => e.stage === 'epoch')).toHaveLength(15);
     expect(r.manifest.calibration.status).toBe('calibrated');
+    // Issue 14: conformal thresholds, and every readable normal calibrates, held out or out of fold.
+    const cal = r.manifest.calibration;
+    expect(cal).toMatchObject({ imageThresholdMethod: 'conformal', outOfFold: { folds: 5 }, scoresFile: { file: 'calibration.json' } });
+    expect(cal.samples + cal.outOfFold!.samples).toBe(40);
+    expect(cal.warnings).toEqual(expect.arrayContaining([expect.stringContaining('at least 99 normals')]));
     expect(r.manifest.features).toEqual({ channels: 152, height: 14, width: 14 });
     expect(r.manifest.provenance.training.featureStandardization).toMatch(/^none/); // the default: raw features
     expect(r.manifest.score.definition).toBe('latent-gaussian'); // the default score
