@@ -167,6 +167,17 @@ export interface Manifest {
   models: { backbone: BackboneFileSpec; unet: UnetFileSpec };
   latentGaussian?: LatentGaussianSpec[];
   provenance: Provenance;
+  /** Numeric precision of the UNet: 'int8' for a QDQ-quantized one (invad quantize, issue 16). Absent: 'fp32'. */
+  precision?: ModelPrecision;
+  /** How an int8 UNet was quantized: a free-form record written by invad quantize. */
+  quantization?: Record<string, unknown>;
+}
+
+export type ModelPrecision = 'fp32' | 'int8';
+
+/** The UNet's precision; bundles written before `precision` existed are fp32. */
+export function bundlePrecision(m: Pick<Manifest, 'precision'>): ModelPrecision {
+  return m.precision ?? 'fp32';
 }
 
 const positiveInt = { type: 'integer', minimum: 1, maximum: 65536 } as const;
@@ -324,6 +335,8 @@ export const manifestSchema = {
         },
       },
     },
+    precision: { type: 'string', enum: ['fp32', 'int8'] },
+    quantization: { type: 'object', required: [], additionalProperties: true },
     provenance: {
       type: 'object',
       required: ['backbone', 'training', 'createdAt', 'createdBy'],

@@ -9,6 +9,7 @@ import { doctorCommand } from './commands/doctor';
 import { evalCommand } from './commands/eval';
 import { exportCommand } from './commands/export';
 import { fitCommand } from './commands/fit';
+import { quantizeCommand } from './commands/quantize';
 import { scoreCommand } from './commands/score';
 import { serveCommand } from './commands/serve';
 import { EXIT_CODES_HELP, EXIT_INTERNAL, exitFor } from './exit';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
     .addCommand(doctorCommand())
     .addCommand(benchCommand())
     .addCommand(exportCommand())
+    .addCommand(quantizeCommand())
     .showHelpAfterError();
   forEachCommand(program, (c) => c.addHelpText('after', EXIT_CODES_HELP));
   return program;
