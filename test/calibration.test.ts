@@ -340,6 +340,15 @@ describe('a tiny bundle calibrated with out-of-fold scores, appended to, and che
     // Refitted latent statistics: the stored latent-Gaussian scores no longer apply.
     await fitBundleLatents(copy, train.slice(0, 10), { steps: [3] });
     await expect(calibrateBundle(copy, more, { steps: [3], append: true })).rejects.toMatchObject({ argument: 'append', message: expect.stringContaining('refitted') });
+    // Other models (an int8 UNet, say): the stored scores are not theirs.
+    const requantized = copyBundle('append-other-unet');
+    const scores = JSON.parse(readFileSync(join(requantized, 'calibration.json'), 'utf8'));
+    expect(scores.models.unetSha256).toBe(manifestOf(requantized).models.unet.sha256);
+    scores.models.unetSha256 = 'e'.repeat(64);
+    const bytes = Buffer.from(JSON.stringify(scores));
+    writeFileSync(join(requantized, 'calibration.json'), bytes);
+    editManifest(requantized, (m) => (m.calibration.scoresFile.sha256 = sha256Bytes(bytes)));
+    await expect(calibrateBundle(requantized, more, { steps: [3], append: true })).rejects.toMatchObject({ argument: 'append', message: expect.stringContaining('other models') });
     // A bundle calibrated before calibration.json has nothing to append to.
     const legacy = copyBundle('append-legacy');
     editManifest(legacy, (m) => delete m.calibration.scoresFile);

@@ -134,6 +134,10 @@ function componentsOf(s: CalibrationSample): ScoreComponents {
 
 type LatentHashes = StepCalibrationScores['latent'];
 
+function modelHashes(m: Manifest): NonNullable<CalibrationScores['models']> {
+  return { backboneSha256: m.models.backbone.sha256, unetSha256: m.models.unet.sha256 };
+}
+
 function latentHashes(m: Manifest, steps: number): LatentHashes {
   const g = m.latentGaussian?.find((x) => x.steps === steps);
   return g ? { meanSha256: g.meanSha256, precisionSha256: g.precisionSha256 } : undefined;
@@ -147,6 +151,10 @@ function latentHashes(m: Manifest, steps: number): LatentHashes {
 function storedSamples(dir: string, m: Manifest, stored: CalibrationScores | undefined, steps: readonly number[]): Map<number, CalibrationSample[]> {
   if (!stored) {
     throw new InvalidArgumentError('append', `bundle ${dir} has no stored calibration sample (calibration.json) to append to: it was calibrated by an older invad; calibrate it once without append`);
+  }
+  const models = modelHashes(m);
+  if (stored.models && (stored.models.backboneSha256 !== models.backboneSha256 || stored.models.unetSha256 !== models.unetSha256)) {
+    throw new InvalidArgumentError('append', 'the stored calibration sample was scored with other models than the bundle has now (replaced or quantized since); calibrate without append');
   }
   const out = new Map<number, CalibrationSample[]>();
   for (const s of steps) {
@@ -219,7 +227,7 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   }
   const main = counts.find((c) => c.steps === m.schedule.defaultSteps)!;
   const oofFolds = folds ?? m.calibration.outOfFold?.folds;
-  const scoresFile = await writeCalibrationScores(dir, { format: CALIBRATION_SCORES_FORMAT, version: CALIBRATION_SCORES_VERSION, bySteps: entries });
+  const scoresFile = await writeCalibrationScores(dir, { format: CALIBRATION_SCORES_FORMAT, version: CALIBRATION_SCORES_VERSION, models: modelHashes(m), bySteps: entries });
   const calibration = calibrationSpec(
     bySteps,
     { steps: m.schedule.defaultSteps, definition: m.score.definition, samples: main.heldOut, falseAlarmRate: far },

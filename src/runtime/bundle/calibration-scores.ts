@@ -52,6 +52,11 @@ export interface StepCalibrationScores {
 export interface CalibrationScores {
   format: typeof CALIBRATION_SCORES_FORMAT;
   version: typeof CALIBRATION_SCORES_VERSION;
+  /**
+   * The models the scores came from (their sha256 in the manifest); `--append` refuses to pool
+   * with scores of other models, such as the fp32 UNet of a bundle quantized since
+   */
+  models?: { backboneSha256: string; unetSha256: string };
   bySteps: StepCalibrationScores[];
 }
 
@@ -68,6 +73,12 @@ export const calibrationScoresSchema = {
   properties: {
     format: { type: 'string', const: CALIBRATION_SCORES_FORMAT },
     version: { type: 'integer', const: CALIBRATION_SCORES_VERSION },
+    models: {
+      type: 'object',
+      required: ['backboneSha256', 'unetSha256'],
+      additionalProperties: false,
+      properties: { backboneSha256: sha256, unetSha256: sha256 },
+    },
     bySteps: {
       type: 'array',
       items: {
