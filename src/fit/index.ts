@@ -12,3 +12,5 @@ export { calibrateBundle, compareBundleSources, fitBundleLatents } from './calib
 export type { BundleStepOptions, CalibrateBundleOptions, LabelledImages } from './calibrate-bundle';
 export { BACKBONE_PRESETS, backbonePresetNames, MODELS_DIR_ENV, modelSearchDirs, resolveBackboneModel } from './backbones';
 export type { BackbonePreset } from './backbones';
+export { activationParams, activationRanges, optimizedNodeTypes, planQuantization, quantizeBundle, quantizeQdq } from './quantize';
+export type { OptimizedNodeCount, QdqOptions, QuantizeBundleOptions, QuantizeResult, TensorRange } from './quantize';
