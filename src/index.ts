@@ -8,6 +8,7 @@
  */
 export { Detector } from './runtime/detector';
 export type { DetectorOptions, DetectorInfo, ScoreBatchOptions, ScoreOptions, ScoreResult, ScoreTimings } from './runtime/detector';
+export type { DriftAlarmState, DriftCallback, DriftEvent, DriftFalseAlarm, DriftInfo, DriftQuantile, DriftReport } from './runtime/drift';
 export { RemoteDetector } from './runtime/remote/remote-detector';
 export type {
   RemoteDetectorInfo,

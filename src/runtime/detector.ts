@@ -17,6 +17,17 @@ import { checkIntraOpThreads, DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type Eng
 import { DisposedError, InferenceError, InvadError, reviveError } from '../util/errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors, takeInput } from './preprocess';
 import { calibrationAt, imageThresholdAt } from './calibration';
+import {
+  DEFAULT_DRIFT_ALPHA,
+  DEFAULT_DRIFT_WINDOW,
+  type DriftCallback,
+  type DriftInfo,
+  type DriftMonitor,
+  driftMonitor,
+  MAX_DRIFT_WINDOW,
+  MIN_DRIFT_WINDOW,
+} from './drift';
+import type { CalibrationScores } from './bundle/calibration-scores';
 import { imageScore, SCORES, type ScoreComponents } from './scores';
 import { maxSteps } from './schedule';
 import { intInRange, invalidArgument, numberInRange, oneOf, pathString, plainObject } from '../util/validate';
@@ -78,6 +89,22 @@ export interface DetectorOptions {
   tensorrt?: TensorRtOptions;
   /** CUDA device of the CUDA/TensorRT providers (native engine). Default 0. */
   cudaDeviceId?: number;
+  /**
+   * Drift monitoring (info().drift, README "Drift alarms"): how many of the latest passed parts' scores
+   * are compared with the calibration normals', per S; 0 turns it off, else 20 to 1,000,000.
+   * Default 1000.
+   */
+  driftWindow?: number;
+  /** The KS p-value below which `onDrift` fires, in (0, 1). Default 0.001. */
+  driftAlpha?: number;
+  /**
+   * Called when the window's KS p-value falls below `driftAlpha`, checked each time
+   * ceil(driftWindow / 10) more parts have been passed; it fires once, then not again until a
+   * check sees the p-value back at 10 x driftAlpha or more. It runs inside score(); whatever it
+   * throws or rejects with becomes a process warning (code INVAD_DRIFT_CALLBACK), never an error
+   * of the score.
+   */
+  onDrift?: DriftCallback;
 }
 
 export interface ScoreTimings {
@@ -168,6 +195,8 @@ export interface DetectorInfo {
   engineFallback: string | null;
   /** the threshold rule, the normals behind it and its warnings (e.g. too few normals for the rate) */
   calibration: CalibrationSummary;
+  /** the passed parts' scores at the detector's S against the calibration normals' (see drift()) */
+  drift: DriftInfo;
 }
 
 interface Resolved {
@@ -185,6 +214,9 @@ interface Resolved {
   engineDefaulted: boolean;
   tensorrt: TensorRtOptions | undefined;
   cudaDeviceId: number;
+  driftWindow: number;
+  driftAlpha: number;
+  onDrift: DriftCallback | undefined;
 }
 
 function resolveTensorRt(raw: unknown): TensorRtOptions | undefined {
@@ -221,7 +253,28 @@ function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number
     engineDefaulted: o.engine === undefined,
     tensorrt: resolveTensorRt(o.tensorrt),
     cudaDeviceId: o.cudaDeviceId === undefined ? 0 : intInRange('options.cudaDeviceId', o.cudaDeviceId, 0, 1023),
+    driftWindow: o.driftWindow === undefined ? DEFAULT_DRIFT_WINDOW : driftWindowOption(o.driftWindow),
+    driftAlpha: o.driftAlpha === undefined ? DEFAULT_DRIFT_ALPHA : openUnitOption('options.driftAlpha', o.driftAlpha),
+    onDrift: o.onDrift === undefined ? undefined : callbackOption('options.onDrift', o.onDrift),
   };
+}
+
+function driftWindowOption(v: unknown): number {
+  if (v === 0) return 0;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < MIN_DRIFT_WINDOW || v > MAX_DRIFT_WINDOW) {
+    throw invalidArgument('options.driftWindow', `0 (off) or an integer from ${MIN_DRIFT_WINDOW} to ${MAX_DRIFT_WINDOW}`, v);
+  }
+  return v;
+}
+
+function openUnitOption(name: string, v: unknown): number {
+  if (typeof v !== 'number' || !(v > 0 && v < 1)) throw invalidArgument(name, 'a number between 0 and 1 (exclusive)', v);
+  return v;
+}
+
+function callbackOption(name: string, v: unknown): DriftCallback {
+  if (typeof v !== 'function') throw invalidArgument(name, 'a function', v);
+  return v as DriftCallback;
 }
 
 interface QueuedImage {
@@ -245,6 +298,8 @@ export class Detector {
   /** calls accepted before dispose(); dispose waits for them, so nothing is lost */
   private readonly active = new Set<Promise<unknown>>();
   private readonly batcher: MicroBatcher<QueuedImage, EngineOutput>;
+  /** drift monitors by S, made when a part is first scored at that S (or asked about) */
+  private readonly driftMonitors = new Map<number, DriftMonitor | { unavailable: string }>();
 
   private constructor(
     private readonly dir: string,
@@ -252,6 +307,7 @@ export class Detector {
     private readonly engine: EngineClient,
     private readonly ready: EngineReady,
     private readonly opts: Resolved,
+    private readonly calibrationScores: CalibrationScores | undefined,
   ) {
     this.batcher = new MicroBatcher((items, key) => this.runBatch(items, JSON.parse(key) as ScorePlan), {
       maxBatch: opts.maxBatchSize,
@@ -287,7 +343,7 @@ export class Detector {
       })),
     });
     const maxBatchSize = ready.fixedBatch === null ? o.maxBatchSize : Math.min(o.maxBatchSize, ready.fixedBatch);
-    return new Detector(dir, bundle.manifest, client, ready, { ...o, steps, maxBatchSize });
+    return new Detector(dir, bundle.manifest, client, ready, { ...o, steps, maxBatchSize }, bundle.calibrationScores);
   }
 
   get scoreDefinition(): ScoreDefinition {
@@ -329,7 +385,38 @@ export class Detector {
       deviceResident: this.ready.deviceResident ?? false,
       engineFallback: this.ready.engineFallback ?? null,
       calibration: calibrationSummary(m.calibration),
+      drift: this.drift(),
     };
+  }
+
+  /**
+   * The drift report at S (default the detector's), as info().drift gives it for the
+   * detector's S: the latest passed parts' scores against the calibration normals', the KS test,
+   * the false-alarm rates and the alarm (README, "Drift alarms"). Parts scored with per-call `steps`
+   * are watched at their own S; the reconstruction ablation is not watched.
+   */
+  drift(steps: number = this.opts.steps): DriftInfo {
+    intInRange('steps', steps, 1, maxSteps(this.manifest.schedule.trainSteps));
+    if (this.opts.driftWindow === 0) return { status: 'disabled', reason: 'the driftWindow option is 0' };
+    const m = this.driftMonitorAt(steps);
+    return 'unavailable' in m ? { status: 'unavailable', steps, reason: m.unavailable } : m.report();
+  }
+
+  private driftMonitorAt(steps: number): DriftMonitor | { unavailable: string } {
+    let m = this.driftMonitors.get(steps);
+    if (!m) {
+      const setup = {
+        manifest: this.manifest,
+        calibrationScores: this.calibrationScores,
+        steps,
+        definition: this.scoreDefinition,
+        threshold: this.thresholdAt(steps),
+        thresholdOverridden: this.opts.threshold !== undefined,
+      };
+      m = driftMonitor(setup, { window: this.opts.driftWindow, alpha: this.opts.driftAlpha, onDrift: this.opts.onDrift });
+      this.driftMonitors.set(steps, m);
+    }
+    return m;
   }
 
   /**
@@ -524,9 +611,14 @@ export class Detector {
       throw new InferenceError(`${label}: the image score is ${score} (${plan.mode === 'reconstruction' ? 'reconstruction error' : this.scoreDefinition}, S = ${steps}); the model output or the bundle's calibration is out of range`);
     }
     const threshold = plan.mode === 'reconstruction' ? null : this.thresholdAt(steps);
+    const isAnomalous = threshold !== null && score > threshold;
+    if (plan.mode === 'inversion' && this.opts.driftWindow > 0) {
+      const monitor = this.driftMonitorAt(steps);
+      if (!('unavailable' in monitor)) monitor.record(score, isAnomalous);
+    }
     return {
       score,
-      isAnomalous: threshold !== null && score > threshold,
+      isAnomalous,
       threshold,
       map: out.map,
       featureMaps: out.featureMaps,

@@ -21,6 +21,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Detector } from '../../runtime/detector';
+import type { DriftInfo } from '../../runtime/drift';
 import { type BenchImages, type InputKind, pick } from './images';
 import { CpuMonitor, type CpuLoad, peakRssMiB } from './machine';
 import { type Summary, summarize } from './stats';
@@ -76,6 +77,8 @@ export interface LineResult {
   saturation: null | { concurrency: number; durationMs: number; images: number; imagesPerSecond: number; latency: Summary; batchSize: Summary };
   peakRssMiB: number;
   cpu: CpuLoad;
+  /** the detector's drift report at the scenario's S after the line phase (warm-up frames included), before saturation */
+  drift: DriftInfo;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
@@ -169,6 +172,7 @@ export async function benchLine(det: Detector, images: BenchImages, o: LineOptio
   await Promise.all([...pending]);
   clearInterval(sampler);
   const load = cpu.read();
+  const drift = det.drift(o.steps);
 
   let saturation: LineResult['saturation'] = null;
   if (o.saturationMs > 0) {
@@ -218,5 +222,6 @@ export async function benchLine(det: Detector, images: BenchImages, o: LineOptio
     saturation,
     peakRssMiB: peakRssMiB(),
     cpu: load,
+    drift,
   };
 }

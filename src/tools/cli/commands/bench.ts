@@ -14,6 +14,7 @@ import type { SoakResult } from '../../bench/soak';
 import type { StageBenchRow } from '../../bench/stages';
 import { parseDurationMs } from '../../bench/stats';
 import { DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type ExecutionProvider, type ThreadSpinning } from '../../../runtime/engine/protocol';
+import { formatDrift } from '../../../runtime/drift';
 import { parsePositiveInt, parseProviders } from './score';
 
 function parseNonNegativeInt(value: string): number {
@@ -187,7 +188,7 @@ function textReport(report: BenchReport): string {
     : '';
   let body: string;
   if (report.kind === 'stages') body = formatStages(report.result as StageBenchRow[]);
-  else if (report.kind === 'line') body = formatLine(report.result as LineResult);
+  else if (report.kind === 'line') body = `${formatLine(report.result as LineResult)}\n${formatDrift((report.result as LineResult).drift)}`;
   else if (report.kind === 'soak') body = formatSoak(report.result as SoakResult);
   else body = formatCompare(report.result as CompareResult);
   return `${head}${det}${inputs}\n\n${body}\n`;

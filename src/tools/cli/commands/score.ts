@@ -3,6 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { Command, InvalidArgumentError as CommanderArgError } from 'commander';
 import { Detector, type ScoreResult } from '../../../runtime/detector';
+import { type DriftInfo, formatDrift } from '../../../runtime/drift';
 import type { ExecutionProvider } from '../../../runtime/engine/protocol';
 import { InvadError } from '../../../util/errors';
 import { scoreFields } from '../../../deploy/serve/score-fields';
@@ -94,6 +95,7 @@ async function run(inputs: string[], o: ScoreCommandOptions): Promise<number> {
   const det = await Detector.load(o.model, { executionProviders: o.providers, steps: o.steps, maxBatchSize: o.batchSize });
   const { pixelThreshold } = det.info();
   let failures = 0;
+  let drift: DriftInfo | undefined;
   const progress = makeProgress(files.length, 'scoring');
   try {
     const chunk = Math.max(o.batchSize * 4, 32);
@@ -123,10 +125,13 @@ async function run(inputs: string[], o: ScoreCommandOptions): Promise<number> {
       }
       progress.update(Math.min(files.length, i + chunk));
     }
+    drift = det.info().drift;
   } finally {
     progress.stop();
     await det.dispose();
   }
+  // On stderr: stdout stays one JSON line per image.
+  if (drift) process.stderr.write(formatDrift(drift) + '\n');
   if (failures > 0) process.stderr.write(`invad score: ${failures} of ${files.length} images failed\n`);
   return failures > 0 ? EXIT_INPUT_FAILED : EXIT_OK;
 }
