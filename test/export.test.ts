@@ -41,6 +41,7 @@ import {
   relativeDifference,
   runExported,
   tritonConfig,
+  unsupportedDefinition,
 } from '../src/deploy/export';
 import { upgradeOpset } from '../src/deploy/export/opset';
 import { Detector } from '../src/runtime/detector';
@@ -126,7 +127,10 @@ function unetOpset17(c: number, side: number, bigWeight: boolean): { bytes: Uint
     name: 'unet17',
     inputs: [valueInfo('x', DataType.FLOAT, ['N', c, side, side]), valueInfo('t', DataType.INT64, ['N'])],
     outputs: [valueInfo('eps', DataType.FLOAT, ['N', c, side, side])],
-    initializers: [floatTensor('conv.w', [c, c, 3, 3], weights(c * c * 9, 0.3 / Math.sqrt(c / C))), ...(bigWeight ? [floatTensor('W', [flat, flat], weights(flat * flat, 0.1))] : [])],
+    initializers: [
+      floatTensor('conv.w', [c, c, 3, 3], weights(c * c * 9, 0.3 / Math.sqrt(c / C))),
+      ...(bigWeight ? [floatTensor('W', [flat, flat], weights(flat * flat, 0.1))] : []),
+    ],
     nodes: [
       constant('half', floatScalar('half', 0.5)),
       constant('tenth', floatScalar('tenth', 0.1)),
@@ -177,7 +181,9 @@ async function writeNormals(dir: string, count: number, size: number): Promise<s
   for (let i = 0; i < count; i++) {
     const file = join(dir, `${i}.png`);
     const img = part(i, false, size);
-    await sharp(Buffer.from(img.data), { raw: { width: size, height: size, channels: 3 } }).png().toFile(file);
+    await sharp(Buffer.from(img.data), { raw: { width: size, height: size, channels: 3 } })
+      .png()
+      .toFile(file);
     files.push(file);
   }
   return files;
@@ -209,9 +215,22 @@ beforeAll(async () => {
 afterAll(() => tmp?.cleanup());
 
 describe('parity with Detector', () => {
+  // The definitions of SP, NLL and the latent Gaussian; the graph refuses any other (unsupportedDefinition).
+  const EXPORTABLE = ['sp', 'nll', 'combined', 'latent-gaussian'];
+
+  test('the exportable definitions are exactly those the graph computes', () => {
+    expect(SCORE_DEFINITIONS.filter((d) => unsupportedDefinition(d) === null)).toEqual(EXPORTABLE);
+  });
+
   // Every S and every score definition: the same scores, parts, maps and decisions.
   for (const steps of STEPS) {
     for (const scoreDefinition of SCORE_DEFINITIONS) {
+      if (!EXPORTABLE.includes(scoreDefinition)) {
+        test(`S = ${steps}, ${scoreDefinition}: refused with an ExportError`, async () => {
+          await expect(buildExport(bundle, { steps, scoreDefinition })).rejects.toMatchObject({ code: 'ERR_INVAD_EXPORT', file: 'manifest.json' });
+        });
+        continue;
+      }
       test(`S = ${steps}, ${scoreDefinition}`, async () => {
         const built = await buildExport(bundle, { steps, scoreDefinition });
         const report = await compareWithDetector(bundle, built.bytes, images, { steps, scoreDefinition });

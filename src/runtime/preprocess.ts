@@ -253,14 +253,21 @@ export async function toTensor(image: DecodedImage, spec: InputSpec, label: stri
   const pixels = await resizeRgb(image, spec, label);
   const plane = spec.width * spec.height;
   const out = new Float32Array(3 * plane);
+  const { scale, shift } = pixelNormalization(spec);
   for (let c = 0; c < 3; c++) {
-    // (p/255 - mean)/std folded into one multiply-add per pixel
-    const scale = 1 / (255 * spec.std[c]);
-    const shift = -spec.mean[c] / spec.std[c];
     const base = c * plane;
-    for (let i = 0; i < plane; i++) out[base + i] = pixels[3 * i + c] * scale + shift;
+    for (let i = 0; i < plane; i++) out[base + i] = pixels[3 * i + c] * scale[c] + shift[c];
   }
   return out;
+}
+
+/**
+ * The per-channel map from an 8-bit pixel p to the model's input: (p/255 - mean)/std, folded
+ * into p * scale + shift, computed in float64 and rounded once to float32. The exported graph
+ * (`invad export`) uses these same numbers, so both give the same tensor.
+ */
+export function pixelNormalization(spec: Pick<InputSpec, 'mean' | 'std'>): { scale: number[]; shift: number[] } {
+  return { scale: spec.std.map((s) => 1 / (255 * s)), shift: spec.mean.map((m, c) => -m / spec.std[c]) };
 }
 
 /** Stacks preprocessed images into one N x 3 x H x W batch (a fresh buffer, safe to transfer). */

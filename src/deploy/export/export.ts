@@ -16,7 +16,7 @@ import { readNpy } from '../../util/npy';
 import { packageVersion } from '../../util/package-info';
 import { ExportError } from '../../util/errors';
 import { intInRange, invalidArgument, numberInRange, oneOf, pathString, plainObject } from '../../util/validate';
-import { buildPipelineModel } from './graph';
+import { buildPipelineModel, unsupportedDefinition } from './graph';
 import { compareWithDetector, type ParityReport, parityImages } from './parity';
 import { resolveTritonOptions, tritonConfig, type TritonOptions } from './triton';
 
@@ -69,6 +69,8 @@ export interface BuiltExport {
   metadata: Record<string, string>;
   /** the sizes of the bundle's backbone.onnx and unet.onnx together, to compare with `bytes` */
   bundleModelBytes: number;
+  /** the image size the graph takes (the bundle's input size) */
+  inputSize: { width: number; height: number };
 }
 
 export interface ExportResult extends BuiltExport {
@@ -108,10 +110,13 @@ export async function buildExport(dir: string, options: BuildExportOptions = {})
   const o = resolveBuild(dir, options);
   const bundle = await loadBundle(o.dir, { skipHashCheck: !o.verifyHashes });
   const m = bundle.manifest;
+  const definition = o.scoreDefinition ?? m.score.definition;
+  // First: a definition the graph cannot compute fails the same way whatever the bundle holds.
+  const unsupported = unsupportedDefinition(definition);
+  if (unsupported !== null) throw new ExportError(MANIFEST_FILE, unsupported);
   checkScoreSetup(m, { scoreDefinition: o.scoreDefinition, steps: o.steps });
   const S = o.steps ?? m.schedule.defaultSteps;
   if (S > maxSteps(m.schedule.trainSteps)) throw invalidArgument('options.steps', `at most ${maxSteps(m.schedule.trainSteps)}`, S);
-  const definition = o.scoreDefinition ?? m.score.definition;
   const [manifestBytes, backboneBytes, unetBytes] = await Promise.all([
     readFile(join(o.dir, MANIFEST_FILE)),
     readFile(bundle.backbonePath),
@@ -145,7 +150,7 @@ export async function buildExport(dir: string, options: BuildExportOptions = {})
     }),
     'invad.features': JSON.stringify(m.features),
   };
-  const built = await buildPipelineModel({
+  const built = buildPipelineModel({
     manifest: m,
     backbone: decodeModel(backboneBytes),
     unet: decodeModel(unetBytes),
@@ -170,6 +175,7 @@ export async function buildExport(dir: string, options: BuildExportOptions = {})
     tensors: built.tensors,
     metadata,
     bundleModelBytes: backboneBytes.length + unetBytes.length,
+    inputSize: { width: m.input.width, height: m.input.height },
   };
 }
 
@@ -199,8 +205,7 @@ export async function exportPipeline(dir: string, options: ExportOptions): Promi
 
   let parity: ParityReport | null = null;
   if (verifyImages > 0) {
-    const bundle = await loadBundle(dir, { skipHashCheck: true });
-    const images = parityImages(bundle.manifest.input, verifyImages);
+    const images = parityImages(built.inputSize, verifyImages);
     parity = await compareWithDetector(dir, built.bytes, images, {
       steps: built.steps,
       scoreDefinition: built.scoreDefinition,

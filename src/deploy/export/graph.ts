@@ -8,8 +8,8 @@
  *
  * Each step is written to give what Detector gives (docs/method.md), bit for bit where the
  * operations allow it:
- * - normalization is a 256-entry table per channel, filled by preprocess's own toTensor, so the
- *   graph's input tensor is exactly Detector's;
+ * - normalization uses preprocess's own coefficients with its float64 arithmetic, so the graph's
+ *   input tensor is exactly Detector's;
  * - the DDIM update rounds like the kernels: two float32 products, then their sum;
  * - from the reductions on, as in Detector's JavaScript, the score parts, the Mahalanobis
  *   distance, the calibration and the threshold comparison are float64. Only the per-position
@@ -19,12 +19,12 @@
  * (is_anomalous = not (score <= threshold), true for NaN), so a broken result never passes as good.
  */
 import { attr, DataType, type Dim, floatTensor, int64Vector, makeGraph, makeModel, makeNode, onnx, valueInfo } from '../../fit/onnx/proto';
-import type { InputSpec, Manifest } from '../../runtime/bundle/manifest';
+import type { Manifest } from '../../runtime/bundle/manifest';
 import type { LatentGaussian } from '../../runtime/latent-gaussian';
-import { toTensor } from '../../runtime/preprocess';
+import { pixelNormalization } from '../../runtime/preprocess';
 import { IMAGE_INPUT, modelTensors, OUTPUT, type TensorSpec } from '../../runtime/remote/tensor-spec';
 import { type InversionStep } from '../../runtime/schedule';
-import { partNormalization, type ScoreDefinition, type ScoreNormalization, type ScorePart, SCORES } from '../../runtime/scores';
+import { type FeatureMap, partNormalization, type ScoreDefinition, type ScoreNormalization, type ScorePart, SCORES } from '../../runtime/scores';
 import { ExportError } from '../../util/errors';
 import { InlinedModel } from './inline';
 import { defaultOpset, upgradeOpset } from './opset';
@@ -64,7 +64,7 @@ export interface PipelineModel {
 }
 
 /** Raw little-endian tensor data (every platform Node ships on is little-endian). */
-function rawTensor(name: string, dataType: DataType, dims: readonly number[], data: Float64Array | Int32Array | Uint8Array): onnx.TensorProto {
+function rawTensor(name: string, dataType: DataType, dims: readonly number[], data: Float64Array): onnx.TensorProto {
   const bytes = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
   return onnx.TensorProto.create({ name, dims: [...dims], dataType, rawData: bytes });
 }
@@ -105,7 +105,11 @@ class Builder {
   }
 
   float64(base: string, value: number): string {
-    return this.constant(rawTensor(this.prefix + base, DataType.DOUBLE, [], Float64Array.of(value)));
+    return this.float64Tensor(base, [], [value]);
+  }
+
+  float64Tensor(base: string, dims: readonly number[], values: readonly number[]): string {
+    return this.constant(rawTensor(this.prefix + base, DataType.DOUBLE, dims, Float64Array.from(values)));
   }
 
   int64(base: string, values: readonly number[]): string {
@@ -145,6 +149,24 @@ function otherOpsets(models: ReadonlyArray<{ file: string; model: onnx.IModelPro
   return [...seen].map(([domain, { version }]) => ({ domain, version }));
 }
 
+/** The score parts and feature maps the graph computes; a definition that needs others is refused. */
+const GRAPH_PARTS: ReadonlySet<ScorePart> = new Set<ScorePart>(['spatialRange', 'nll', 'latentGaussian']);
+const GRAPH_MAPS: ReadonlySet<FeatureMap> = new Set<FeatureMap>(['l2', 'latentGaussian']);
+
+/**
+ * Why the exported graph cannot compute a score definition (a part or a map other than SP, NLL,
+ * the latent Gaussian and their maps), or null when it can.
+ */
+export function unsupportedDefinition(definition: ScoreDefinition): string | null {
+  const spec = SCORES[definition];
+  const parts = spec.parts.filter((part) => !GRAPH_PARTS.has(part));
+  if (parts.length > 0)
+    return `the ${definition} score needs ${parts.join(' and ')}, which the exported graph does not compute (it has SP, NLL and the latent Gaussian)`;
+  if (!GRAPH_MAPS.has(spec.map))
+    return `the ${definition} score's map is ${spec.map}, which the exported graph does not compute (it has l2 and latentGaussian)`;
+  return null;
+}
+
 /**
  * The image score of a definition as weights on its normalized parts plus a bias, read off its
  * `combine` function; the graph can only express an affine combination.
@@ -169,16 +191,8 @@ export function affineCombine(definition: ScoreDefinition): { parts: readonly Sc
   return { parts, weights, bias };
 }
 
-/** The per-channel lookup table uint8 -> normalized float, [3 * 256], from preprocess's own toTensor. */
-async function normalizationTable(input: InputSpec): Promise<Float32Array> {
-  const rgb = Buffer.alloc(256 * 3);
-  for (let p = 0; p < 256; p++) rgb.fill(p, 3 * p, 3 * p + 3);
-  // A 256 x 1 image at its own size: toTensor only normalizes (channel c of pixel p at c * 256 + p).
-  return toTensor({ rgb, width: 256, height: 1 }, { ...input, width: 256, height: 1 }, 'normalization table');
-}
-
 /** Builds the pipeline graph (see the file comment). */
-export async function buildPipelineModel(p: PipelineParts): Promise<PipelineModel> {
+export function buildPipelineModel(p: PipelineParts): PipelineModel {
   const m = p.manifest;
   const files = { backbone: m.models.backbone.file, unet: m.models.unet.file };
   const opset = Math.max(MIN_EXPORT_OPSET, defaultOpset(p.backbone) ?? 0, defaultOpset(p.unet) ?? 0);
@@ -204,15 +218,12 @@ export async function buildPipelineModel(p: PipelineParts): Promise<PipelineMode
   const { channels: C, height: h, width: w } = m.features;
   const P = h * w;
 
-  // Normalization: pixel p of channel c -> table[c * 256 + p].
-  const table = b.float32('normalization_table', [3 * 256], await normalizationTable(m.input));
-  const index = b.op(
-    'Add',
-    [b.cast(IMAGE_INPUT, DataType.INT32, 'pixel_index'), b.constant(rawTensor('invad/channel_offset', DataType.INT32, [3], Int32Array.of(0, 256, 512)))],
-    'table_index',
-  );
-  const nhwc = b.op('Gather', [table, index], 'pixels_nhwc', [attr.int('axis', 0)]);
-  const pixels = b.op('Transpose', [nhwc], 'pixels', [attr.ints('perm', [0, 3, 1, 2])]);
+  // Normalization as preprocess does it: p * scale + shift in float64, rounded once to float32.
+  // The uint8 transpose comes first: ORT runs the casts and the arithmetic far faster on NCHW.
+  const { scale, shift } = pixelNormalization(m.input);
+  const nchw = b.op('Transpose', [IMAGE_INPUT], 'image_nchw', [attr.ints('perm', [0, 3, 1, 2])]);
+  const scaled = b.op('Mul', [b.cast(nchw, DataType.DOUBLE, 'image_f64'), b.float64Tensor('pixel_scale', [1, 3, 1, 1], scale)], 'pixels_scaled');
+  const pixels = b.cast(b.op('Add', [scaled, b.float64Tensor('pixel_shift', [1, 3, 1, 1], shift)], 'pixels_f64'), DataType.FLOAT, 'pixels');
 
   // Backbone, then the S UNet calls on one set of weights.
   let x = b.name('x_0');
@@ -271,6 +282,8 @@ export async function buildPipelineModel(p: PipelineParts): Promise<PipelineMode
   }
 
   // Calibration: normalize each part, combine, compare with the threshold (float64, as Detector).
+  const unsupported = unsupportedDefinition(p.definition);
+  if (unsupported !== null) throw new ExportError('manifest.json', unsupported);
   const { parts, weights, bias } = affineCombine(p.definition);
   let score: string | undefined;
   parts.forEach((part, i) => {
@@ -322,8 +335,26 @@ export async function buildPipelineModel(p: PipelineParts): Promise<PipelineMode
     docString: `invad pipeline: backbone, ${p.steps.length} UNet calls, ${p.definition} score`,
     metadata: p.metadata,
   });
-  model.functions = [...backbone.functions, ...unet.functions];
+  model.functions = mergeFunctions([
+    { file: files.backbone, functions: backbone.functions },
+    { file: files.unet, functions: unet.functions },
+  ]);
   return { model, tensors, opset };
+}
+
+/** The model-local functions of both models, each once; two different functions of one name are refused. */
+function mergeFunctions(sources: ReadonlyArray<{ file: string; functions: readonly onnx.IFunctionProto[] }>): onnx.IFunctionProto[] {
+  const byName = new Map<string, { file: string; fn: onnx.IFunctionProto; bytes: string }>();
+  for (const { file, functions } of sources) {
+    for (const fn of functions) {
+      const key = `${fn.domain ?? ''}:${fn.name ?? ''}`;
+      const bytes = Buffer.from(onnx.FunctionProto.encode(fn).finish()).toString('base64');
+      const prior = byName.get(key);
+      if (prior && prior.bytes !== bytes) throw new ExportError(file, `${prior.file} and ${file} both define a different model-local function ${key}`);
+      byName.set(key, { file, fn, bytes });
+    }
+  }
+  return [...byName.values()].map((v) => v.fn);
 }
 
 /** ONNX element types of the tensor-spec data types. */

@@ -20,3 +20,4 @@ export {
   type ParityReport,
 } from './parity';
 export { resolveTritonOptions, TRITON_TYPE, tritonConfig, type TritonOptions } from './triton';
+export { unsupportedDefinition } from './graph';

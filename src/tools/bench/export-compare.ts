@@ -1,7 +1,7 @@
 /**
  * The exported one-graph model (`invad export`) against Detector, on the CPU, in one process:
  *
- *   npx tsc -p . && node dist/src/tools/bench/export-compare.js [--quick] [--steps S] [--bundle DIR] [--json out.json]
+ *   npx tsc -p . && node dist/src/tools/bench/export-compare.js [--quick] [--steps S] [--threads T] [--bundle DIR] [--json out.json]
  *
  * Per bundle and batch size n (1 and 8), the two paths score the same n images, interleaved (one
  * call of each per repetition, alternating which goes first) after a warm-up:
@@ -9,7 +9,7 @@
  *   normalization, the engine worker, backbone, S UNet calls, kernels, resizing the map to the
  *   image's size);
  * - the exported graph, run with onnxruntime-node on the same pixels as uint8 [n, H, W, 3].
- * Both use the CPU provider with ONNX Runtime's default intra-op threads. The bundles are the
+ * Both use the CPU provider with ONNX Runtime's default intra-op threads, or T each (--threads). The bundles are the
  * synthetic presets of engine-compare.ts (the paper's feature shape with a cheap UNet, where
  * overheads show, and with a MatMul-heavy one), or the bundle given with --bundle.
  * Prints medians and p90s per call, images/s and the ratio; asserts nothing.
@@ -49,11 +49,15 @@ function stack(images: readonly RawImage[]): Uint8Array {
   return out;
 }
 
-async function benchBundle(name: string, dir: string, steps: number, reps: number, warmup: number): Promise<Row[]> {
+async function benchBundle(name: string, dir: string, steps: number, threads: number, reps: number, warmup: number): Promise<Row[]> {
   const m = (await loadBundle(dir)).manifest;
   const built = await buildExport(dir, { steps, scoreDefinition: 'combined' });
-  const session = await ort.InferenceSession.create(built.bytes, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' });
-  const detector = await Detector.load(dir, { steps, scoreDefinition: 'combined', maxBatchSize: 8 });
+  const session = await ort.InferenceSession.create(built.bytes, {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'all',
+    ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
+  });
+  const detector = await Detector.load(dir, { steps, scoreDefinition: 'combined', maxBatchSize: 8, intraOpThreads: threads });
   const rows: Row[] = [];
   try {
     for (const n of [1, 8]) {
@@ -78,6 +82,7 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const quick = argv.includes('--quick');
   const steps = Number(option(argv, '--steps') ?? 3);
+  const threads = Number(option(argv, '--threads') ?? 0);
   const reps = Number(process.env.BENCH_REPS ?? (quick ? 10 : 30));
   const warmup = quick ? 2 : 5;
   const info = machineInfo();
@@ -85,25 +90,25 @@ async function main(): Promise<void> {
   console.log(`  machine   ${machineLine(info)}`);
   console.log(`  load      ${info.loadAverage.join(' / ')} (1/5/15 min; a shared machine's other work is in these numbers)`);
   console.log(
-    `  settings  S = ${steps}, combined score, CPU provider, ORT default intra-op threads (Detector: its default engine, ${os.availableParallelism()} cores), ${reps} interleaved reps after ${warmup} warm-up`,
+    `  settings  S = ${steps}, combined score, CPU provider, ${threads > 0 ? `${threads} intra-op thread(s) per session` : 'ORT default intra-op threads'} (Detector: its default engine; ${os.availableParallelism()} cores), ${reps} interleaved reps after ${warmup} warm-up`,
   );
   const rows: Row[] = [];
   const tmp = mkdtempSync(join(os.tmpdir(), 'invad-bench-export-'));
   try {
     const given = option(argv, '--bundle');
     if (given) {
-      rows.push(...(await benchBundle(given, given, steps, reps, warmup)));
+      rows.push(...(await benchBundle(given, given, steps, threads, reps, warmup)));
     } else {
       for (const p of PRESETS.filter((q) => q.name !== 'tiny')) {
         console.log(`  preset    ${p.name}: ${p.description}`);
         const dir = join(tmp, p.name);
         await writeBundle(dir, presetContents(p));
-        rows.push(...(await benchBundle(p.name, dir, steps, reps, warmup)));
+        rows.push(...(await benchBundle(p.name, dir, steps, threads, reps, warmup)));
       }
     }
     const jsonOut = option(argv, '--json');
     if (jsonOut) {
-      writeFileSync(jsonOut, JSON.stringify({ machine: info, steps, reps, warmup, rows }, null, 2));
+      writeFileSync(jsonOut, JSON.stringify({ machine: info, steps, threads, reps, warmup, rows }, null, 2));
       console.log(`wrote ${jsonOut}`);
     }
   } finally {
