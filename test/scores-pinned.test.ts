@@ -93,7 +93,7 @@ async function observe(): Promise<Record<string, unknown>> {
 }
 
 const PINNED: Record<string, unknown> = {
-  calibrationSha256: 'c75b3f6fc953532160a347c64f9278716a86d2521d157e3eada11631c1449f26',
+  calibrationSha256: '1694ded7354c518ca5f54a23162494e272bb24ebe920d5f311b2ed02df1915fe',
   latentSha256: [
     ['3388896f7b2a58b536e7bb4896d92f48a31dc3e97bbfde6577552be81abd4adb', '7d11743118de69529153ebf73d937ff6c2b66e7b60c9028440dcde3a8e10e8b6'],
     ['18570f12888371405828f1a940588bf7159b11fc4dab517d71aebf9a1cfbc4b5', '76bc503366068531a66fe948639093d3f71b0add24268e2915612054d6e717c6'],
