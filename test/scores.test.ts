@@ -24,11 +24,13 @@ import { tempDir, tinyContents, writeTinyBundle } from './helpers/bundles';
 import { pngOf, randomRaw } from './helpers/images';
 
 // Hand-worked: each part normalizes to an exact binary fraction, so sums are exact too.
-const PARTS: Required<ScoreComponents> = { spatialRange: 3, nll: 110, latentGaussian: 7 };
+const PARTS: Required<ScoreComponents> = { spatialRange: 3, nll: 110, latentGaussian: 7, featureGaussian: 6, patchcore: 2 };
 const CAL: Required<ScoreNormalization> = {
   sp: { center: 1, scale: 2 }, // (3 - 1) / 2 = 1
   nll: { center: 100, scale: 4 }, // (110 - 100) / 4 = 2.5
   latentGaussian: { center: 5, scale: 0.5 }, // (7 - 5) / 0.5 = 4
+  featureGaussian: { center: 4, scale: 4 }, // (6 - 4) / 4 = 0.5
+  patchcore: { center: 1, scale: 0.25 }, // (2 - 1) / 0.25 = 4
 };
 
 describe('the table', () => {
@@ -38,10 +40,14 @@ describe('the table', () => {
     nll: { parts: ['nll'], map: 'l2', needsLatent: false, score: 2.5 },
     combined: { parts: ['spatialRange', 'nll'], map: 'l2', needsLatent: false, score: 3.5 },
     'latent-gaussian': { parts: ['latentGaussian'], map: 'latentGaussian', needsLatent: true, score: 4 },
+    'latent-gaussian-feature-map': { parts: ['latentGaussian'], map: 'featureGaussian', needsLatent: true, score: 4 },
+    'latent-feature-fused': { parts: ['latentGaussian', 'featureGaussian'], map: 'fused', needsLatent: true, score: 4.5 },
+    padim: { parts: ['featureGaussian'], map: 'featureGaussian', needsLatent: false, score: 0.5 },
+    patchcore: { parts: ['patchcore'], map: 'patchcore', needsLatent: false, score: 4 },
   };
 
   test('has exactly these definitions, in this order', () => {
-    expect(SCORE_DEFINITIONS).toEqual(['sp', 'nll', 'combined', 'latent-gaussian']);
+    expect(SCORE_DEFINITIONS).toEqual(['sp', 'nll', 'combined', 'latent-gaussian', 'latent-gaussian-feature-map', 'latent-feature-fused', 'padim', 'patchcore']);
     expect(SCORE_DEFINITIONS).toEqual(Object.keys(SCORES));
     expect(Object.isFrozen(SCORE_DEFINITIONS)).toBe(true);
   });
@@ -115,11 +121,13 @@ describe('consumers read the table', () => {
       featureMaps: { l2: Float32Array.of(i, 2 * i), ...(latent ? { latentGaussian: Float32Array.of(10 * i, 20 * i) } : {}) },
     });
     const withLatent = calibrateStep(3, [0, 1, 2, 3].map((i) => normal(i, true)));
-    expect(Object.keys(withLatent.imageThresholds)).toEqual(SCORE_DEFINITIONS);
+    // Definitions on feature statistics are calibrated by invad baseline (test/baseline.test.ts).
+    const onLatents = SCORE_DEFINITIONS.filter((d) => SCORES[d].features === undefined);
+    expect(Object.keys(withLatent.imageThresholds)).toEqual(onLatents);
     const without = calibrateStep(3, [0, 1, 2, 3].map((i) => normal(i, false)));
-    expect(Object.keys(without.imageThresholds)).toEqual(SCORE_DEFINITIONS.filter((d) => !SCORES[d].needsLatent));
+    expect(Object.keys(without.imageThresholds)).toEqual(onLatents.filter((d) => !SCORES[d].needsLatent));
     // The top-level pixel threshold is the one of the default definition's map.
-    for (const d of SCORE_DEFINITIONS) {
+    for (const d of onLatents) {
       const spec = calibrationSpec([withLatent], { steps: 3, definition: d, samples: 4, falseAlarmRate: 0.01 });
       expect(spec.pixelThreshold).toBe(withLatent.pixelThresholds[SCORES[d].map]);
       expect(spec.imageThreshold).toBe(withLatent.imageThresholds[d]);
@@ -235,6 +243,9 @@ describe('a definition added to the table only', () => {
     mkdirSync(join(dataset, 'ground_truth', 'noise'), { recursive: true });
     for (const i of [0, 1]) writeFileSync(join(dataset, 'ground_truth', 'noise', `${i}_mask.png`), await pngOf(randomRaw(32, 32, 1, 500 + i)));
     const report = await m.evaluate.evaluate({ dataset, model: bundle, latencySamples: 1 });
-    expect(report.rows.filter((row) => row.subset === 'all').map((row) => row.scoreDefinition)).toEqual(m.scores.SCORE_DEFINITIONS);
+    expect(report.rows.filter((row) => row.subset === 'all').map((row) => row.scoreDefinition)).toEqual(
+      // Without feature statistics (invad baseline), eval leaves their definitions out.
+      m.scores.SCORE_DEFINITIONS.filter((d: keyof typeof SCORES) => (m.scores.SCORES[d] as ScoreDefinitionSpec).features === undefined),
+    );
   });
 });

@@ -22,7 +22,7 @@ import { downsampleCurve } from './report/types';
 import type { EvalReport, EvalRow, GalleryItem, LatencyRow, MetricSet, RocSeries, ScoreHistogram, SkippedImage } from './report/types';
 import { galleryItem } from './report/gallery';
 import { writeReport } from './report/write';
-import { type FeatureMap, imageScore, SCORES } from '../runtime/scores';
+import { type FeatureMap, hasParts, imageScore, SCORES } from '../runtime/scores';
 import { loadMask, loadTestSet, type TestItem } from './dataset';
 import { bundleTarget, type CalibrationRule, decisionRates, describeNormals, measureDecisions, type NormalPool, poolFromCalibrationScores } from './decision';
 import type { DecisionReport, DecisionRow } from './report/types';
@@ -59,6 +59,13 @@ export interface EvaluateOptions {
   calibrationNormals?: string[];
   /** target false-alarm rates of the operating points; default 0.5%, 1%, 2%, 5% (and the bundle's own) */
   operatingRates?: number[];
+  /**
+   * A baseline bundle (`invad baseline`, issue 17) evaluated on the same test set: its padim and
+   * patchcore rows, ROC curves and latency join this report, scored backbone-only as deployed.
+   */
+  baseline?: string;
+  /** evaluate only these definitions, scored as a Detector with the first one deploys it (no allMaps) */
+  only?: ScoreDefinition[];
   onProgress?: (message: string) => void;
 }
 
@@ -106,7 +113,9 @@ function definitionsAt(m: Manifest, steps: number, mode: 'inversion' | 'reconstr
   const cal = calibrationAt(m.calibration, steps);
   const norms = cal ?? m.calibration;
   const hasLatent = sample.result.featureMaps.latentGaussian !== undefined;
-  return SCORE_DEFINITIONS.filter((d) => !SCORES[d].needsLatent || hasLatent).map((d: ScoreDefinition) => ({
+  // Each definition whose parts and map the bundle gave (the feature statistics of issue 17 are optional).
+  const available = (d: ScoreDefinition) => (!SCORES[d].needsLatent || hasLatent) && hasParts(d, sample.result.components) && sample.result.featureMaps[SCORES[d].map] !== undefined;
+  return SCORE_DEFINITIONS.filter(available).map((d: ScoreDefinition) => ({
     name: d,
     score: (s: Scored) => imageScore(d, s.result.components, norms),
     // Eval scores with allMaps, so the latent map is there whenever hasLatent is.
@@ -271,16 +280,20 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
   const normalsSource = o.calibrationNormals ? 'folder' : bundle.calibrationScores ? 'bundle' : 'none';
   say(`${items.length} test images (${items.filter((i) => !i.anomalous).length} good; defects: ${types.join(', ')})`);
 
-  const det = await Detector.load(o.model, { executionProviders: o.executionProviders, scoreDefinition: 'sp', maxBatchSize: batchSize });
+  const det = await Detector.load(o.model, { executionProviders: o.executionProviders, scoreDefinition: o.only?.[0] ?? 'sp', maxBatchSize: batchSize });
   try {
     for (const steps of stepsList) {
       const scoreOptions: ScoreOptions =
-        mode === 'reconstruction' ? { reconstruction: { tStart: o.tStart ?? 0.2, reconSteps: steps } } : { steps, allMaps: true };
+        mode === 'reconstruction' ? { reconstruction: { tStart: o.tStart ?? 0.2, reconSteps: steps } } : o.only ? { steps } : { steps, allMaps: true };
       say(mode === 'reconstruction' ? `reconstruction ablation: t_start ${o.tStart ?? 0.2}, ${steps} steps` : `scoring at S = ${steps}`);
       const run = await scoreAll(det, items, scoreOptions, batchSize, steps, notes, skipped);
       const { scored } = run;
       latency.push(await latencyAtBatch1(det, items, scoreOptions, steps, o.latencySamples ?? 20), run.latency);
-      const defs = definitionsAt(m, steps, mode, scored[0]);
+      // A baseline bundle's UNet is a placeholder (invad baseline --backbone): only its backbone-only definitions mean anything.
+      const placeholderUnet = m.provenance.training.placeholderUnet === true;
+      const defs = definitionsAt(m, steps, mode, scored[0]).filter(
+        (d) => (!o.only || o.only.includes(d.name as ScoreDefinition)) && (!placeholderUnet || (d.name !== 'reconstruction' && SCORES[d.name].backboneOnly === true)),
+      );
       const pixelByMap = new Map<string, Awaited<ReturnType<typeof pixelMetrics>>>();
       for (const def of defs) {
         const labels = scored.map((s) => (s.item.anomalous ? 1 : 0));
@@ -324,6 +337,22 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
     }
   } finally {
     await det.dispose();
+  }
+  if (o.baseline) {
+    // Each baseline as deployed: its own Detector, backbone only.
+    const stats = (await loadBundle(o.baseline)).manifest.featureStatistics;
+    const baselineDefs = (['padim', 'patchcore'] as const).filter((d) => (d === 'padim' ? stats?.gaussian : stats?.memoryBank));
+    if (baselineDefs.length === 0) notes.push(`baseline ${o.baseline} has no feature statistics (run invad baseline): nothing to compare`);
+    for (const d of baselineDefs) {
+      say(`baseline ${d} from ${o.baseline}`);
+      const b = await evaluate({ ...o, model: o.baseline, out: undefined, baseline: undefined, only: [d], steps: undefined });
+      rows.push(...b.rows);
+      rocImage.push(...b.rocImage);
+      rocPixel.push(...b.rocPixel);
+      histograms.push(...b.histograms);
+      latency.push(...b.latency.map((l) => ({ ...l, scoreDefinition: d })));
+      notes.push(...b.notes.map((n) => `${d}: ${n}`), `${d} rows and latency come from baseline bundle ${resolve(o.baseline)}`);
+    }
   }
   const report: EvalReport = {
     createdAt: new Date().toISOString(),

@@ -22,7 +22,7 @@ import { fitLatentGaussian, mahalanobisMap, type Regularization } from '../runti
 import { InvalidArgumentError } from '../util/errors';
 import { conformalRank, conformalThreshold, ksTwoSample, quantileSorted } from '../util/stats';
 import { f1Max } from '../eval/metrics';
-import { imageScore, SCORES, type ScoreComponents, type ScorePart } from '../runtime/scores';
+import { hasParts, imageScore, SCORES, type ScoreComponents, type ScorePart } from '../runtime/scores';
 
 export function robustNormalization(values: readonly number[]): PartNormalization {
   const sorted = Float64Array.from(values).sort();
@@ -111,6 +111,8 @@ export function calibratePool(steps: number, pool: CalibrationPool, falseAlarmRa
   for (const definition of SCORE_DEFINITIONS) {
     if (SCORES[definition].needsLatent && !hasLatent) continue;
     const sample = poolsOutOfFold(definition) ? latentPool : heldOut;
+    // Definitions on feature statistics (issue 17) are calibrated by invad baseline, not here.
+    if (SCORES[definition].features !== undefined || !sample.every((c) => hasParts(definition, c))) continue;
     step.imageThresholds[definition] = conformalThreshold(sample.map((c) => imageScore(definition, c, step)), falseAlarmRate).threshold;
   }
   return step;

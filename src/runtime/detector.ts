@@ -13,7 +13,7 @@ import { type CalibrationSummary, calibrationSummary } from './bundle/calibratio
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
-import { checkIntraOpThreads, DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
+import { checkIntraOpThreads, DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type FeatureMaps, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
 import { DisposedError, InferenceError, InvadError, reviveError } from '../util/errors';
 import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors, takeInput } from './preprocess';
 import { calibrationAt, imageThresholdAt } from './calibration';
@@ -28,7 +28,7 @@ import {
   MIN_DRIFT_WINDOW,
 } from './drift';
 import type { CalibrationScores } from './bundle/calibration-scores';
-import { imageScore, SCORES, type ScoreComponents } from './scores';
+import { imageScore, SCORES, type ScoreComponents, type ScoreDefinitionSpec } from './scores';
 import { maxSteps } from './schedule';
 import { intInRange, invalidArgument, numberInRange, oneOf, pathString, plainObject } from '../util/validate';
 
@@ -139,9 +139,11 @@ export interface ScoreResult {
    * Maps at feature-grid resolution (features.height x features.width): the
    * latent's channel norm (`l2`, the map of sp/nll/combined; for the
    * reconstruction ablation, the error norm) and, when the bundle has latent
-   * statistics for this S, the Mahalanobis distance (`latentGaussian`).
+   * statistics for this S, the Mahalanobis distance (`latentGaussian`); with feature statistics
+   * (issue 17), `featureGaussian`, `patchcore` and `fused` too. A backbone-only definition
+   * (padim, patchcore) leaves `l2` empty.
    */
-  featureMaps: { l2: Float32Array; latentGaussian?: Float32Array };
+  featureMaps: FeatureMaps;
   components: ScoreComponents;
   steps: number;
   timings: ScoreTimings;
@@ -286,7 +288,7 @@ interface QueuedImage {
 interface EngineOutput {
   components: ScoreComponents;
   map: Float32Array;
-  featureMaps: { l2: Float32Array; latentGaussian?: Float32Array };
+  featureMaps: FeatureMaps;
   width: number;
   height: number;
   timings: Omit<ScoreTimings, 'decodeMs' | 'preprocessMs' | 'totalMs'>;
@@ -341,6 +343,7 @@ export class Detector {
         meanPath: join(dir, g.meanFile),
         precisionPath: join(dir, g.precisionFile),
       })),
+      ...featureStatisticsPaths(dir, bundle.manifest),
     });
     const maxBatchSize = ready.fixedBatch === null ? o.maxBatchSize : Math.min(o.maxBatchSize, ready.fixedBatch);
     return new Detector(dir, bundle.manifest, client, ready, { ...o, steps, maxBatchSize }, bundle.calibrationScores);
@@ -539,12 +542,29 @@ export class Detector {
         seed: 0,
       };
     }
-    const definition = SCORES[this.scoreDefinition];
+    const definition: ScoreDefinitionSpec = SCORES[this.scoreDefinition];
     if (definition.needsLatent && !this.manifest.latentGaussian?.some((g) => g.steps === steps)) {
       throw invalidArgument('options.steps', `a step count with latent-Gaussian statistics in the bundle (${(this.manifest.latentGaussian ?? []).map((g) => g.steps).join(', ') || 'none'})`, steps);
     }
+    const allMaps = o.allMaps === true || definition.needsLatent;
+    // Feature-statistics maps (issue 17): the definition's own, or every one the bundle has with allMaps.
+    const stats = this.manifest.featureStatistics;
+    const featureMaps: Array<'featureGaussian' | 'patchcore'> = [];
+    if (stats?.gaussian && (o.allMaps === true || definition.features?.includes('gaussian'))) featureMaps.push('featureGaussian');
+    if (stats?.memoryBank && (o.allMaps === true || definition.features?.includes('memoryBank'))) featureMaps.push('patchcore');
+    const cal = calibrationAt(this.manifest.calibration, steps) ?? this.manifest.calibration;
+    const fuse = definition.map === 'fused' && cal.latentGaussian && cal.featureGaussian ? { fuse: { latent: cal.latentGaussian, feature: cal.featureGaussian } } : {};
     // The engine computes the latent part only along with every map.
-    return { mode: 'inversion', steps, map: definition.map, allMaps: o.allMaps === true || definition.needsLatent };
+    return {
+      mode: 'inversion',
+      steps,
+      map: definition.map,
+      allMaps,
+      ...(featureMaps.length > 0 ? { featureMaps } : {}),
+      // allMaps asks for the latent maps too, so only a plain baseline call skips the UNet.
+      ...(definition.backboneOnly && o.allMaps !== true ? { backboneOnly: true } : {}),
+      ...fuse,
+    };
   }
 
   /**
@@ -581,7 +601,13 @@ export class Detector {
       return {
         ok: true,
         value: {
-          components: { spatialRange: s.spatialRange, nll: s.nll, ...(s.latentGaussian === undefined ? {} : { latentGaussian: s.latentGaussian }) },
+          components: {
+            spatialRange: s.spatialRange,
+            nll: s.nll,
+            ...(s.latentGaussian === undefined ? {} : { latentGaussian: s.latentGaussian }),
+            ...(s.featureGaussian === undefined ? {} : { featureGaussian: s.featureGaussian }),
+            ...(s.patchcore === undefined ? {} : { patchcore: s.patchcore }),
+          },
           map: s.map,
           featureMaps: s.featureMaps,
           width: sizes[i].width,
@@ -629,4 +655,16 @@ export class Detector {
       timings: { ...pre.timings, ...out.timings, totalMs: performance.now() - start },
     };
   }
+}
+
+/** The engine's paths of a bundle's feature statistics (issue 17), when it has them. */
+function featureStatisticsPaths(dir: string, m: Manifest): { featureStatistics?: NonNullable<Parameters<typeof EngineClient.start>[0]['featureStatistics']> } {
+  const f = m.featureStatistics;
+  if (!f) return {};
+  return {
+    featureStatistics: {
+      ...(f.gaussian ? { gaussian: { meanPath: join(dir, f.gaussian.meanFile), precisionPath: join(dir, f.gaussian.precisionFile) } } : {}),
+      ...(f.memoryBank ? { memoryBank: { path: join(dir, f.memoryBank.file), pooling: f.memoryBank.pooling } } : {}),
+    },
+  };
 }

@@ -8,7 +8,7 @@ import type { CalibrationSpec, PartNormalization } from './bundle/manifest';
 import { InvalidArgumentError } from '../util/errors';
 
 /** The normalization of each score part (a bundle's calibration, or one S of it). */
-export type ScoreNormalization = Pick<CalibrationSpec, 'sp' | 'nll' | 'latentGaussian'>;
+export type ScoreNormalization = Pick<CalibrationSpec, 'sp' | 'nll' | 'latentGaussian' | 'featureGaussian' | 'patchcore'>;
 
 /** The raw score parts of one image. */
 export interface ScoreComponents {
@@ -21,6 +21,14 @@ export interface ScoreComponents {
    * Gaussian of the training normals' latents; present when the bundle has those statistics
    */
   latentGaussian?: number;
+  /**
+   * max over positions of the Mahalanobis distance of the clean features x_0 under the
+   * per-position Gaussian of the training normals' features (PaDiM's statistics, issue 17);
+   * present when the bundle has feature statistics
+   */
+  featureGaussian?: number;
+  /** max over positions of the nearest-neighbour distance of the 3x3-pooled x_0 to the PatchCore memory bank */
+  patchcore?: number;
 }
 
 /** A raw score part, by its name in {@link ScoreComponents}. */
@@ -30,13 +38,18 @@ export type ScorePart = keyof ScoreComponents;
  * A feature map at feature-grid resolution, by its name in a result's `featureMaps` and in the
  * calibration's `pixelThresholds`: the latent's channel norm, or its Mahalanobis distance.
  */
-export type FeatureMap = 'l2' | 'latentGaussian';
+export type FeatureMap = 'l2' | 'latentGaussian' | 'featureGaussian' | 'patchcore' | 'fused';
+
+/** Which feature statistics of the bundle a definition reads (issue 17): the x_0 Gaussian or the PatchCore memory bank. */
+export type FeatureStatistic = 'gaussian' | 'memoryBank';
 
 /** What a part is normalized by: its field in the calibration. */
 const PART_NORMALIZATION: Readonly<Record<ScorePart, keyof ScoreNormalization>> = {
   spatialRange: 'sp',
   nll: 'nll',
   latentGaussian: 'latentGaussian',
+  featureGaussian: 'featureGaussian',
+  patchcore: 'patchcore',
 };
 
 /** One score definition: an entry of {@link SCORES}. */
@@ -51,6 +64,10 @@ export interface ScoreDefinitionSpec {
   readonly combine: (normalized: Readonly<Record<ScorePart, number>>) => number;
   /** one line for help texts */
   readonly summary: string;
+  /** the bundle's feature statistics it needs (`featureStatistics` in the manifest) */
+  readonly features?: readonly FeatureStatistic[];
+  /** needs no UNet call: the backbone's features x_0 alone (the baselines) */
+  readonly backboneOnly?: boolean;
 }
 
 /** Types `combine` over exactly the parts the entry lists. */
@@ -60,6 +77,8 @@ function defineScore<P extends ScorePart>(spec: {
   needsLatent: boolean;
   combine: (normalized: Readonly<Record<P, number>>) => number;
   summary: string;
+  features?: readonly FeatureStatistic[];
+  backboneOnly?: boolean;
 }): ScoreDefinitionSpec {
   return spec;
 }
@@ -97,6 +116,42 @@ export const SCORES = {
     combine: (n) => n.latentGaussian,
     summary: "norm(max Mahalanobis distance of the latent under the training normals' per-position Gaussian)",
   }),
+  // Issue 17, item 3: the x_0 Gaussian's map beside the latent one (no extra network call).
+  'latent-gaussian-feature-map': defineScore({
+    parts: ['latentGaussian'],
+    map: 'featureGaussian',
+    needsLatent: true,
+    features: ['gaussian'],
+    combine: (n) => n.latentGaussian,
+    summary: "latent-gaussian's image score, with the map of the clean features' per-position Gaussian",
+  }),
+  'latent-feature-fused': defineScore({
+    parts: ['latentGaussian', 'featureGaussian'],
+    map: 'fused',
+    needsLatent: true,
+    features: ['gaussian'],
+    combine: (n) => n.latentGaussian + n.featureGaussian,
+    summary: 'norm(latent Gaussian) + norm(feature Gaussian), with the sum of the two normalized maps',
+  }),
+  // Issue 17, item 5: the baselines on the same backbone taps; the backbone alone, no UNet call.
+  padim: defineScore({
+    parts: ['featureGaussian'],
+    map: 'featureGaussian',
+    needsLatent: false,
+    features: ['gaussian'],
+    backboneOnly: true,
+    combine: (n) => n.featureGaussian,
+    summary: "PaDiM baseline: norm(max Mahalanobis distance of the clean features under the training normals' per-position Gaussian)",
+  }),
+  patchcore: defineScore({
+    parts: ['patchcore'],
+    map: 'patchcore',
+    needsLatent: false,
+    features: ['memoryBank'],
+    backboneOnly: true,
+    combine: (n) => n.patchcore,
+    summary: 'PatchCore baseline: norm(max nearest-neighbour distance of the 3x3-pooled features to the coreset memory bank)',
+  }),
 } as const satisfies Record<string, ScoreDefinitionSpec>;
 
 /** What the image score is made of: a key of {@link SCORES}. */
@@ -132,12 +187,18 @@ export function imageScore(definition: ScoreDefinition, parts: ScoreComponents, 
   for (const part of spec.parts) {
     const value = parts[part];
     if (value === undefined) {
-      // Only the latent part is optional in ScoreComponents.
-      throw new InvalidArgumentError('scoreDefinition', `the ${definition} score needs the bundle's latent statistics for this number of steps`);
+      // Only the statistics-based parts are optional in ScoreComponents.
+      const what = part === 'latentGaussian' ? "the bundle's latent statistics for this number of steps" : "the bundle's feature statistics (invad baseline)";
+      throw new InvalidArgumentError('scoreDefinition', `the ${definition} score needs ${what}`);
     }
     const n = partNormalization(part, cal);
     normalized[part] = (value - n.center) / n.scale;
   }
   // Every part the definition reads was set above.
   return spec.combine(normalized as Record<ScorePart, number>);
+}
+
+/** Whether every part `definition` combines is present in `parts` (eval and calibration skip the others). */
+export function hasParts(definition: ScoreDefinition, parts: ScoreComponents): boolean {
+  return SCORES[definition].parts.every((p) => parts[p] !== undefined);
 }

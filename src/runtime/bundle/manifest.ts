@@ -80,10 +80,14 @@ export interface StepCalibration {
   sp: PartNormalization;
   nll: PartNormalization;
   latentGaussian?: PartNormalization;
+  /** normalization of the feature-Gaussian part (issue 17), when the bundle has feature statistics */
+  featureGaussian?: PartNormalization;
+  /** normalization of the PatchCore part (issue 17), when the bundle has a memory bank */
+  patchcore?: PartNormalization;
   /** image threshold of each score definition, at the target false-alarm rate */
   imageThresholds: Partial<Record<ScoreDefinition, number>>;
   /** pixel threshold of each map (on the feature grid), at the target false-alarm rate */
-  pixelThresholds: { l2: number; latentGaussian?: number };
+  pixelThresholds: { l2: number; latentGaussian?: number; featureGaussian?: number; patchcore?: number; fused?: number };
 }
 
 /**
@@ -101,6 +105,10 @@ export interface CalibrationSpec {
   nll: PartNormalization;
   /** normalization of the latent-Gaussian score, when the bundle has its statistics */
   latentGaussian?: PartNormalization;
+  /** normalization of the feature-Gaussian part (issue 17) */
+  featureGaussian?: PartNormalization;
+  /** normalization of the PatchCore part (issue 17) */
+  patchcore?: PartNormalization;
   /** image score above which an image is anomalous; null when uncalibrated */
   imageThreshold: number | null;
   /** pixel-map value above which a pixel is anomalous; null when uncalibrated */
@@ -149,6 +157,46 @@ export interface LatentGaussianSpec {
   regularizationRelativeTo?: 'absolute' | 'mean-variance';
 }
 
+/**
+ * Statistics of the clean backbone features x_0 of the training normals (issue 17), for the
+ * `padim` and `patchcore` baselines and the feature map beside the latent one. Written by
+ * `invad baseline`.
+ */
+export interface FeatureStatisticsSpec {
+  /** per-position Gaussian of x_0, as the latent Gaussian: mean [h*w, C], precision [h*w, C, C] */
+  gaussian?: {
+    meanFile: string;
+    meanSha256: string;
+    precisionFile: string;
+    precisionSha256: string;
+    samples: number;
+    regularization: number;
+    regularizationRelativeTo: 'absolute' | 'mean-variance';
+  };
+  /** PatchCore memory bank [patches, C] of 3x3-average-pooled x_0 patches, a greedy k-center coreset */
+  memoryBank?: {
+    file: string;
+    sha256: string;
+    /** patches in the bank */
+    patches: number;
+    /** training patches it was chosen from */
+    sourcePatches: number;
+    /** dimensions of the random projection the coreset was chosen on */
+    projectionDims: number;
+    /** the side of the average pooling applied to x_0 before the search */
+    pooling: number;
+  };
+}
+
+/**
+ * Map post-processing (issue 17, item 2): a Gaussian blur of the map after its bilinear resize,
+ * sigma `sigmaPx` pixels at a 224-pixel model input, scaled by the image's own size / the input size.
+ * Absent: no smoothing (every bundle before issue 17).
+ */
+export interface MapSmoothingSpec {
+  sigmaPx: number;
+}
+
 export interface Provenance {
   backbone: { name: string; taps: string[] };
   training: Record<string, unknown>;
@@ -166,6 +214,8 @@ export interface Manifest {
   calibration: CalibrationSpec;
   models: { backbone: BackboneFileSpec; unet: UnetFileSpec };
   latentGaussian?: LatentGaussianSpec[];
+  featureStatistics?: FeatureStatisticsSpec;
+  mapSmoothing?: MapSmoothingSpec;
   provenance: Provenance;
   /** Numeric precision of the UNet: 'int8' for a QDQ-quantized one (invad quantize, issue 16). Absent: 'fp32'. */
   precision?: ModelPrecision;
@@ -247,6 +297,8 @@ export const manifestSchema = {
         sp: partNorm,
         nll: partNorm,
         latentGaussian: partNorm,
+        featureGaussian: partNorm,
+        patchcore: partNorm,
         imageThreshold: { type: 'number', nullable: true },
         pixelThreshold: { type: 'number', nullable: true },
         samples: { type: 'integer', minimum: 0 },
@@ -282,6 +334,8 @@ export const manifestSchema = {
               sp: partNorm,
               nll: partNorm,
               latentGaussian: partNorm,
+              featureGaussian: partNorm,
+              patchcore: partNorm,
               imageThresholds: {
                 type: 'object',
                 additionalProperties: false,
@@ -291,7 +345,7 @@ export const manifestSchema = {
                 type: 'object',
                 required: ['l2'],
                 additionalProperties: false,
-                properties: { l2: finite, latentGaussian: finite },
+                properties: { l2: finite, latentGaussian: finite, featureGaussian: finite, patchcore: finite, fused: finite },
               },
             },
           },
@@ -334,6 +388,46 @@ export const manifestSchema = {
           regularizationRelativeTo: { type: 'string', enum: ['absolute', 'mean-variance'] },
         },
       },
+    },
+    featureStatistics: {
+      type: 'object',
+      required: [],
+      additionalProperties: false,
+      properties: {
+        gaussian: {
+          type: 'object',
+          required: ['meanFile', 'meanSha256', 'precisionFile', 'precisionSha256', 'samples', 'regularization', 'regularizationRelativeTo'],
+          additionalProperties: false,
+          properties: {
+            meanFile: fileName,
+            meanSha256: sha256,
+            precisionFile: fileName,
+            precisionSha256: sha256,
+            samples: { type: 'integer', minimum: 2 },
+            regularization: { type: 'number', minimum: 0 },
+            regularizationRelativeTo: { type: 'string', enum: ['absolute', 'mean-variance'] },
+          },
+        },
+        memoryBank: {
+          type: 'object',
+          required: ['file', 'sha256', 'patches', 'sourcePatches', 'projectionDims', 'pooling'],
+          additionalProperties: false,
+          properties: {
+            file: fileName,
+            sha256,
+            patches: { type: 'integer', minimum: 1 },
+            sourcePatches: { type: 'integer', minimum: 1 },
+            projectionDims: { type: 'integer', minimum: 1 },
+            pooling: { type: 'integer', minimum: 1, maximum: 15 },
+          },
+        },
+      },
+    },
+    mapSmoothing: {
+      type: 'object',
+      required: ['sigmaPx'],
+      additionalProperties: false,
+      properties: { sigmaPx: { type: 'number', exclusiveMinimum: 0, maximum: 64 } },
     },
     precision: { type: 'string', enum: ['fp32', 'int8'] },
     quantization: { type: 'object', required: [], additionalProperties: true },

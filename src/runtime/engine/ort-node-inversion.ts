@@ -17,7 +17,8 @@ import { type LatentGaussian, mahalanobisMap } from '../latent-gaussian';
 import { mulberry32 } from '../../util/prng';
 import { alphasCumprod, type InversionStep } from '../schedule';
 import { checkRunDims } from './model-check';
-import type { BatchTimings, SampleOutput } from './protocol';
+import type { BatchTimings, FeatureMaps, SampleOutput, ScorePlan } from './protocol';
+import { type FeatureStatistics, featureGaussianMap, fusedMap, mapMax, patchcoreMap } from '../feature-statistics';
 
 export interface PipelineSessions {
   backbone: ort.InferenceSession;
@@ -62,6 +63,8 @@ export interface InversionOutput {
   backboneMs: number;
   unetMs: number[];
   kernelMs: number;
+  /** the clean features x_0, n x C x h x w, when asked for (the feature-statistics maps) */
+  features?: Float32Array;
 }
 
 /** Clean features -> x_T in S network evaluations; the last step is fused with the reduction. */
@@ -72,10 +75,13 @@ export async function runInversion(
   batch: Float32Array,
   n: number,
   steps: InversionStep[],
+  keepFeatures = false,
 ): Promise<InversionOutput> {
   const t0 = performance.now();
   const x = await extractFeatures(sessions.backbone, m, batch, n);
   const backboneMs = performance.now() - t0;
+  // The steps update x in place; the feature-statistics maps need x_0 itself.
+  const features = keepFeatures ? new Float32Array(x) : undefined;
   const shape = { n, c: m.features.channels, h: m.features.height, w: m.features.width };
   const unetMs: number[] = [];
   let kernelMs = 0;
@@ -91,7 +97,7 @@ export async function runInversion(
     kernelMs += performance.now() - t2;
   }
   if (!reduced) throw new InferenceError('inversion ran no steps');
-  return { latents: x, reduced, backboneMs, unetMs, kernelMs };
+  return { latents: x, reduced, backboneMs, unetMs, kernelMs, ...(features ? { features } : {}) };
 }
 
 /** Standard normal samples from a seeded generator (Box-Muller). */
@@ -167,10 +173,13 @@ export function finishSamples(
   sizes: Array<{ width: number; height: number }>,
   mapFrom: FeatureMap,
   gaussian: LatentGaussian | undefined,
+  extra: FeatureExtras = {},
 ): SampleOutput[] {
   const { channels: c, height: h, width: w } = m.features;
   const plane = h * w;
   const d = c * plane;
+  const resize = (map: Float32Array, size: { width: number; height: number }) => addon.resizeBilinear(map, 1, h, w, size.height, size.width);
+  if (extra.backboneOnly) return finishFeatureSamples(m, out.features!, sizes, mapFrom, extra, resize);
   return sizes.map((size, i): SampleOutput => {
     const sumSq = out.reduced.sumSq[i];
     const l2Min = out.reduced.min[i];
@@ -180,8 +189,11 @@ export function finishSamples(
       return failedSample(base, `the model produced non-finite values for sample ${i} (NaN or Infinity in the inverted latent)`);
     }
     const l2 = out.reduced.l2.slice(i * plane, (i + 1) * plane);
+    const feats = featureParts(out.features?.subarray(i * d, (i + 1) * d), m, extra);
+    if (!feats.ok) return failedSample(base, `${feats.error} of sample ${i}`);
     if (!gaussian) {
-      return { ...base, featureMaps: { l2 }, map: addon.resizeBilinear(l2, 1, h, w, size.height, size.width) };
+      const maps: FeatureMaps = { l2, ...feats.maps };
+      return { ...base, ...feats.parts, featureMaps: maps, map: resize(maps[mapFrom] ?? l2, size) };
     }
     const maha = mahalanobisMap(out.latents.subarray(i * d, (i + 1) * d), gaussian);
     const latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
@@ -189,8 +201,67 @@ export function finishSamples(
     if (!Number.isFinite(latentGaussian)) {
       return failedSample(base, `the latent-Gaussian map of sample ${i} is not finite (max ${latentGaussian}): the latent statistics or the model output are out of range`);
     }
-    const map = addon.resizeBilinear(mapFrom === 'latentGaussian' ? maha : l2, 1, h, w, size.height, size.width);
-    return { ...base, latentGaussian, featureMaps: { l2, latentGaussian: maha }, map };
+    const maps: FeatureMaps = { l2, latentGaussian: maha, ...feats.maps };
+    if (extra.fuse && maps.featureGaussian) maps.fused = fusedMap(maha, maps.featureGaussian, extra.fuse);
+    const shown = maps[mapFrom];
+    if (!shown) return failedSample(base, `the ${mapFrom} map of sample ${i} cannot be made: the bundle lacks its feature statistics or calibration`);
+    return { ...base, latentGaussian, ...feats.parts, featureMaps: maps, map: resize(shown, size) };
+  });
+}
+
+/** What finishSamples makes beside the latent maps (issue 17). */
+export interface FeatureExtras {
+  stats?: FeatureStatistics;
+  /** the feature-statistics maps to compute from `out.features` */
+  featureMaps?: Array<'featureGaussian' | 'patchcore'>;
+  /** no latent: `out.features` only */
+  backboneOnly?: boolean;
+  fuse?: Extract<ScorePlan, { mode: 'inversion' }>['fuse'];
+}
+
+type FeatureParts = { ok: true; parts: { featureGaussian?: number; patchcore?: number }; maps: Pick<FeatureMaps, 'featureGaussian' | 'patchcore'> } | { ok: false; error: string };
+
+/** The feature-statistics maps of one sample's x_0 [c, h*w], and their maxima. */
+function featureParts(x0: Float32Array | undefined, m: Manifest, extra: FeatureExtras): FeatureParts {
+  const parts: { featureGaussian?: number; patchcore?: number } = {};
+  const maps: Pick<FeatureMaps, 'featureGaussian' | 'patchcore'> = {};
+  if (!x0 || !extra.stats) return { ok: true, parts, maps };
+  const { channels: c, height: h, width: w } = m.features;
+  for (const kind of extra.featureMaps ?? []) {
+    let map: Float32Array | undefined;
+    if (kind === 'featureGaussian' && extra.stats.gaussian) map = featureGaussianMap(x0, extra.stats.gaussian);
+    if (kind === 'patchcore' && extra.stats.memoryBank) map = patchcoreMap(x0, c, h, w, extra.stats.memoryBank);
+    if (!map) continue;
+    const max = mapMax(map);
+    if (!Number.isFinite(max)) return { ok: false, error: `the ${kind} map is not finite (max ${max})` };
+    maps[kind] = map;
+    parts[kind] = max;
+  }
+  return { ok: true, parts, maps };
+}
+
+/** Samples of a backbone-only run (the baselines): the feature-statistics parts and maps; SP and NLL are 0. */
+function finishFeatureSamples(
+  m: Manifest,
+  features: Float32Array,
+  sizes: Array<{ width: number; height: number }>,
+  mapFrom: FeatureMap,
+  extra: FeatureExtras,
+  resize: (map: Float32Array, size: { width: number; height: number }) => Float32Array,
+): SampleOutput[] {
+  const d = m.features.channels * m.features.height * m.features.width;
+  return sizes.map((size, i): SampleOutput => {
+    const base = { spatialRange: 0, nll: 0, l2Min: 0, l2Max: 0 };
+    const x0 = features.subarray(i * d, (i + 1) * d);
+    for (let k = 0; k < x0.length; k++) {
+      if (!Number.isFinite(x0[k])) return failedSample(base, `the backbone produced non-finite values for sample ${i}`);
+    }
+    const feats = featureParts(x0, m, extra);
+    if (!feats.ok) return failedSample(base, `${feats.error} of sample ${i}`);
+    const maps: FeatureMaps = { l2: new Float32Array(0), ...feats.maps };
+    const shown = maps[mapFrom];
+    if (!shown) return failedSample(base, `the ${mapFrom} map of sample ${i} cannot be made: the bundle lacks its feature statistics`);
+    return { ...base, ...feats.parts, featureMaps: maps, map: resize(shown, size) };
   });
 }
 

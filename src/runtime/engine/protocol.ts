@@ -1,6 +1,6 @@
 /** Messages between the Detector (main thread) and the engine worker that owns the sessions. */
 import { availableParallelism } from 'node:os';
-import type { Manifest } from '../bundle/manifest';
+import type { Manifest, PartNormalization } from '../bundle/manifest';
 import type { FeatureMap } from '../scores';
 import { InvalidArgumentError, type SerializedError } from '../../util/errors';
 
@@ -71,6 +71,8 @@ export interface EngineConfig {
   threadSpinning?: ThreadSpinning;
   /** latent-Gaussian statistics files by S, loaded when first needed */
   latentGaussian?: Array<{ steps: number; meanPath: string; precisionPath: string }>;
+  /** feature statistics files (issue 17), loaded when first needed */
+  featureStatistics?: { gaussian?: { meanPath: string; precisionPath: string }; memoryBank?: { path: string; pooling: number } };
   /** default 'onnxruntime-node' */
   engine?: EngineKind;
   /** native engine: the libonnxruntime to load (default: onnxruntime-node's, see ortLibraryPath()) */
@@ -98,6 +100,12 @@ export type ScorePlan =
       map: FeatureMap;
       /** compute the Mahalanobis map (~8 ms an image at 152 x 14 x 14) even when `map` is l2 */
       allMaps: boolean;
+      /** the maps of the bundle's feature statistics of x_0 (issue 17) to compute */
+      featureMaps?: Array<'featureGaussian' | 'patchcore'>;
+      /** run the backbone only: no UNet call, no latent parts (the padim and patchcore baselines) */
+      backboneOnly?: boolean;
+      /** the normalizations of the fused map's two parts (the `fused` map) */
+      fuse?: { latent: PartNormalization; feature: PartNormalization };
     }
   | { mode: 'reconstruction'; tStart: number; reconSteps: number; seed: number };
 
@@ -129,6 +137,15 @@ export interface RunRequest {
   plan: ScorePlan;
 }
 
+/** The maps at feature-grid resolution, by name ({@link FeatureMap}); l2 is empty for a backbone-only run. */
+export interface FeatureMaps {
+  l2: Float32Array;
+  latentGaussian?: Float32Array;
+  featureGaussian?: Float32Array;
+  patchcore?: Float32Array;
+  fused?: Float32Array;
+}
+
 export interface SampleOutput {
   spatialRange: number;
   nll: number;
@@ -136,8 +153,12 @@ export interface SampleOutput {
   l2Max: number;
   /** max Mahalanobis distance, when latent statistics exist for this S */
   latentGaussian?: number;
+  /** max of the feature-Gaussian map, when computed */
+  featureGaussian?: number;
+  /** max of the PatchCore map, when computed */
+  patchcore?: number;
   /** the maps at feature-grid resolution (h x w): the latent's channel norm, and its Mahalanobis distance when available */
-  featureMaps: { l2: Float32Array; latentGaussian?: Float32Array };
+  featureMaps: FeatureMaps;
   /** the requested feature map resized to the sample's own size */
   map: Float32Array;
   /** why this sample failed (non-finite model output), if it did */
@@ -152,7 +173,7 @@ export interface SampleOutput {
 export function sampleTransferList(samples: readonly SampleOutput[]): ArrayBuffer[] {
   const buffers = new Set<ArrayBuffer>();
   for (const s of samples) {
-    for (const a of [s.map, s.featureMaps.l2, s.featureMaps.latentGaussian]) if (a) buffers.add(a.buffer as ArrayBuffer);
+    for (const a of [s.map, ...Object.values(s.featureMaps)]) if (a) buffers.add(a.buffer as ArrayBuffer);
   }
   return [...buffers];
 }

@@ -9,6 +9,7 @@ import { loadAddon } from '../../binding';
 import { performance } from 'node:perf_hooks';
 import { BindingLoadError, InferenceError, InvalidArgumentError, serializeError } from '../../util/errors';
 import type { LatentGaussian } from '../latent-gaussian';
+import { type FeatureStatistics, memoryBank } from '../feature-statistics';
 import { readNpy } from '../../util/npy';
 import { inversionSteps, type InversionStep } from '../schedule';
 import { checkBackbone, checkUnet } from './model-check';
@@ -76,6 +77,22 @@ async function loadGaussian(steps: number): Promise<LatentGaussian | undefined> 
   return { positions, channels, mean: mean.data as Float32Array, precision: precision.data as Float32Array };
 }
 
+/** Loads the bundle's feature statistics (issue 17), if it has them. */
+async function loadFeatureStatistics(): Promise<FeatureStatistics | undefined> {
+  const spec = config.featureStatistics;
+  if (!spec) return undefined;
+  const stats: FeatureStatistics = {};
+  if (spec.gaussian) {
+    const [mean, precision] = await Promise.all([readNpy(spec.gaussian.meanPath), readNpy(spec.gaussian.precisionPath)]);
+    stats.gaussian = { positions: mean.shape[0], channels: mean.shape[1], mean: mean.data as Float32Array, precision: precision.data as Float32Array };
+  }
+  if (spec.memoryBank) {
+    const bank = await readNpy(spec.memoryBank.path);
+    stats.memoryBank = memoryBank(bank.data as Float32Array, bank.shape[0], bank.shape[1], spec.memoryBank.pooling);
+  }
+  return stats;
+}
+
 async function main(): Promise<void> {
   let sessions: EngineSessions | null = null;
   let native: NativeEngine | null = null;
@@ -118,6 +135,9 @@ async function main(): Promise<void> {
     return g;
   };
 
+  let featureStats: Promise<FeatureStatistics | undefined> | undefined;
+  const featureStatsFor = () => (featureStats ??= loadFeatureStatistics());
+
   // Runs are chained so that two messages never interleave their awaits.
   let chain: Promise<void> = Promise.resolve();
   const serve = async (req: RunRequest | FeaturesRequest) => {
@@ -131,8 +151,13 @@ async function main(): Promise<void> {
       const unetPath = config.unetPath;
       if (!native && !sessions?.unet) throw new InferenceError('this engine was opened for feature extraction only');
       const pipe = () => ({ backbone: sessions!.backbone, unet: sessions!.unet! });
-      const invert = (steps: InversionStep[], latents: boolean) =>
-        native ? native.inversion(req.batch, req.n, steps, latents) : runInversion(pipe(), addon, config.manifest, req.batch, req.n, steps);
+      const invert = async (steps: InversionStep[], latents: boolean, keepFeatures = false) => {
+        if (!native) return runInversion(pipe(), addon, config.manifest, req.batch, req.n, steps, keepFeatures);
+        // The native pipeline returns x_T only: x_0 for the feature maps costs one more backbone run there.
+        const features = keepFeatures ? await native.features(req.batch, req.n) : undefined;
+        const out = await native.inversion(req.batch, req.n, steps, latents);
+        return features ? { ...out, features } : out;
+      };
       if (req.type !== 'run') {
         const out = await invert(stepsFor(req.steps ?? config.manifest.schedule.defaultSteps), true);
         post({ type: 'features', id: req.id, features: out.latents }, [out.latents.buffer as ArrayBuffer]);
@@ -140,11 +165,24 @@ async function main(): Promise<void> {
       }
       const start = performance.now();
       const plan = req.plan;
-      const wantsLatent = plan.mode === 'inversion' && (plan.map === 'latentGaussian' || plan.allMaps);
+      const featureMaps = plan.mode === 'inversion' ? (plan.featureMaps ?? []) : [];
+      const stats = featureMaps.length > 0 ? await featureStatsFor() : undefined;
+      if (plan.mode === 'inversion' && plan.backboneOnly) {
+        // The baselines: the backbone alone, no UNet call.
+        const t0 = performance.now();
+        const features = native ? await native.features(req.batch, req.n) : await extractFeatures(sessions!.backbone, config.manifest, req.batch, req.n);
+        const empty = new Float32Array(0);
+        const out = { latents: empty, reduced: { l2: empty, min: empty, max: empty, sumSq: new Float64Array(0) }, backboneMs: performance.now() - t0, unetMs: [], kernelMs: 0, features };
+        const resizeStart = performance.now();
+        const samples = finishSamples(addon, config.manifest, out, req.sizes, plan.map, undefined, { stats, featureMaps, backboneOnly: true });
+        post({ type: 'result', id: req.id, samples, timings: batchTimings(out, start, resizeStart) }, sampleTransferList(samples));
+        return;
+      }
+      const wantsLatent = plan.mode === 'inversion' && (plan.map === 'latentGaussian' || plan.map === 'fused' || plan.allMaps);
       const gaussian = wantsLatent ? await gaussianFor(plan.steps) : undefined;
       const out =
         plan.mode === 'inversion'
-          ? await invert(stepsFor(plan.steps), gaussian !== undefined)
+          ? await invert(stepsFor(plan.steps), gaussian !== undefined, stats !== undefined)
           : native
             ? await native.reconstruction(req.batch, req.n, plan, unetPath!)
             : await runReconstruction(pipe(), addon, config.manifest, req.batch, req.n, plan);
@@ -152,7 +190,8 @@ async function main(): Promise<void> {
         throw new InvalidArgumentError('options.steps', `the bundle has no latent-Gaussian statistics for S = ${plan.steps}`);
       }
       const resizeStart = performance.now();
-      const samples = finishSamples(addon, config.manifest, out, req.sizes, plan.mode === 'inversion' ? plan.map : 'l2', gaussian);
+      const extras = plan.mode === 'inversion' ? { stats, featureMaps, ...(plan.fuse ? { fuse: plan.fuse } : {}) } : {};
+      const samples = finishSamples(addon, config.manifest, out, req.sizes, plan.mode === 'inversion' ? plan.map : 'l2', gaussian, extras);
       const timings = batchTimings(out, start, resizeStart);
       post({ type: 'result', id: req.id, samples, timings }, sampleTransferList(samples));
     } catch (err) {

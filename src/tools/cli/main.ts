@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { packageVersion } from '../../util/package-info';
 import { backboneCommand } from './commands/backbone';
+import { baselineCommand } from './commands/baseline';
 import { benchCommand } from './commands/bench';
 import { calibrateCommand } from './commands/calibrate';
 import { doctorCommand } from './commands/doctor';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
     .addCommand(scoreCommand())
     .addCommand(serveCommand())
     .addCommand(fitCommand())
+    .addCommand(baselineCommand())
     .addCommand(calibrateCommand())
     .addCommand(evalCommand())
     .addCommand(backboneCommand())

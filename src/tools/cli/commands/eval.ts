@@ -29,6 +29,7 @@ interface EvalCommandOptions {
   imageOnly?: boolean;
   json?: boolean;
   calibrationNormals?: string;
+  baseline?: string;
 }
 
 export function evalCommand(): Command {
@@ -45,6 +46,7 @@ export function evalCommand(): Command {
     .option('-p, --providers <list>', 'execution providers to try in order', parseProviders, ['cpu'])
     .option('--image-only', 'skip the pixel metrics')
     .option('--calibration-normals <dir>', "normal images (never trained on) to calibrate the operating points' thresholds from, instead of the bundle's stored calibration sample (calibration.json)")
+    .option('--baseline <dir>', 'a baseline bundle (invad baseline padim|patchcore) to evaluate on the same test set, in the same report')
     .option('--json', 'print the whole report as JSON on stdout')
     .action(async (dataset: string, o: EvalCommandOptions) => {
       const report = await evaluate({
@@ -60,6 +62,7 @@ export function evalCommand(): Command {
         imageOnly: o.imageOnly,
         calibrationRule: CALIBRATION_RULE,
         calibrationNormals: o.calibrationNormals ? await expandImagePaths([o.calibrationNormals]) : undefined,
+        baseline: o.baseline,
         onProgress: (m) => process.stderr.write(m + '\n'),
       });
       if (o.json) process.stdout.write(JSON.stringify(report) + '\n');
