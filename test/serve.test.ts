@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Detector } from '../src/runtime/detector';
 import type { RawImage } from '../src/runtime/preprocess';
@@ -291,6 +292,37 @@ test('ready only once the Detector is loaded: live 200, ready 400, scoring 503 w
     expect((await fetch(url + '/v2/health/ready')).status).toBe(200);
   } finally {
     await server.close();
+  }
+});
+
+test('close(): a request whose body is still arriving is finished; one that arrives after is refused', async () => {
+  const server = await startServer({ model: bundle, port: 0 });
+  const png = await pngOf(randomRaw(24, 24, 3, 4));
+  const { port } = new URL(server.url);
+  const socket = connect(Number(port), '127.0.0.1');
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+  const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.write(`POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: ${png.length}\r\n\r\n`);
+  socket.write(png.subarray(0, 100));
+  await new Promise((r) => setTimeout(r, 200)); // the headers are parsed: accepted
+  const closing = server.close();
+  await new Promise((r) => setTimeout(r, 50));
+  const late = await fetch(server.url + '/v1/score', { method: 'POST', body: png }).then(
+    (r) => r.status,
+    () => 'refused',
+  );
+  expect([503, 'refused']).toContain(late);
+  socket.write(png.subarray(100)); // not end(): a half-closed request is abandoned by Node's server
+  await ended;
+  expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+  expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+  await closing;
+  const det = await Detector.load(bundle);
+  try {
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).score).toBe((await det.score(png)).score);
+  } finally {
+    await det.dispose();
   }
 });
 

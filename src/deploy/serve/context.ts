@@ -11,7 +11,7 @@ import type { ServedModel } from './served-model';
 export interface ServeContext {
   readonly metrics: ServeMetrics;
   readonly admission: Admission;
-  /** The model, or a 503 while it loads or the server shuts down. */
+  /** The model, or a 503 while it loads. */
   model(): ServedModel;
   /** Ready for inference: loaded, not shutting down, engine not broken. */
   ready(): boolean;

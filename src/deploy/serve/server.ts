@@ -110,13 +110,15 @@ export async function startServer(options: ServeOptions): Promise<InvadServer> {
   let served: ServedModel | undefined;
   let draining = false;
   let broken = false;
+  const notReady = (why: string) => new HttpError(503, 'ERR_INVAD_NOT_READY', why, { 'retry-after': String(o.retryAfterS) });
 
   const context: ServeContext = {
     metrics,
     admission,
     model() {
-      if (draining) throw new HttpError(503, 'ERR_INVAD_NOT_READY', 'the server is shutting down', { 'retry-after': String(o.retryAfterS) });
-      if (!served) throw new HttpError(503, 'ERR_INVAD_NOT_READY', 'the model is still loading', { 'retry-after': String(o.retryAfterS) });
+      // Not refused while draining: a request accepted before close() is finished (the onRequest
+      // hook turns away the ones that arrive after).
+      if (!served) throw notReady('the model is still loading');
       return served;
     },
     ready: () => served !== undefined && !draining && !broken,
@@ -153,20 +155,23 @@ export async function startServer(options: ServeOptions): Promise<InvadServer> {
   });
 
   const started = new WeakMap<FastifyRequest, number>();
-  app.addHook('onRequest', async (request, reply) => {
-    started.set(request, performance.now());
+  /** Why a request is turned away as soon as its headers are in (before its body is read), or undefined. */
+  const refusal = (request: FastifyRequest): HttpError | undefined => {
     const f = flags(request);
-    if (f.open) return;
+    if (f.open) return undefined;
     if (!authorized(request.headers)) {
-      throw new HttpError(401, 'ERR_INVAD_UNAUTHORIZED', 'missing or wrong API key (send Authorization: Bearer <key> or X-API-Key: <key>)', {
+      return new HttpError(401, 'ERR_INVAD_UNAUTHORIZED', 'missing or wrong API key (send Authorization: Bearer <key> or X-API-Key: <key>)', {
         'www-authenticate': 'Bearer',
       });
     }
-    if (draining) reply.header('connection', 'close');
-    if (f.admits) {
-      context.model();
-      if (admission.full) throw admission.overloaded(1);
-    }
+    if (!f.admits) return undefined;
+    if (draining) return notReady('the server is shutting down');
+    if (!served) return notReady('the model is still loading');
+    return admission.full ? admission.overloaded(1) : undefined;
+  };
+  app.addHook('onRequest', (request, _reply, done) => {
+    started.set(request, performance.now());
+    done(refusal(request));
   });
   // While draining, every answer closes its connection, so close() is not held up by keep-alive.
   app.addHook('onSend', async (_request, reply) => {
