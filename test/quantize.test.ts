@@ -11,7 +11,20 @@ import { bundlePrecision, validateManifest } from '../src/runtime/bundle/manifes
 import { writeBundle } from '../src/fit/write-bundle';
 import { FeatureExtractor } from '../src/fit/features';
 import { activationParams, optimizedNodeTypes, quantizeBundle } from '../src/fit/quantize';
-import { DataType, attr, encodeModel, floatScalar, floatTensor, int64Vector, makeGraph, makeModel, makeNode, valueInfo } from '../src/fit/onnx/proto';
+import { whichEngine } from '../src/tools/bench/engine-choice';
+import {
+  DataType,
+  attr,
+  decodeModel,
+  encodeModel,
+  floatScalar,
+  floatTensor,
+  int64Vector,
+  makeGraph,
+  makeModel,
+  makeNode,
+  valueInfo,
+} from '../src/fit/onnx/proto';
 import { mulberry32 } from '../src/util/prng';
 import { writeNpy } from '../src/util/npy';
 import { TINY, tempDir, tinyContents } from './helpers/bundles';
@@ -154,6 +167,10 @@ describe('invad quantize: static int8 QDQ UNet', () => {
     expect(convs).toBe(2);
     expect(r.nodeTypes.int8.integer).toBeGreaterThanOrEqual(3);
     const again = await optimizedNodeTypes(readFileSync(join(out, 'unet.onnx')));
+    // Fresh names only: the graph's own 'att_scale' initializer sits next to the activation 'att'.
+    const names = (decodeModel(readFileSync(join(out, 'unet.onnx'))).graph?.initializer ?? []).map((t) => t.name);
+    expect(new Set(names).size).toBe(names.length);
+    expect(names).toContain('att_scale_1');
     expect(again.counts).toEqual(r.nodeTypes.int8.counts);
 
     // Raw score parts of unseen images: int8 against fp32.
@@ -165,6 +182,33 @@ describe('invad quantize: static int8 QDQ UNet', () => {
       expect(worst).toBeLessThan(PARITY_REL);
       expect(worst).toBeGreaterThan(0); // it really is another model
     }
+  });
+
+  test('both engines run the int8 UNet alike, and --which-engine times them side by side', async () => {
+    const out = join(tmp.dir, 'int8');
+    const [nat, node] = await Promise.all(
+      (['native', 'onnxruntime-node'] as const).map(async (engine) => {
+        const det = await Detector.load(out, { scoreDefinition: 'sp', engine });
+        try {
+          return (await det.scoreBatch(unseen, { steps: 3 })).map((r) => r.components);
+        } finally {
+          await det.dispose();
+        }
+      }),
+    );
+    nat.forEach((c, i) => {
+      expect(c.nll).toBeCloseTo(node[i].nll, 2);
+      expect(Math.abs(c.spatialRange - node[i].spatialRange)).toBeLessThan(1e-3 * Math.max(1, Math.abs(c.spatialRange)));
+    });
+    const r = await whichEngine({ model: out, batches: [1, 2], steps: [2], reps: 2, warmup: 1 });
+    expect(r.precision).toBe('int8');
+    expect(r.rows.map((x) => [x.batch, x.steps])).toEqual([
+      [1, 2],
+      [2, 2],
+    ]);
+    expect(r.rows.every((x) => Number.isFinite(x.ratio) && x.ratio > 0 && x.nativeMs.n === 2)).toBe(true);
+    expect(['native', 'onnxruntime-node']).toContain(r.faster);
+    expect(r.loadAverageBefore).toHaveLength(3);
   });
 
   test('from the training features (train.npy): ranges without images; without normals the fp32 calibration is kept, with a warning', async () => {

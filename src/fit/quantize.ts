@@ -302,9 +302,30 @@ export function quantizeQdq(
   const inits = new Map(g.initializer.map((t) => [t.name, t]));
   const newInits: onnx.TensorProto[] = [];
   const head: onnx.NodeProto[] = [];
-  const after = new Map<string, onnx.NodeProto[]>();
+  const after = new Map<onnx.NodeProto, onnx.NodeProto[]>();
   const act = new Map<string, QParams>();
-  const dqName = (t: string) => `${t}_DequantizeLinear_Output`;
+  // Every name added is fresh: a graph may already hold 'att_scale' next to an activation 'att'.
+  const taken = new Set<string>([
+    ...g.initializer.map((t) => t.name),
+    ...g.node.flatMap((n) => [...n.input, ...n.output, n.name]),
+    ...(m.graph?.input ?? []).map((v) => v.name ?? ''),
+  ]);
+  const fresh = (name: string): string => {
+    let out = name;
+    for (let k = 1; taken.has(out); k++) out = `${name}_${k}`;
+    taken.add(out);
+    return out;
+  };
+  const qdqNames = (base: string) => ({
+    quantized: fresh(`${base}_quantized`),
+    scale: fresh(`${base}_scale`),
+    zeroPoint: fresh(`${base}_zero_point`),
+    q: fresh(`${base}_QuantizeLinear_Output`),
+    dq: fresh(`${base}_DequantizeLinear_Output`),
+  });
+  /** activation -> its dequantized tensor, and back */
+  const dqOf = new Map<string, string>();
+  const actOfDq = new Map<string, string>();
 
   // Activations: T -> Q -> DQ -> every consumer.
   for (const a of plan.activations) {
@@ -312,20 +333,20 @@ export function quantizeQdq(
     if (!r) throw new InvalidArgumentError('ranges', `no calibration range for activation '${a}'`);
     const p = activationParams(r, actType);
     act.set(a, p);
-    newInits.push(floatTensor(`${a}_scale`, [], [p.scale]));
-    newInits.push(
-      actType === 'uint8' ? uint8Tensor(`${a}_zero_point`, [], Uint8Array.of(p.zeroPoint)) : int8Tensor(`${a}_zero_point`, [], Int8Array.of(p.zeroPoint)),
-    );
+    const nm = qdqNames(a);
+    dqOf.set(a, nm.dq);
+    actOfDq.set(nm.dq, a);
+    newInits.push(floatTensor(nm.scale, [], [p.scale]));
+    newInits.push(actType === 'uint8' ? uint8Tensor(nm.zeroPoint, [], Uint8Array.of(p.zeroPoint)) : int8Tensor(nm.zeroPoint, [], Int8Array.of(p.zeroPoint)));
     const pair = [
-      makeNode('QuantizeLinear', [a, `${a}_scale`, `${a}_zero_point`], [`${a}_QuantizeLinear_Output`], { name: `${a}_QuantizeLinear` }),
-      makeNode('DequantizeLinear', [`${a}_QuantizeLinear_Output`, `${a}_scale`, `${a}_zero_point`], [dqName(a)], { name: `${a}_DequantizeLinear` }),
+      makeNode('QuantizeLinear', [a, nm.scale, nm.zeroPoint], [nm.q], { name: fresh(`${a}_QuantizeLinear`) }),
+      makeNode('DequantizeLinear', [nm.q, nm.scale, nm.zeroPoint], [nm.dq], { name: fresh(`${a}_DequantizeLinear`) }),
     ];
     const producer = g.node.find((n) => n.output.includes(a));
-    if (producer) after.set(producer.name, [...(after.get(producer.name) ?? []), ...pair]);
+    if (producer) after.set(producer, [...(after.get(producer) ?? []), ...pair]);
     else head.push(...pair);
   }
-  const actSet = new Set(plan.activations);
-  for (const n of g.node) n.input = n.input.map((i) => (actSet.has(i) ? dqName(i) : i));
+  for (const n of g.node) n.input = n.input.map((i) => dqOf.get(i) ?? i);
 
   // Weights and biases of the planned nodes.
   const summary: QdqSummary = { quantizedNodes: {}, activations: plan.activations.length, weights: 0, skippedNodes: {} };
@@ -342,17 +363,17 @@ export function quantizeQdq(
       const key = `${wName}@${axis}`;
       if (!done.has(key)) {
         const { q, scales } = quantizeWeight(readFloatTensor(w), dims, axis, qmax);
-        const base = `${wName}${axis < 0 ? '' : `_ch${axis}`}`;
-        newInits.push(int8Tensor(`${base}_quantized`, dims, q));
-        newInits.push(floatTensor(`${base}_scale`, axis < 0 ? [] : [scales.length], scales));
-        newInits.push(int8Tensor(`${base}_zero_point`, axis < 0 ? [] : [scales.length], new Int8Array(scales.length)));
+        const nm = qdqNames(wName);
+        newInits.push(int8Tensor(nm.quantized, dims, q));
+        newInits.push(floatTensor(nm.scale, axis < 0 ? [] : [scales.length], scales));
+        newInits.push(int8Tensor(nm.zeroPoint, axis < 0 ? [] : [scales.length], new Int8Array(scales.length)));
         head.push(
-          makeNode('DequantizeLinear', [`${base}_quantized`, `${base}_scale`, `${base}_zero_point`], [`${base}_DequantizeLinear_Output`], {
-            name: `${base}_DequantizeLinear`,
+          makeNode('DequantizeLinear', [nm.quantized, nm.scale, nm.zeroPoint], [nm.dq], {
+            name: fresh(`${wName}_DequantizeLinear`),
             attributes: axis < 0 ? [] : [attr.int('axis', axis)],
           }),
         );
-        done.set(key, `${base}_DequantizeLinear_Output`);
+        done.set(key, nm.dq);
         weightScales.set(key, scales);
         summary.weights++;
       }
@@ -360,24 +381,24 @@ export function quantizeQdq(
       const bName = n.input[2];
       const b = bName ? inits.get(bName) : undefined;
       if (bName && b && n.opType !== 'MatMul') {
-        const xs = act.get(n.input[0].replace(/_DequantizeLinear_Output$/, ''))!.scale;
+        const xs = act.get(actOfDq.get(n.input[0])!)!.scale;
         const ws = weightScales.get(key)!;
         const bv = readFloatTensor(b);
         const scales = Float32Array.from(bv, (_, c) => xs * ws[ws.length === 1 ? 0 : c]);
         const q = Int32Array.from(bv, (v, c) => Math.max(-2147483647, Math.min(2147483647, Math.round(v / scales[c]))));
-        const base = `${bName}_${n.name}`;
+        const nm = qdqNames(bName);
         newInits.push(
-          int32Tensor(`${base}_quantized`, [bv.length], q),
-          floatTensor(`${base}_scale`, [bv.length], scales),
-          int32Tensor(`${base}_zero_point`, [bv.length], new Int32Array(bv.length)),
+          int32Tensor(nm.quantized, [bv.length], q),
+          floatTensor(nm.scale, [bv.length], scales),
+          int32Tensor(nm.zeroPoint, [bv.length], new Int32Array(bv.length)),
         );
         head.push(
-          makeNode('DequantizeLinear', [`${base}_quantized`, `${base}_scale`, `${base}_zero_point`], [`${base}_DequantizeLinear_Output`], {
-            name: `${base}_DequantizeLinear`,
+          makeNode('DequantizeLinear', [nm.quantized, nm.scale, nm.zeroPoint], [nm.dq], {
+            name: fresh(`${bName}_DequantizeLinear`),
             attributes: [attr.int('axis', 0)],
           }),
         );
-        n.input[2] = `${base}_DequantizeLinear_Output`;
+        n.input[2] = nm.dq;
       }
     }
   }
@@ -389,7 +410,7 @@ export function quantizeQdq(
 
   // Nodes in order: weight DQs and graph-input Q/DQs first, each activation's pair after its producer.
   const nodes: onnx.NodeProto[] = [...head];
-  for (const n of g.node) nodes.push(n, ...(after.get(n.name) ?? []));
+  for (const n of g.node) nodes.push(n, ...(after.get(n) ?? []));
   g.node = nodes;
   // Float initializers nothing reads any more go.
   const used = new Set(nodes.flatMap((n) => n.input));

@@ -16,6 +16,7 @@ import { parseDurationMs } from '../../bench/stats';
 import { DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type ExecutionProvider, type ThreadSpinning } from '../../../runtime/engine/protocol';
 import { formatDrift } from '../../../runtime/drift';
 import { parsePositiveInt, parseProviders } from './score';
+import { formatEngineChoice, whichEngine } from '../../bench/engine-choice';
 
 function parseNonNegativeInt(value: string): number {
   const n = Number(value);
@@ -101,6 +102,7 @@ interface BenchCliOptions {
   python?: string;
   workDir?: string;
   seed: number;
+  whichEngine?: boolean;
 }
 
 function requests(o: BenchCliOptions): BenchRequest[] {
@@ -195,6 +197,22 @@ function textReport(report: BenchReport): string {
 }
 
 async function run(o: BenchCliOptions): Promise<number> {
+  if (o.whichEngine) {
+    if (!o.model) throw new CommanderArgError('--which-engine needs --model <dir>');
+    const r = await whichEngine({
+      model: o.model,
+      batches: o.batch ?? [1, 2, 4, 8],
+      steps: o.steps ?? [2, 3],
+      reps: o.reps,
+      warmup: o.warmup ?? 2,
+      threads: o.threads ?? 0,
+      threadSpinning: o.threadSpinning,
+      onProgress: o.quiet ? undefined : (line: string) => process.stderr.write(`invad bench: ${line}\n`),
+    });
+    process.stdout.write(formatEngineChoice(r) + '\n');
+    if (o.json) await writeFile(o.json, JSON.stringify(r, null, 2) + '\n');
+    return 0;
+  }
   const reqs = requests(o);
   const progress = o.quiet ? undefined : (line: string) => process.stderr.write(`invad bench: ${line}\n`);
   const command = ['invad', ...process.argv.slice(2)].join(' ');
@@ -273,6 +291,7 @@ export function benchCommand(): Command {
     .option('--python <path>', 'compare: Python with PyTorch (default: $INVAD_PYTHON, python3, /usr/bin/python3)')
     .option('--work-dir <dir>', 'compare: keep the exported UNet, features and bundle here')
     .option('--seed <n>', 'compare: seed for the random weights and features', parseNonNegativeInt, 0)
+    .option('--which-engine', 'time both engines side by side on --model (alternating, batch 1,2,4,8 and S 2,3 unless given, --reps repetitions) and say which is faster here')
     .action(async (o: BenchCliOptions) => {
       process.exitCode = await run(o);
     });
