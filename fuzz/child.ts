@@ -9,7 +9,19 @@ import { mkdirSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { InvadError } from '../src/util/errors';
-import { type CallOptions, type CallResult, type CaseContext, type ChildMessage, errorInfo, type ErrorInfo, type FuzzTarget, type Outcome, SEVERITY, ALL_TARGETS, type TargetName } from './protocol';
+import {
+  type CallOptions,
+  type CallResult,
+  type CaseContext,
+  type ChildMessage,
+  errorInfo,
+  type ErrorInfo,
+  type FuzzTarget,
+  type Outcome,
+  SEVERITY,
+  ALL_TARGETS,
+  type TargetName,
+} from './protocol';
 import { Rng } from './rng';
 import { loadTarget } from './targets';
 import { FuzzInjectedError } from './values';
@@ -58,7 +70,10 @@ class CaseRecorder implements CaseContext {
       pending = fn();
     } catch (err) {
       if (options.async) {
-        this.report('untyped', `${what}: threw synchronously`, { ...errorInfo(err), message: `${what} threw synchronously instead of rejecting: ${errorInfo(err).message}` });
+        this.report('untyped', `${what}: threw synchronously`, {
+          ...errorInfo(err),
+          message: `${what} threw synchronously instead of rejecting: ${errorInfo(err).message}`,
+        });
         return { ok: false, error: err };
       }
       this.classify(what, err, options);
@@ -74,7 +89,8 @@ class CaseRecorder implements CaseContext {
 
   private classify(what: string, err: unknown, options: CallOptions): void {
     if (err instanceof InvadError) return this.report('typed', err.code, errorInfo(err));
-    if (err instanceof FuzzInjectedError || (err instanceof Error && err.cause instanceof FuzzInjectedError)) return this.report('typed', 'injected', errorInfo(err));
+    if (err instanceof FuzzInjectedError || (err instanceof Error && err.cause instanceof FuzzInjectedError))
+      return this.report('typed', 'injected', errorInfo(err));
     const documented = options.typed?.(err) ?? null;
     if (documented !== null) return this.report('typed', documented, errorInfo(err));
     const info = errorInfo(err);

@@ -80,13 +80,29 @@ export interface SeedImage {
 /** Small valid images of each format, sizes and channel counts: the mutation seeds. */
 export async function seedImages(): Promise<SeedImage[]> {
   const rng = new Rng(1, 'seed-images');
-  const shapes: Array<[number, number, 1 | 3 | 4]> = [[1, 1, 3], [3, 2, 1], [17, 9, 4], [32, 32, 3], [48, 40, 3]];
+  const shapes: Array<[number, number, 1 | 3 | 4]> = [
+    [1, 1, 3],
+    [3, 2, 1],
+    [17, 9, 4],
+    [32, 32, 3],
+    [48, 40, 3],
+  ];
   const out: SeedImage[] = [];
   for (const [width, height, channels] of shapes) {
     const raw = rng.bytes(width * height * channels);
     for (const format of IMAGE_FORMATS) {
       const img = sharp(raw, { raw: { width, height, channels } });
-      const bytes = await (format === 'png' ? img.png() : format === 'jpeg' ? img.jpeg({ quality: 80 }) : format === 'tiff' ? img.tiff() : format === 'webp' ? img.webp() : img.gif()).toBuffer();
+      const bytes = await (
+        format === 'png'
+          ? img.png()
+          : format === 'jpeg'
+            ? img.jpeg({ quality: 80 })
+            : format === 'tiff'
+              ? img.tiff()
+              : format === 'webp'
+                ? img.webp()
+                : img.gif()
+      ).toBuffer();
       out.push({ format, width, height, channels, bytes });
     }
   }

@@ -106,7 +106,8 @@ function parseOptions(argv: string[]): Options {
     return n;
   };
   const targets = (values.target?.split(',').map((t) => t.trim()) ?? [...TARGET_NAMES]) as TargetName[];
-  for (const t of targets) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target "${t}"; targets are ${TARGET_NAMES.join(', ')} (and selftest, which checks the harness)`);
+  for (const t of targets)
+    if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target "${t}"; targets are ${TARGET_NAMES.join(', ')} (and selftest, which checks the harness)`);
   const count = int('iterations', values.iterations, 1);
   const base = values.smoke ? SMOKE : CAMPAIGN;
   return {
@@ -221,16 +222,37 @@ function runShard(shard: Shard, o: Options, workDir: string): Promise<ShardResul
       const ms = performance.now() - t0;
       const end = shard.first + shard.count;
       if (done && !hung && code === 0) return resolveShard({ records, rest: null, harness, ms });
-      if (code === HARNESS_EXIT) return resolveShard({ records, rest: null, harness: [...harness, `${shard.target} child (seeds ${shard.first}..${end - 1}): ${output.trim().slice(-1500)}`], ms });
+      if (code === HARNESS_EXIT)
+        return resolveShard({
+          records,
+          rest: null,
+          harness: [...harness, `${shard.target} child (seeds ${shard.first}..${end - 1}): ${output.trim().slice(-1500)}`],
+          ms,
+        });
       const how = hung ? 'hang' : 'crash';
-      const key = hung ? (current ? 'timeout' : 'timeout outside a case') : fatal ? `fatal: ${fatal.error.name}` : signal ? `signal ${signal}` : `exit code ${code}`;
+      const key = hung
+        ? current
+          ? 'timeout'
+          : 'timeout outside a case'
+        : fatal
+          ? `fatal: ${fatal.error.name}`
+          : signal
+            ? `signal ${signal}`
+            : `exit code ${code}`;
       // A death between cases belongs to the case before: async work it left behind.
       const seed: number | null = current?.seed ?? fatal?.seed ?? lastEnded;
       if (seed === null) {
         // In setup: the target cannot run at all here.
         return resolveShard({ records, rest: null, harness: [...harness, `${shard.target} child died in setup (${key}): ${output.trim().slice(-1500)}`], ms });
       }
-      const rec = { seed, outcome: how as Outcome, key, input: current?.input ?? records.find((r) => r.seed === seed)?.input, error: fatal?.error, output: output.trim().slice(-2000) };
+      const rec = {
+        seed,
+        outcome: how as Outcome,
+        key,
+        input: current?.input ?? records.find((r) => r.seed === seed)?.input,
+        error: fatal?.error,
+        output: output.trim().slice(-2000),
+      };
       if (current === null) rec.key += done ? ' (in teardown, after the last case)' : ' (after the case returned)';
       records.push(rec);
       const next = seed + 1;
@@ -285,8 +307,17 @@ function replayCommand(target: TargetName, seed: number): string {
 /** The summary table: one row per target and a total. */
 export function summaryTable(rows: Array<{ target: string; counts: Record<Outcome, number>; seconds: number }>): string {
   const head = ['target', 'cases', ...OUTCOMES, 'seconds'];
-  const total = { target: 'total', counts: Object.fromEntries(OUTCOMES.map((k) => [k, rows.reduce((n, r) => n + r.counts[k], 0)])) as Record<Outcome, number>, seconds: rows.reduce((n, r) => n + r.seconds, 0) };
-  const cells = [...rows, total].map((r) => [r.target, String(OUTCOMES.reduce((n, k) => n + r.counts[k], 0)), ...OUTCOMES.map((k) => String(r.counts[k])), r.seconds.toFixed(1)]);
+  const total = {
+    target: 'total',
+    counts: Object.fromEntries(OUTCOMES.map((k) => [k, rows.reduce((n, r) => n + r.counts[k], 0)])) as Record<Outcome, number>,
+    seconds: rows.reduce((n, r) => n + r.seconds, 0),
+  };
+  const cells = [...rows, total].map((r) => [
+    r.target,
+    String(OUTCOMES.reduce((n, k) => n + r.counts[k], 0)),
+    ...OUTCOMES.map((k) => String(r.counts[k])),
+    r.seconds.toFixed(1),
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
   const line = (c: string[]) => c.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n');
@@ -318,12 +349,16 @@ async function main(): Promise<number> {
   });
   // Slow targets first, so they do not finish last on one job.
   shards.sort((a, b) => TIMEOUT[b.target] - TIMEOUT[a.target]);
-  if (!o.quiet) process.stderr.write(`fuzz: seed ${o.seed}, ${o.targets.map((t) => `${t} ${o.iterations[t]}`).join(', ')}, ${o.jobs} job(s), work folder ${workDir}\n`);
+  if (!o.quiet)
+    process.stderr.write(`fuzz: seed ${o.seed}, ${o.targets.map((t) => `${t} ${o.iterations[t]}`).join(', ')}, ${o.jobs} job(s), work folder ${workDir}\n`);
   await runAll(shards, o, workDir, stats, harness);
 
   const findings: Record<string, Finding[]> = {};
   for (const [target, s] of stats) {
-    findings[target] = [...s.cases.values()].filter((r) => FAILURES.includes(r.outcome)).sort((a, b) => a.seed - b.seed).map((r) => ({ ...r, replay: replayCommand(target, r.seed) }));
+    findings[target] = [...s.cases.values()]
+      .filter((r) => FAILURES.includes(r.outcome))
+      .sort((a, b) => a.seed - b.seed)
+      .map((r) => ({ ...r, replay: replayCommand(target, r.seed) }));
   }
   if (o.replay) {
     for (const [target, list] of Object.entries(findings) as Array<[TargetName, Finding[]]>) {
@@ -354,7 +389,12 @@ async function main(): Promise<number> {
     memoryMb: o.memoryMb,
     wallSeconds: (performance.now() - t0) / 1000,
     pass: !failed,
-    targets: Object.fromEntries(rows.map((r) => [r.target, { counts: r.counts, seconds: r.seconds, children: stats.get(r.target)!.children, typedKinds: typedKinds[r.target], findings: findings[r.target] }])),
+    targets: Object.fromEntries(
+      rows.map((r) => [
+        r.target,
+        { counts: r.counts, seconds: r.seconds, children: stats.get(r.target)!.children, typedKinds: typedKinds[r.target], findings: findings[r.target] },
+      ]),
+    ),
     harnessErrors: harness,
   };
   mkdirSync(dirname(o.report), { recursive: true });
@@ -369,7 +409,9 @@ async function main(): Promise<number> {
     for (const [kind, fs] of byKind) {
       const f = fs[0];
       const msg = f.error ? `${f.error.name}: ${f.error.message}`.split('\n')[0].slice(0, 200) : (f.output ?? '').split('\n').slice(-1)[0].slice(0, 200);
-      process.stdout.write(`\n${target} ${kind} x${fs.length}${f.alone ? ` (alone: ${f.alone})` : ''}\n  input: ${f.input ?? '?'}\n  ${msg}\n  replay: ${f.replay}\n`);
+      process.stdout.write(
+        `\n${target} ${kind} x${fs.length}${f.alone ? ` (alone: ${f.alone})` : ''}\n  input: ${f.input ?? '?'}\n  ${msg}\n  replay: ${f.replay}\n`,
+      );
     }
   }
   for (const h of harness) process.stdout.write(`\nharness error: ${h}\n`);

@@ -81,7 +81,19 @@ export function mutateBytes(rng: Rng, src: Uint8Array, others: readonly Uint8Arr
   const count = rng.chance(0.1) ? 0 : rng.int(1, 6);
   for (let k = 0; k < count; k++) {
     const pos = () => rng.int(0, Math.max(0, b.length - 1));
-    const op = rng.weighted<string>([[4, 'flip'], [3, 'set8'], [2, 'set32'], [2, 'insert'], [2, 'delete'], [1, 'dup'], [2, 'truncate'], [1, 'append'], [1, 'splice'], [2, 'size'], [1, 'crc']]);
+    const op = rng.weighted<string>([
+      [4, 'flip'],
+      [3, 'set8'],
+      [2, 'set32'],
+      [2, 'insert'],
+      [2, 'delete'],
+      [1, 'dup'],
+      [2, 'truncate'],
+      [1, 'append'],
+      [1, 'splice'],
+      [2, 'size'],
+      [1, 'crc'],
+    ]);
     if (b.length === 0 && op !== 'append' && op !== 'insert') continue;
     switch (op) {
       case 'flip': {

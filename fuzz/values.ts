@@ -10,9 +10,51 @@ export class FuzzInjectedError extends Error {
 }
 
 export const EDGE_NUMBERS: readonly number[] = [
-  0, -0, 1, -1, 2, 3, 4, 7, 8, 15, 16, 17, 255, 256, 1023, 1024, 4096, 16383, 16384, 65535, 65536, 2 ** 20, 2 ** 24,
-  2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 40, 2 ** 53 - 1, 2 ** 53, 2 ** 64, -(2 ** 31), -(2 ** 53),
-  0.5, 1.5, -0.5, 1e-7, 1e-300, 5e-324, 1e308, Number.MAX_VALUE, -Number.MAX_VALUE, NaN, Infinity, -Infinity,
+  0,
+  -0,
+  1,
+  -1,
+  2,
+  3,
+  4,
+  7,
+  8,
+  15,
+  16,
+  17,
+  255,
+  256,
+  1023,
+  1024,
+  4096,
+  16383,
+  16384,
+  65535,
+  65536,
+  2 ** 20,
+  2 ** 24,
+  2 ** 31 - 1,
+  2 ** 31,
+  2 ** 32 - 1,
+  2 ** 32,
+  2 ** 40,
+  2 ** 53 - 1,
+  2 ** 53,
+  2 ** 64,
+  -(2 ** 31),
+  -(2 ** 53),
+  0.5,
+  1.5,
+  -0.5,
+  1e-7,
+  1e-300,
+  5e-324,
+  1e308,
+  Number.MAX_VALUE,
+  -Number.MAX_VALUE,
+  NaN,
+  Infinity,
+  -Infinity,
 ];
 
 export function edgeNumber(rng: Rng): number {
@@ -23,26 +65,66 @@ export function edgeNumber(rng: Rng): number {
 export function junk(rng: Rng): unknown {
   const k = rng.int(0, 19);
   switch (k) {
-    case 0: return undefined;
-    case 1: return null;
-    case 2: return edgeNumber(rng);
-    case 3: return rng.pick(['', '1', '0x10', 'abc', ' 3 ', 'NaN', '\u0000', 'x'.repeat(rng.int(1, 5000))]);
-    case 4: return rng.chance(0.5);
-    case 5: return Symbol('fuzz');
-    case 6: return BigInt(rng.int(-2, 2 ** 31));
-    case 7: return {};
-    case 8: return [];
-    case 9: return [1, 2, 3];
-    case 10: return () => 1;
-    case 11: return Object.create(null) as object;
-    case 12: return new Proxy({}, { get: () => { throw new FuzzInjectedError('proxy get'); }, has: () => { throw new FuzzInjectedError('proxy has'); }, ownKeys: () => { throw new FuzzInjectedError('proxy ownKeys'); } });
-    case 13: return new Date(0);
-    case 14: return new Map();
-    case 15: return new ArrayBuffer(rng.int(0, 64));
-    case 16: return new Uint8Array(rng.int(0, 64));
-    case 17: return new Float64Array(rng.int(0, 16));
-    case 18: return { valueOf: () => { throw new FuzzInjectedError('valueOf'); }, toString: () => { throw new FuzzInjectedError('toString'); } };
-    default: return new DataView(new ArrayBuffer(8));
+    case 0:
+      return undefined;
+    case 1:
+      return null;
+    case 2:
+      return edgeNumber(rng);
+    case 3:
+      return rng.pick(['', '1', '0x10', 'abc', ' 3 ', 'NaN', '\u0000', 'x'.repeat(rng.int(1, 5000))]);
+    case 4:
+      return rng.chance(0.5);
+    case 5:
+      return Symbol('fuzz');
+    case 6:
+      return BigInt(rng.int(-2, 2 ** 31));
+    case 7:
+      return {};
+    case 8:
+      return [];
+    case 9:
+      return [1, 2, 3];
+    case 10:
+      return () => 1;
+    case 11:
+      return Object.create(null) as object;
+    case 12:
+      return new Proxy(
+        {},
+        {
+          get: () => {
+            throw new FuzzInjectedError('proxy get');
+          },
+          has: () => {
+            throw new FuzzInjectedError('proxy has');
+          },
+          ownKeys: () => {
+            throw new FuzzInjectedError('proxy ownKeys');
+          },
+        },
+      );
+    case 13:
+      return new Date(0);
+    case 14:
+      return new Map();
+    case 15:
+      return new ArrayBuffer(rng.int(0, 64));
+    case 16:
+      return new Uint8Array(rng.int(0, 64));
+    case 17:
+      return new Float64Array(rng.int(0, 16));
+    case 18:
+      return {
+        valueOf: () => {
+          throw new FuzzInjectedError('valueOf');
+        },
+        toString: () => {
+          throw new FuzzInjectedError('toString');
+        },
+      };
+    default:
+      return new DataView(new ArrayBuffer(8));
   }
 }
 

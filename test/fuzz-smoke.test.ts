@@ -51,9 +51,18 @@ test('the harness classifies ok, typed, untyped, crash and hang, pins each to it
   const t = report.targets.selftest;
   expect(t.counts).toEqual({ ok: 2, typed: 2, untyped: 2, crash: 2, hang: 2 });
   const by = (outcome: string) => t.findings.filter((f) => f.outcome === outcome).map((f) => f.seed);
-  expect([by('untyped'), by('crash'), by('hang')]).toEqual([[2, 7], [3, 8], [4, 9]]);
+  expect([by('untyped'), by('crash'), by('hang')]).toEqual([
+    [2, 7],
+    [3, 8],
+    [4, 9],
+  ]);
   const crash = t.findings.find((f) => f.seed === 3)!;
-  expect(crash).toMatchObject({ key: 'signal SIGABRT', input: 'selftest crash', alone: 'crash', replay: 'npm run fuzz -- --target selftest --seed 3 --iterations 1' });
+  expect(crash).toMatchObject({
+    key: 'signal SIGABRT',
+    input: 'selftest crash',
+    alone: 'crash',
+    replay: 'npm run fuzz -- --target selftest --seed 3 --iterations 1',
+  });
   expect(t.findings.find((f) => f.seed === 4)!.alone).toBe('hang');
   expect(stdout).toMatch(/selftest\s+10\s+2\s+2\s+2\s+2\s+2/);
 });
@@ -65,7 +74,10 @@ test('smoke: a few thousand fuzz inputs in under 60 s, with no crash, hang or un
   expect(cases).toBeGreaterThanOrEqual(2500);
   for (const target of ['addon', 'score', 'bundle', 'cli']) expect(report.targets[target].counts.ok).toBeGreaterThan(0);
   const findings = Object.entries(report.targets).flatMap(([target, t]) =>
-    t.findings.map((f) => `${target} ${f.outcome} (${f.key ?? ''}) seed ${f.seed}: ${f.input ?? ''} -> ${f.error ? `${f.error.name}: ${f.error.message}` : ''} [${f.replay}]`),
+    t.findings.map(
+      (f) =>
+        `${target} ${f.outcome} (${f.key ?? ''}) seed ${f.seed}: ${f.input ?? ''} -> ${f.error ? `${f.error.name}: ${f.error.message}` : ''} [${f.replay}]`,
+    ),
   );
   expect(findings).toEqual([]);
   expect(report.harnessErrors).toEqual([]);

@@ -15,7 +15,23 @@ import { ortLibraryPath } from '../../src/runtime/engine/ort-library';
 import { writeTinyBundle, TINY } from '../fixtures';
 import type { CaseContext, FuzzTarget } from '../protocol';
 import type { Rng } from '../rng';
-import { attack, BUFFER_ATTACKS, type BufferAttack, detach, edgeNumber, FuzzInjectedError, junk, onResizable, onShared, resize, setField, show, trapProperty, cloneObject, freshFloats } from '../values';
+import {
+  attack,
+  BUFFER_ATTACKS,
+  type BufferAttack,
+  detach,
+  edgeNumber,
+  FuzzInjectedError,
+  junk,
+  onResizable,
+  onShared,
+  resize,
+  setField,
+  show,
+  trapProperty,
+  cloneObject,
+  freshFloats,
+} from '../values';
 
 type Addon = InvadAddon & Partial<InvadAddonDiagnostics>;
 type AnyFn = (...args: unknown[]) => unknown;
@@ -53,21 +69,48 @@ function bufferOf(v: unknown): ArrayBufferLike | null {
 function mutateBuffer(rng: Rng, call: Call, i: number): void {
   // An earlier mutation may have replaced, detached or shrunk the buffer already.
   const src = freshFloats(call.args[i]);
-  const kind = rng.pick(['resizable', 'tracking', 'shared', 'offset', 'shorter', 'longer', 'empty', 'detached', 'shrunk', 'f64', 'u8', 'array', 'arraybuffer', 'junk'] as const);
+  const kind = rng.pick([
+    'resizable',
+    'tracking',
+    'shared',
+    'offset',
+    'shorter',
+    'longer',
+    'empty',
+    'detached',
+    'shrunk',
+    'f64',
+    'u8',
+    'array',
+    'arraybuffer',
+    'junk',
+  ] as const);
   call.notes.push(`arg${i}:${kind}`);
   switch (kind) {
-    case 'resizable': call.args[i] = onResizable(src, Float32Array, false); break;
-    case 'tracking': call.args[i] = onResizable(src, Float32Array, true); break;
-    case 'shared': call.args[i] = onShared(src, Float32Array); break;
+    case 'resizable':
+      call.args[i] = onResizable(src, Float32Array, false);
+      break;
+    case 'tracking':
+      call.args[i] = onResizable(src, Float32Array, true);
+      break;
+    case 'shared':
+      call.args[i] = onShared(src, Float32Array);
+      break;
     case 'offset': {
       const big = new Float32Array(src.length + 3);
       big.set(src, 3);
       call.args[i] = big.subarray(3);
       break;
     }
-    case 'shorter': call.args[i] = src.subarray(0, Math.max(0, src.length - rng.int(1, 3))); break;
-    case 'longer': call.args[i] = new Float32Array(src.length + rng.int(1, 5)); break;
-    case 'empty': call.args[i] = new Float32Array(0); break;
+    case 'shorter':
+      call.args[i] = src.subarray(0, Math.max(0, src.length - rng.int(1, 3)));
+      break;
+    case 'longer':
+      call.args[i] = new Float32Array(src.length + rng.int(1, 5));
+      break;
+    case 'empty':
+      call.args[i] = new Float32Array(0);
+      break;
     case 'detached': {
       const copy = new Float32Array(src);
       detach(copy.buffer);
@@ -80,11 +123,21 @@ function mutateBuffer(rng: Rng, call: Call, i: number): void {
       call.args[i] = v;
       break;
     }
-    case 'f64': call.args[i] = new Float64Array(src.length); break;
-    case 'u8': call.args[i] = new Uint8Array(src.length * 4); break;
-    case 'array': call.args[i] = Array.from(src); break;
-    case 'arraybuffer': call.args[i] = src.buffer; break;
-    case 'junk': call.args[i] = junk(rng); break;
+    case 'f64':
+      call.args[i] = new Float64Array(src.length);
+      break;
+    case 'u8':
+      call.args[i] = new Uint8Array(src.length * 4);
+      break;
+    case 'array':
+      call.args[i] = Array.from(src);
+      break;
+    case 'arraybuffer':
+      call.args[i] = src.buffer;
+      break;
+    case 'junk':
+      call.args[i] = junk(rng);
+      break;
   }
 }
 
@@ -119,7 +172,14 @@ function mutateShape(rng: Rng, call: Call): void {
   if (how === 'edge') setField(shape, key, edgeNumber(rng));
   else if (how === 'junk') setField(shape, key, junk(rng));
   else if (how === 'delete') delete shape[key];
-  else Object.defineProperty(shape, key, { enumerable: true, configurable: true, get: () => { throw new FuzzInjectedError(`shape.${key}`); } });
+  else
+    Object.defineProperty(shape, key, {
+      enumerable: true,
+      configurable: true,
+      get: () => {
+        throw new FuzzInjectedError(`shape.${key}`);
+      },
+    });
   call.args[call.shape] = shape;
   call.notes.push(`shape.${key}:${how}`);
 }
@@ -160,9 +220,21 @@ const ASYNC_KERNELS = ['ddimStepAsync', 'channelNormAsync', 'ddimLastStepReduceA
 async function fuzzKernel(s: State, ctx: CaseContext, fn: string): Promise<void> {
   const { rng } = ctx;
   const call = kernelCall(rng, fn);
-  const mutations = rng.weighted([[2, 0], [4, 1], [2, 2], [1, 3]] as const);
+  const mutations = rng.weighted([
+    [2, 0],
+    [4, 1],
+    [2, 2],
+    [1, 3],
+  ] as const);
   for (let k = 0; k < mutations; k++) {
-    const m = rng.weighted([[3, 'buffer'], [3, 'number'], [2, 'shape'], [3, 'getter'], [1, 'count'], [1, 'huge']] as const);
+    const m = rng.weighted([
+      [3, 'buffer'],
+      [3, 'number'],
+      [2, 'shape'],
+      [3, 'getter'],
+      [1, 'count'],
+      [1, 'huge'],
+    ] as const);
     if (m === 'buffer' && call.buffers.length) mutateBuffer(rng, call, rng.pick(call.buffers));
     else if (m === 'number') mutateNumber(rng, call);
     else if (m === 'shape') mutateShape(rng, call);
@@ -194,14 +266,18 @@ async function fuzzKernel(s: State, ctx: CaseContext, fn: string): Promise<void>
   }
   ctx.note(`${fn}(${call.notes.join(', ') || 'valid'})`);
   const f = (s.addon as unknown as Record<string, AnyFn>)[fn];
-  await ctx.call(fn, () => {
-    const out = f.apply(s.addon, call.args);
-    if (call.after) {
-      const buf = bufferOf(call.args[call.after.index]);
-      if (buf) attack(buf, call.after.kind);
-    }
-    return out;
-  }, { typed: argumentErrors });
+  await ctx.call(
+    fn,
+    () => {
+      const out = f.apply(s.addon, call.args);
+      if (call.after) {
+        const buf = bufferOf(call.args[call.after.index]);
+        if (buf) attack(buf, call.after.kind);
+      }
+      return out;
+    },
+    { typed: argumentErrors },
+  );
 }
 
 function validPipelineOptions(dir: string, ort: string): NativePipelineOptions {
@@ -257,12 +333,16 @@ async function fuzzPipelineRun(s: State, ctx: CaseContext): Promise<void> {
   const features = rng.chance(0.25);
   ctx.note(`pipeline.${features ? 'featuresAsync' : 'runAsync'}(${notes.join(', ') || 'valid'})`);
   const p = s.pipeline;
-  await ctx.call(features ? 'featuresAsync' : 'runAsync', () => {
-    const out = features ? (p.featuresAsync as AnyFn).call(p, batch, count) : (p.runAsync as AnyFn).call(p, batch, count, stepList, options);
-    const buf = bufferOf(batch);
-    if (after && buf) attack(buf, after);
-    return out;
-  }, { typed: argumentErrors });
+  await ctx.call(
+    features ? 'featuresAsync' : 'runAsync',
+    () => {
+      const out = features ? (p.featuresAsync as AnyFn).call(p, batch, count) : (p.runAsync as AnyFn).call(p, batch, count, stepList, options);
+      const buf = bufferOf(batch);
+      if (after && buf) attack(buf, after);
+      return out;
+    },
+    { typed: argumentErrors },
+  );
 }
 
 /** A new pipeline from mutated options, used once and released. */
@@ -271,7 +351,22 @@ async function fuzzPipelineNew(s: State, ctx: CaseContext): Promise<void> {
   const o = JSON.parse(JSON.stringify(s.pipelineOptions)) as Record<string, unknown>;
   const notes: string[] = [];
   for (let k = rng.int(0, 2); k > 0; k--) {
-    const key = rng.pick(['ortLibraryPath', 'backbonePath', 'unetPath', 'backbone', 'unet', 'input', 'features', 'providers', 'cpuThreads', 'cpuSpinning', 'maxBatch', 'cudaGraph', 'tensorrt', 'whole'] as const);
+    const key = rng.pick([
+      'ortLibraryPath',
+      'backbonePath',
+      'unetPath',
+      'backbone',
+      'unet',
+      'input',
+      'features',
+      'providers',
+      'cpuThreads',
+      'cpuSpinning',
+      'maxBatch',
+      'cudaGraph',
+      'tensorrt',
+      'whole',
+    ] as const);
     notes.push(key);
     if (key.endsWith('Path')) o[key] = rng.pick([s.paths.garbage, s.paths.folder, s.paths.missing, '', s.paths.unet, s.paths.backbone, junk(rng)]);
     else if (key === 'providers') o.providers = rng.pick([[], ['cuda'], ['tensorrt', 'cpu'], ['bogus'], junk(rng)]);
@@ -286,7 +381,9 @@ async function fuzzPipelineNew(s: State, ctx: CaseContext): Promise<void> {
       o[key] = obj;
     } else if (key === 'whole') {
       ctx.note('DeviceResidentPipeline(junk)');
-      await ctx.call('DeviceResidentPipeline', () => new (s.addon.DeviceResidentPipeline as unknown as new (o: unknown) => DeviceResidentPipeline)(junk(rng)), { typed: loadErrors });
+      await ctx.call('DeviceResidentPipeline', () => new (s.addon.DeviceResidentPipeline as unknown as new (o: unknown) => DeviceResidentPipeline)(junk(rng)), {
+        typed: loadErrors,
+      });
       return;
     } else o[key] = rng.chance(0.5) ? junk(rng) : edgeNumber(rng);
   }
@@ -324,7 +421,11 @@ async function fuzzMisc(s: State, ctx: CaseContext): Promise<void> {
     if (rng.chance(0.4)) shape[rng.pick(['n', 'c', 'h', 'w'])] = rng.chance(0.5) ? rng.pick([6000, 2 ** 16, 2 ** 31 - 1]) : junk(rng);
     // Many repetitions on a real GPU are slow, not wrong: only without CUDA are they free.
     const reps = rng.chance(0.5) ? undefined : s.cudaAvailable ? rng.int(1, 3) : edgeNumber(rng);
-    ctx.note(`cudaKernelCheck(${Object.entries(shape).map(([k, v]) => `${k}:${show(v)}`).join(' ')}, ${show(reps)})`);
+    ctx.note(
+      `cudaKernelCheck(${Object.entries(shape)
+        .map(([k, v]) => `${k}:${show(v)}`)
+        .join(' ')}, ${show(reps)})`,
+    );
     await ctx.call('cudaKernelCheck', () => (s.addon.cudaKernelCheck as AnyFn)(shape, reps), { typed: argumentErrors });
     return;
   }
@@ -349,13 +450,25 @@ export const addonTarget: FuzzTarget<State> = {
       addon,
       cudaAvailable: addon.cudaStatus().available,
       pipelineOptions: validPipelineOptions(dir, ort),
-      paths: { garbage, folder: join(dir, 'folder'), missing: join(dir, 'missing.so'), backbone: join(dir, 'bundle', 'backbone.onnx'), unet: join(dir, 'bundle', 'unet.onnx'), ort },
+      paths: {
+        garbage,
+        folder: join(dir, 'folder'),
+        missing: join(dir, 'missing.so'),
+        backbone: join(dir, 'bundle', 'backbone.onnx'),
+        unet: join(dir, 'bundle', 'unet.onnx'),
+        ort,
+      },
     };
   },
   async run(s, ctx) {
     const { rng } = ctx;
     const available = [...KERNELS, ...ASYNC_KERNELS].filter((k) => typeof (s.addon as unknown as Record<string, unknown>)[k] === 'function');
-    const kind = rng.weighted([[90, 'kernel'], [5, 'run'], [1, 'new'], [4, 'misc']] as const);
+    const kind = rng.weighted([
+      [90, 'kernel'],
+      [5, 'run'],
+      [1, 'new'],
+      [4, 'misc'],
+    ] as const);
     if (kind === 'kernel') await fuzzKernel(s, ctx, rng.pick(available));
     else if (kind === 'run') await fuzzPipelineRun(s, ctx);
     else if (kind === 'new') await fuzzPipelineNew(s, ctx);

@@ -69,7 +69,15 @@ function semantic(rng: Rng, m: Json): string {
     ['definition', () => setAt(m, ['score', 'definition'], rng.pick(['sp', 'nll', 'combined', 'latent-gaussian']))],
     ['files swapped', () => (setAt(m, ['models', 'backbone', 'file'], 'unet.onnx'), setAt(m, ['models', 'unet', 'file'], 'backbone.onnx'))],
     ['file is npy', () => setAt(m, ['models', rng.pick(['backbone', 'unet']), 'file'], 'latent_mean_s2.npy')],
-    ['tensor name', () => setAt(m, ['models', rng.pick(['backbone', 'unet']), rng.pick(['inputName', 'outputName', 'xName', 'tName'])], rng.pick(['nope', 'x', 't', 'eps', 'features', 'image']))],
+    [
+      'tensor name',
+      () =>
+        setAt(
+          m,
+          ['models', rng.pick(['backbone', 'unet']), rng.pick(['inputName', 'outputName', 'xName', 'tName'])],
+          rng.pick(['nope', 'x', 't', 'eps', 'features', 'image']),
+        ),
+    ],
     ['mean/std', () => setAt(m, ['input', rng.pick(['mean', 'std']), rng.int(0, 2)], rng.pick([1e308, 5e-324, -1e308]))],
   ];
   const [name, apply] = rng.pick(choices);
@@ -132,25 +140,41 @@ function npyBytes(rng: Rng): { bytes: Uint8Array; note: string } {
   switch (how) {
     case 'shape': {
       const shape = rng.pick([[positions, c + 1], [positions - 1, c], [c, positions], [positions, c, c, 1], [1]]);
-      return { bytes: encodeNpy(fill(shape.reduce((a, b) => a * b, 1), 0.5), shape), note: `shape [${shape.join(', ')}]` };
+      return {
+        bytes: encodeNpy(
+          fill(
+            shape.reduce((a, b) => a * b, 1),
+            0.5,
+          ),
+          shape,
+        ),
+        note: `shape [${shape.join(', ')}]`,
+      };
     }
     case 'count': {
       // the header says one thing, the data another
       const good = encodeNpy(fill(positions * c, 1), [positions, c]);
       return { bytes: rng.chance(0.5) ? good.subarray(0, good.length - 4) : Buffer.concat([good, Buffer.alloc(4)]), note: how };
     }
-    case 'int64': return { bytes: encodeNpy(new BigInt64Array(positions * c * c).fill(1n), [positions, c, c]), note: how };
-    case 'nan': return { bytes: encodeNpy(fill(positions * c * c, NaN), [positions, c, c]), note: how };
-    case 'inf': return { bytes: encodeNpy(fill(positions * c * c, Infinity), [positions, c, c]), note: how };
-    case 'truncated': return { bytes: encodeNpy(fill(positions * c, 1), [positions, c]).subarray(0, rng.int(0, 70)), note: how };
+    case 'int64':
+      return { bytes: encodeNpy(new BigInt64Array(positions * c * c).fill(1n), [positions, c, c]), note: how };
+    case 'nan':
+      return { bytes: encodeNpy(fill(positions * c * c, NaN), [positions, c, c]), note: how };
+    case 'inf':
+      return { bytes: encodeNpy(fill(positions * c * c, Infinity), [positions, c, c]), note: how };
+    case 'truncated':
+      return { bytes: encodeNpy(fill(positions * c, 1), [positions, c]).subarray(0, rng.int(0, 70)), note: how };
     case 'header': {
       const b = Buffer.from(encodeNpy(fill(positions * c, 1), [positions, c]));
       for (let k = rng.int(1, 8); k > 0; k--) b[rng.int(0, 63)] = rng.int(0, 255);
       return { bytes: b, note: how };
     }
-    case 'f8': return { bytes: rawNpy(`{'descr': '<f8', 'fortran_order': False, 'shape': (${positions}, ${c}), }`, new Float64Array(positions * c).fill(1)), note: how };
-    case 'fortran': return { bytes: rawNpy(`{'descr': '<f4', 'fortran_order': True, 'shape': (${positions}, ${c}), }`, fill(positions * c, 1)), note: how };
-    case 'huge': return { bytes: rawNpy(`{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, ${c}), }`, fill(4, 1)), note: how };
+    case 'f8':
+      return { bytes: rawNpy(`{'descr': '<f8', 'fortran_order': False, 'shape': (${positions}, ${c}), }`, new Float64Array(positions * c).fill(1)), note: how };
+    case 'fortran':
+      return { bytes: rawNpy(`{'descr': '<f4', 'fortran_order': True, 'shape': (${positions}, ${c}), }`, fill(positions * c, 1)), note: how };
+    case 'huge':
+      return { bytes: rawNpy(`{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, ${c}), }`, fill(4, 1)), note: how };
   }
 }
 
@@ -169,7 +193,21 @@ function special(rng: Rng, dir: string, file: string): string {
 function loadOptions(rng: Rng): { value: unknown; note: string } {
   const o: Record<string, unknown> = { engine: rng.pick(['native', 'onnxruntime-node']), intraOpThreads: 1 };
   if (rng.chance(0.7)) return { value: o, note: String(o.engine) };
-  const key = rng.pick(['steps', 'maxBatchSize', 'intraOpThreads', 'threadSpinning', 'scoreDefinition', 'threshold', 'verifyHashes', 'executionProviders', 'maxWaitMs', 'cudaDeviceId', 'tensorrt', 'engine', 'junk']);
+  const key = rng.pick([
+    'steps',
+    'maxBatchSize',
+    'intraOpThreads',
+    'threadSpinning',
+    'scoreDefinition',
+    'threshold',
+    'verifyHashes',
+    'executionProviders',
+    'maxWaitMs',
+    'cudaDeviceId',
+    'tensorrt',
+    'engine',
+    'junk',
+  ]);
   if (key === 'junk') return { value: junk(rng), note: 'options:junk' };
   if (key === 'intraOpThreads') o.intraOpThreads = rng.chance(0.1) ? 1024 : edgeNumber(rng);
   else if (key === 'executionProviders') o.executionProviders = rng.pick([[], ['cuda', 'cpu'], ['bogus'], ['dml'], junk(rng)]);
@@ -205,12 +243,30 @@ export const bundleTarget: FuzzTarget<State> = {
     const notes: string[] = [];
     let manifestText: string | null = null;
     let replaced: string | null = null;
-    for (let k = rng.weighted([[1, 0], [6, 1], [3, 2]] as const); k > 0; k--) {
-      const kind = rng.weighted([[5, 'semantic'], [3, 'field'], [3, 'model'], [3, 'npy'], [2, 'special'], [1, 'text']] as const);
+    for (
+      let k = rng.weighted([
+        [1, 0],
+        [6, 1],
+        [3, 2],
+      ] as const);
+      k > 0;
+      k--
+    ) {
+      const kind = rng.weighted([
+        [5, 'semantic'],
+        [3, 'field'],
+        [3, 'model'],
+        [3, 'npy'],
+        [2, 'special'],
+        [1, 'text'],
+      ] as const);
       if (kind === 'semantic') notes.push(semantic(rng, m));
       else if (kind === 'field') notes.push(field(rng, m));
       else if (kind === 'model' || kind === 'npy') {
-        const file = kind === 'model' ? rng.pick(['backbone.onnx', 'unet.onnx']) : rng.pick(['latent_mean_s2.npy', 'latent_precision_s2.npy', 'latent_mean_s3.npy', 'latent_precision_s3.npy']);
+        const file =
+          kind === 'model'
+            ? rng.pick(['backbone.onnx', 'unet.onnx'])
+            : rng.pick(['latent_mean_s2.npy', 'latent_precision_s2.npy', 'latent_mean_s3.npy', 'latent_precision_s3.npy']);
         const { bytes, note } = kind === 'model' ? modelBytes(rng, s, dir, file) : npyBytes(rng);
         writeFileSync(join(dir, file), bytes);
         // With the right hash the bytes get past the hash check to the model or .npy reader.
@@ -242,7 +298,8 @@ export const bundleTarget: FuzzTarget<State> = {
         const steps = rng.chance(0.5) ? rng.int(1, 5) : edgeNumber(rng);
         const lat = await ctx.call('latents', () => det.latents([raw], steps), { async: true });
         const f = det.info().featureShape;
-        if (lat.ok && !(lat.value instanceof Float32Array && lat.value.length === f.channels * f.height * f.width)) ctx.wrong('latents', `returned ${lat.value?.length} values`);
+        if (lat.ok && !(lat.value instanceof Float32Array && lat.value.length === f.channels * f.height * f.width))
+          ctx.wrong('latents', `returned ${lat.value?.length} values`);
       }
     } finally {
       await ctx.call('dispose', () => det.dispose(), { async: true });

@@ -51,36 +51,122 @@ interface CommandSpec {
 }
 
 const COMMANDS: Record<string, CommandSpec> = {
-  score: { args: [images, images], options: [['-m', model], ['-o', out], ['-s', number], ['-b', small], ['-p', providers]] },
+  score: {
+    args: [images, images],
+    options: [
+      ['-m', model],
+      ['-o', out],
+      ['-s', number],
+      ['-b', small],
+      ['-p', providers],
+    ],
+  },
   eval: {
     args: [(rng, s, ctx) => (rng.chance(0.8) ? s.dataset : anyPath(rng, s, ctx))],
-    options: [['-m', model], ['-s', list], ['--mode', (rng) => rng.pick(['inversion', 'reconstruction', 'bogus'])], ['--t-start', (rng) => rng.pick(['0.2', '-1', 'NaN', '2', '0'])], ['--recon-steps', small], ['-o', out], ['-b', small], ['-p', providers], ['--image-only', null], ['--json', null]],
+    options: [
+      ['-m', model],
+      ['-s', list],
+      ['--mode', (rng) => rng.pick(['inversion', 'reconstruction', 'bogus'])],
+      ['--t-start', (rng) => rng.pick(['0.2', '-1', 'NaN', '2', '0'])],
+      ['--recon-steps', small],
+      ['-o', out],
+      ['-b', small],
+      ['-p', providers],
+      ['--image-only', null],
+      ['--json', null],
+    ],
   },
   calibrate: {
     // calibrate rewrites the bundle's manifest: it gets a copy
     args: [images],
-    options: [['-m', (rng, s, ctx) => copyBundle(s, ctx)], ['--false-alarm-rate', (rng) => rng.pick(['0.01', '0', '1', '-1', 'abc'])], ['-s', list], ['--validation', anyPath], ['--refit-latent', images], ['-p', providers]],
+    options: [
+      ['-m', (rng, s, ctx) => copyBundle(s, ctx)],
+      ['--false-alarm-rate', (rng) => rng.pick(['0.01', '0', '1', '-1', 'abc'])],
+      ['-s', list],
+      ['--validation', anyPath],
+      ['--refit-latent', images],
+      ['-p', providers],
+    ],
   },
   backbone: {
     args: [],
-    options: [['-m', (rng, s, ctx) => (rng.chance(0.7) ? s.backbone : anyPath(rng, s, ctx))], ['--list', null], ['--taps', (rng) => rng.pick(['conv', 'nope', '', 'a,b', 'image'])], ['-o', (rng, s, ctx) => join(out(rng, s, ctx), 'b.onnx')], ['--input-size', (rng) => rng.pick(['32', '0', '32x32', 'abc', '100000', '8x'])], ['--grid', (rng) => rng.pick(['4', '0', '2x2', '1000'])], ['--input-name', (rng) => rng.pick(['image', 'nope'])], ['--json', null], ['--preset', (rng) => rng.pick(['mobilenetv2-int8', 'bogus'])]],
+    options: [
+      ['-m', (rng, s, ctx) => (rng.chance(0.7) ? s.backbone : anyPath(rng, s, ctx))],
+      ['--list', null],
+      ['--taps', (rng) => rng.pick(['conv', 'nope', '', 'a,b', 'image'])],
+      ['-o', (rng, s, ctx) => join(out(rng, s, ctx), 'b.onnx')],
+      ['--input-size', (rng) => rng.pick(['32', '0', '32x32', 'abc', '100000', '8x'])],
+      ['--grid', (rng) => rng.pick(['4', '0', '2x2', '1000'])],
+      ['--input-name', (rng) => rng.pick(['image', 'nope'])],
+      ['--json', null],
+      ['--preset', (rng) => rng.pick(['mobilenetv2-int8', 'bogus'])],
+    ],
   },
   doctor: { args: [], options: [] },
   bench: {
     args: [],
-    options: [['-m', model], ['-b', (rng) => rng.pick(['1', '0', 'a', '1,2'])], ['-s', (rng) => rng.pick(['2', '0', 'x'])], ['-w', (rng) => rng.pick(['0', '1', '-1'])], ['--inputs', (rng) => rng.pick(['raw', 'encoded', 'bogus'])], ['-q', null], ['--json', (rng, s, ctx) => join(ctx.dir, 'bench.json')], ['--soak', (rng) => rng.pick(['2', '0', 'x'])], ['--scenario', (rng) => rng.pick(['line', 'bogus'])]],
+    options: [
+      ['-m', model],
+      ['-b', (rng) => rng.pick(['1', '0', 'a', '1,2'])],
+      ['-s', (rng) => rng.pick(['2', '0', 'x'])],
+      ['-w', (rng) => rng.pick(['0', '1', '-1'])],
+      ['--inputs', (rng) => rng.pick(['raw', 'encoded', 'bogus'])],
+      ['-q', null],
+      ['--json', (rng, s, ctx) => join(ctx.dir, 'bench.json')],
+      ['--soak', (rng) => rng.pick(['2', '0', 'x'])],
+      ['--scenario', (rng) => rng.pick(['line', 'bogus'])],
+    ],
     // Keep a valid run short: few runs, images, and a short line scenario.
     fixed: (rng) => ['-r', rng.pick(['1', '2']), '--image-count', '2', '--rss-every', '1', '--duration', rng.pick(['200ms', '0', 'x']), '--saturation', '0'],
   },
   fit: {
     args: [],
-    options: [['-n', images], ['-b', (rng) => rng.pick(['mobilenetv2-int8', 'efficientnet-b4', 'bogus'])], ['-o', (rng, s, ctx) => join(ctx.dir, 'fit-out')], ['--backbone-model', anyPath], ['--epochs', small], ['--val-fraction', (rng) => rng.pick(['0.1', '0', '1', '-1'])], ['--strict', null]],
+    options: [
+      ['-n', images],
+      ['-b', (rng) => rng.pick(['mobilenetv2-int8', 'efficientnet-b4', 'bogus'])],
+      ['-o', (rng, s, ctx) => join(ctx.dir, 'fit-out')],
+      ['--backbone-model', anyPath],
+      ['--epochs', small],
+      ['--val-fraction', (rng) => rng.pick(['0.1', '0', '1', '-1'])],
+      ['--strict', null],
+    ],
     // Never train for real: no Python to train with.
     fixed: () => ['--python', '/nonexistent/python', '--preset', 'tiny', '--max-minutes', '0.05'],
   },
 };
 
-const TOKENS = ['score', 'eval', 'fit', 'doctor', 'bench', 'backbone', 'calibrate', 'help', '--help', '-h', '-V', '--version', '--', '-', '--model', '-m', '--steps', '-s', '--out', '--bogus', '-x', '--json', 'ünïcödé', '%s%n', '$(id)', '../..', '-mm', '--steps=2', '--model=', '='];
+const TOKENS = [
+  'score',
+  'eval',
+  'fit',
+  'doctor',
+  'bench',
+  'backbone',
+  'calibrate',
+  'help',
+  '--help',
+  '-h',
+  '-V',
+  '--version',
+  '--',
+  '-',
+  '--model',
+  '-m',
+  '--steps',
+  '-s',
+  '--out',
+  '--bogus',
+  '-x',
+  '--json',
+  'ünïcödé',
+  '%s%n',
+  '$(id)',
+  '../..',
+  '-mm',
+  '--steps=2',
+  '--model=',
+  '=',
+];
 
 function copyBundle(s: State, ctx: CaseContext): string {
   const dest = join(ctx.dir, 'bundle-copy');
@@ -90,7 +176,15 @@ function copyBundle(s: State, ctx: CaseContext): string {
 
 function argv(rng: Rng, s: State, ctx: CaseContext): string[] {
   if (rng.chance(0.08)) return Array.from({ length: rng.int(0, 6) }, () => (rng.chance(0.8) ? rng.pick(TOKENS) : anyPath(rng, s, ctx)));
-  const name = rng.weighted([[30, 'score'], [12, 'eval'], [8, 'calibrate'], [12, 'backbone'], [4, 'doctor'], [8, 'bench'], [4, 'fit']] as const);
+  const name = rng.weighted([
+    [30, 'score'],
+    [12, 'eval'],
+    [8, 'calibrate'],
+    [12, 'backbone'],
+    [4, 'doctor'],
+    [8, 'bench'],
+    [4, 'fit'],
+  ] as const);
   const spec = COMMANDS[name];
   const out: string[] = [name];
   for (const gen of spec.args) if (rng.chance(0.85)) out.push(gen(rng, s, ctx));
@@ -108,7 +202,11 @@ function tail(text: string, n = 600): string {
   return text.length > n ? `...${text.slice(-n)}` : text;
 }
 
-function runCli(s: State, args: string[], timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; timedOut: boolean }> {
+function runCli(
+  s: State,
+  args: string[],
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; timedOut: boolean }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [s.cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } });
     let stderr = '';
@@ -149,7 +247,11 @@ export const cliTarget: FuzzTarget<State> = {
     writeFileSync(join(fifoImages, 'a.png'), png(32));
     const hasFifo = makeFifo(join(fifoImages, 'pipe.png'));
     const dataset = join(dir, 'dataset');
-    for (const [sub, files] of [['test/good', ['0.png', '1.png']], ['test/blob', ['0.png']], ['ground_truth/blob', ['0_mask.png']]] as const) {
+    for (const [sub, files] of [
+      ['test/good', ['0.png', '1.png']],
+      ['test/blob', ['0.png']],
+      ['ground_truth/blob', ['0_mask.png']],
+    ] as const) {
       mkdirSync(join(dataset, sub), { recursive: true });
       for (const f of files) writeFileSync(join(dataset, sub, f), png(32));
     }

@@ -33,16 +33,30 @@ interface Generated {
 }
 
 function deliverBytes(rng: Rng, ctx: CaseContext, bytes: Uint8Array, format: string): Generated {
-  const how = rng.weighted([[4, 'buffer'], [2, 'u8'], [1, 'offset'], [1, 'clamped'], [2, 'resizable-after'], [2, 'detach-after'], [1, 'shared'], [3, 'file'], [1, 'pre-detached'], [1, 'arraybuffer']] as const);
+  const how = rng.weighted([
+    [4, 'buffer'],
+    [2, 'u8'],
+    [1, 'offset'],
+    [1, 'clamped'],
+    [2, 'resizable-after'],
+    [2, 'detach-after'],
+    [1, 'shared'],
+    [3, 'file'],
+    [1, 'pre-detached'],
+    [1, 'arraybuffer'],
+  ] as const);
   switch (how) {
-    case 'buffer': return { input: Buffer.from(bytes), note: how };
-    case 'u8': return { input: new Uint8Array(bytes), note: how };
+    case 'buffer':
+      return { input: Buffer.from(bytes), note: how };
+    case 'u8':
+      return { input: new Uint8Array(bytes), note: how };
     case 'offset': {
       const big = new Uint8Array(bytes.length + 7);
       big.set(bytes, 7);
       return { input: big.subarray(7), note: how };
     }
-    case 'clamped': return { input: new Uint8ClampedArray(bytes), note: how };
+    case 'clamped':
+      return { input: new Uint8ClampedArray(bytes), note: how };
     case 'resizable-after': {
       // Finding 3: encoded bytes on a resizable buffer, shrunk while the decode runs.
       const v = onResizable(bytes, Uint8Array, rng.chance(0.5));
@@ -53,9 +67,10 @@ function deliverBytes(rng: Rng, ctx: CaseContext, bytes: Uint8Array, format: str
       const v = new Uint8Array(bytes);
       return { input: v, note: how, after: () => detach(v.buffer) };
     }
-    case 'shared': return { input: onShared(bytes, Uint8Array), note: how };
+    case 'shared':
+      return { input: onShared(bytes, Uint8Array), note: how };
     case 'file': {
-      const ext = rng.chance(0.8) ? EXTENSION[format as keyof typeof EXTENSION] ?? '.bin' : rng.pick(['.png', '.jpg', '.bin', '']);
+      const ext = rng.chance(0.8) ? (EXTENSION[format as keyof typeof EXTENSION] ?? '.bin') : rng.pick(['.png', '.jpg', '.bin', '']);
       const file = join(ctx.dir, `img-${rng.int(0, 1e6)}${ext}`);
       writeFileSync(file, bytes);
       return { input: file, note: `file${ext}` };
@@ -65,13 +80,18 @@ function deliverBytes(rng: Rng, ctx: CaseContext, bytes: Uint8Array, format: str
       detach(v.buffer);
       return { input: v, note: how };
     }
-    case 'arraybuffer': return { input: new Uint8Array(bytes).buffer, note: how };
+    case 'arraybuffer':
+      return { input: new Uint8Array(bytes).buffer, note: how };
   }
 }
 
 function encodedInput(rng: Rng, s: State, ctx: CaseContext): Generated {
   const seed = rng.pick(s.seeds);
-  const m = mutateBytes(rng, seed.bytes, s.seeds.map((x) => x.bytes));
+  const m = mutateBytes(
+    rng,
+    seed.bytes,
+    s.seeds.map((x) => x.bytes),
+  );
   const d = deliverBytes(rng, ctx, m.bytes, seed.format);
   return { ...d, note: `${seed.format} ${seed.width}x${seed.height}x${seed.channels} [${m.ops.join(' ') || 'valid'}] as ${d.note}` };
 }
@@ -87,7 +107,15 @@ function rawInput(rng: Rng): Generated {
   let proxy = false;
   const notes: string[] = [big ? `${width}x${height}x${channels}` : 'raw'];
   let after: (() => void) | undefined;
-  for (let k = rng.weighted([[3, 0], [4, 1], [2, 2]] as const); k > 0; k--) {
+  for (
+    let k = rng.weighted([
+      [3, 0],
+      [4, 1],
+      [2, 2],
+    ] as const);
+    k > 0;
+    k--
+  ) {
     const m = rng.pick(['length', 'field', 'data-kind', 'resizable-after', 'toctou', 'throw', 'delete', 'proxy'] as const);
     notes.push(m);
     const key = rng.pick(['width', 'height', 'channels']);
@@ -95,7 +123,16 @@ function rawInput(rng: Rng): Generated {
     if (m === 'length') fields.data = bytes.subarray(0, Math.max(0, bytes.length - rng.int(1, 4)));
     else if (m === 'field') fields[key] = rng.chance(0.7) ? edgeNumber(rng) : junk(rng);
     else if (m === 'data-kind') {
-      fields.data = rng.pick([new Uint8ClampedArray(bytes), new Uint16Array(bytes.length), new Float32Array(bytes.length), Array.from(bytes.subarray(0, 64)), 'pixels', Buffer.from(bytes), onShared(bytes, Uint8Array), null]);
+      fields.data = rng.pick([
+        new Uint8ClampedArray(bytes),
+        new Uint16Array(bytes.length),
+        new Float32Array(bytes.length),
+        Array.from(bytes.subarray(0, 64)),
+        'pixels',
+        Buffer.from(bytes),
+        onShared(bytes, Uint8Array),
+        null,
+      ]);
     } else if (m === 'resizable-after') {
       // Finding 3: raw pixels on a resizable buffer, shrunk or detached as soon as score() returns.
       const v = onResizable(bytes, Uint8Array, rng.chance(0.5));
@@ -119,7 +156,15 @@ function rawInput(rng: Rng): Generated {
         });
       }
     } else if (m === 'throw') {
-      traps.push((raw) => Object.defineProperty(raw, key, { enumerable: true, configurable: true, get: () => { throw new FuzzInjectedError(`raw.${key}`); } }));
+      traps.push((raw) =>
+        Object.defineProperty(raw, key, {
+          enumerable: true,
+          configurable: true,
+          get: () => {
+            throw new FuzzInjectedError(`raw.${key}`);
+          },
+        }),
+      );
     } else if (m === 'delete') traps.push((raw) => delete raw[key]);
     else proxy = true;
   }
@@ -130,7 +175,13 @@ function rawInput(rng: Rng): Generated {
 }
 
 function pathInput(rng: Rng, s: State): Generated {
-  const pick = rng.weighted([[6, 'special'], [1, 'valid'], [1, 'relative'], [1, 'string-object'], [1, 'folder-of-images']] as const);
+  const pick = rng.weighted([
+    [6, 'special'],
+    [1, 'valid'],
+    [1, 'relative'],
+    [1, 'string-object'],
+    [1, 'folder-of-images'],
+  ] as const);
   if (pick === 'special') {
     const p = rng.pick(s.special);
     return { input: p.path, note: `path:${p.name}` };
@@ -142,7 +193,12 @@ function pathInput(rng: Rng, s: State): Generated {
 }
 
 function generate(rng: Rng, s: State, ctx: CaseContext): Generated {
-  const kind = rng.weighted([[45, 'encoded'], [25, 'raw'], [18, 'path'], [12, 'junk']] as const);
+  const kind = rng.weighted([
+    [45, 'encoded'],
+    [25, 'raw'],
+    [18, 'path'],
+    [12, 'junk'],
+  ] as const);
   if (kind === 'encoded') return encodedInput(rng, s, ctx);
   if (kind === 'raw') return rawInput(rng);
   if (kind === 'path') return pathInput(rng, s);
@@ -157,7 +213,10 @@ function options(rng: Rng, batch: boolean): { value: unknown; note: string } {
   if (key === 'junk') return { value: junk(rng), note: 'options:junk' };
   if (key === 'steps') o.steps = rng.chance(0.6) ? rng.int(1, 5) : edgeNumber(rng);
   else if (key === 'allMaps') o.allMaps = rng.chance(0.5) ? true : junk(rng);
-  else if (key === 'reconstruction') o.reconstruction = rng.chance(0.3) ? junk(rng) : { tStart: rng.chance(0.5) ? rng.float() : edgeNumber(rng), reconSteps: rng.chance(0.5) ? rng.int(1, 4) : edgeNumber(rng) };
+  else if (key === 'reconstruction')
+    o.reconstruction = rng.chance(0.3)
+      ? junk(rng)
+      : { tStart: rng.chance(0.5) ? rng.float() : edgeNumber(rng), reconSteps: rng.chance(0.5) ? rng.int(1, 4) : edgeNumber(rng) };
   else if (key === 'batchSize') o.batchSize = rng.chance(0.5) ? rng.int(1, 4) : edgeNumber(rng);
   else o.errors = rng.chance(0.5) ? 'collect' : junk(rng);
   return { value: o, note: `options:${key}` };
@@ -167,7 +226,8 @@ function options(rng: Rng, batch: boolean): { value: unknown; note: string } {
 export function checkResult(ctx: CaseContext, what: string, r: ScoreResult): void {
   if (typeof r !== 'object' || r === null) return ctx.wrong(what, `returned ${typeof r}`);
   if (typeof r.score !== 'number' || !Number.isFinite(r.score)) return ctx.wrong(what, `score is ${String(r.score)} (isAnomalous: ${String(r.isAnomalous)})`);
-  if (!(r.map instanceof Float32Array) || r.map.length !== r.width * r.height) return ctx.wrong(what, `map has ${r.map?.length} values for ${r.width}x${r.height}`);
+  if (!(r.map instanceof Float32Array) || r.map.length !== r.width * r.height)
+    return ctx.wrong(what, `map has ${r.map?.length} values for ${r.width}x${r.height}`);
   for (let i = 0; i < r.map.length; i += Math.max(1, Math.floor(r.map.length / 4096))) {
     if (!Number.isFinite(r.map[i])) return ctx.wrong(what, `map[${i}] is ${r.map[i]}`);
   }
@@ -177,7 +237,11 @@ export function checkResult(ctx: CaseContext, what: string, r: ScoreResult): voi
 async function lifecycle(s: State, ctx: CaseContext): Promise<void> {
   const { rng } = ctx;
   ctx.note('lifecycle: load, score while disposing, score after dispose');
-  const loaded = await ctx.call('Detector.load', () => Detector.load(s.bundle, { engine: rng.pick(['native', 'onnxruntime-node'] as const), intraOpThreads: 1 }), { async: true });
+  const loaded = await ctx.call(
+    'Detector.load',
+    () => Detector.load(s.bundle, { engine: rng.pick(['native', 'onnxruntime-node'] as const), intraOpThreads: 1 }),
+    { async: true },
+  );
   const det = loaded.value;
   if (!det) return;
   const busy = Array.from({ length: rng.int(1, 6) }, () => ctx.call('score', () => det.score(s.image), { async: true }));
@@ -198,12 +262,20 @@ export const scoreTarget: FuzzTarget<State> = {
     const seeds = await seedImages();
     const image = join(dir, 'valid.png');
     writeFileSync(image, seeds.find((x) => x.format === 'png' && x.width === 32)!.bytes);
-    const detectors = [await Detector.load(bundle, { engine: 'native', intraOpThreads: 1 }), await Detector.load(bundle, { engine: 'onnxruntime-node', intraOpThreads: 1 })];
+    const detectors = [
+      await Detector.load(bundle, { engine: 'native', intraOpThreads: 1 }),
+      await Detector.load(bundle, { engine: 'onnxruntime-node', intraOpThreads: 1 }),
+    ];
     return { bundle, detectors, seeds, special: specialPaths(join(dir, 'special'), image), image };
   },
   async run(s, ctx) {
     const { rng } = ctx;
-    const api = rng.weighted([[70, 'score'], [20, 'scoreBatch'], [8, 'concurrent'], [2, 'lifecycle']] as const);
+    const api = rng.weighted([
+      [70, 'score'],
+      [20, 'scoreBatch'],
+      [8, 'concurrent'],
+      [2, 'lifecycle'],
+    ] as const);
     if (api === 'lifecycle') return lifecycle(s, ctx);
     const det = rng.pick(s.detectors);
     const engine = det === s.detectors[0] ? 'native' : 'ort';
@@ -212,29 +284,41 @@ export const scoreTarget: FuzzTarget<State> = {
     ctx.note(`${engine} ${api}(${inputs.map((g) => g.note).join(' | ')}) ${opts.note}`);
     const afterAll = () => inputs.forEach((g) => g.after?.());
     if (api === 'score') {
-      const r = await ctx.call('score', () => {
-        const p = det.score(inputs[0].input as string, opts.value as undefined);
-        afterAll();
-        return p;
-      }, { async: true });
+      const r = await ctx.call(
+        'score',
+        () => {
+          const p = det.score(inputs[0].input as string, opts.value as undefined);
+          afterAll();
+          return p;
+        },
+        { async: true },
+      );
       if (r.ok) checkResult(ctx, 'score', r.value!);
     } else if (api === 'scoreBatch') {
-      const r = await ctx.call('scoreBatch', () => {
-        const p = det.scoreBatch(inputs.map((g) => g.input) as string[], opts.value as undefined);
-        afterAll();
-        return p;
-      }, { async: true });
+      const r = await ctx.call(
+        'scoreBatch',
+        () => {
+          const p = det.scoreBatch(inputs.map((g) => g.input) as string[], opts.value as undefined);
+          afterAll();
+          return p;
+        },
+        { async: true },
+      );
       for (const [i, item] of (r.value ?? []).entries()) {
         if (item instanceof Error && !(item instanceof InvadError)) ctx.wrong('scoreBatch', `slot ${i} holds an untyped ${item.name}: ${item.message}`);
         else if (!(item instanceof Error)) checkResult(ctx, `scoreBatch[${i}]`, item);
       }
     } else {
       const calls = inputs.map((g) =>
-        ctx.call('score (concurrent)', () => {
-          const p = det.score(g.input as string);
-          g.after?.();
-          return p;
-        }, { async: true }),
+        ctx.call(
+          'score (concurrent)',
+          () => {
+            const p = det.score(g.input as string);
+            g.after?.();
+            return p;
+          },
+          { async: true },
+        ),
       );
       for (const r of await Promise.all(calls)) if (r.ok) checkResult(ctx, 'score (concurrent)', r.value!);
     }
