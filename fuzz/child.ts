@@ -46,6 +46,7 @@ class CaseRecorder implements CaseContext {
   outcome: Outcome = 'ok';
   key: string | undefined;
   error: ErrorInfo | undefined;
+  readonly counts: Record<string, number> = {};
 
   constructor(
     readonly seed: number,
@@ -57,6 +58,14 @@ class CaseRecorder implements CaseContext {
     send({ t: 'note', seed: this.seed, text: text.slice(0, 400) });
   }
 
+  allow(ms: number, why: string): void {
+    send({ t: 'slow', seed: this.seed, ms, why });
+  }
+
+  count(what: string, n = 1): void {
+    this.counts[what] = (this.counts[what] ?? 0) + n;
+  }
+
   report(outcome: Outcome, key: string, error?: ErrorInfo): void {
     if (SEVERITY[outcome] <= SEVERITY[this.outcome]) return;
     this.outcome = outcome;
@@ -66,6 +75,7 @@ class CaseRecorder implements CaseContext {
 
   async call<T>(what: string, fn: () => T | Promise<T>, options: CallOptions = {}): Promise<CallResult<T>> {
     let pending: T | Promise<T>;
+    this.count('calls');
     try {
       pending = fn();
     } catch (err) {
@@ -131,7 +141,7 @@ async function main(): Promise<void> {
     } catch (err) {
       send({ t: 'harness', seed, error: errorInfo(err) });
     }
-    send({ t: 'end', seed, outcome: rec.outcome, key: rec.key, error: rec.error, ms: performance.now() - start });
+    send({ t: 'end', seed, outcome: rec.outcome, key: rec.key, error: rec.error, ms: performance.now() - start, counts: rec.counts });
     rmSync(dir, { recursive: true, force: true });
   }
   current = null;

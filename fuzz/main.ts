@@ -17,8 +17,13 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { ALL_TARGETS, type ChildMessage, type ErrorInfo, FAILURES, type Outcome, OUTCOMES, SEVERITY, TARGET_NAMES, type TargetName } from './protocol';
 
-/** Cases per target of a full campaign, and of the smoke run `npm test` includes. */
-const CAMPAIGN: Record<TargetName, number> = { addon: 100_000, score: 10_000, bundle: 400, cli: 150, selftest: 10 };
+/**
+ * Cases per target of a full campaign, and of the smoke run `npm test` includes. The issue asks
+ * for at least 10^5 addon calls and 10^4 decoder inputs: an addon case makes about one call, and
+ * a score case feeds the decoders about 0.7 encoded images (the rest are raw pixels, paths and
+ * junk), so 16,000 score cases give some 11,000. The report counts both (targets.*.inputs).
+ */
+const CAMPAIGN: Record<TargetName, number> = { addon: 100_000, score: 16_000, bundle: 400, cli: 150, selftest: 10 };
 const SMOKE: Record<TargetName, number> = { addon: 2400, score: 500, bundle: 24, cli: 8, selftest: 10 };
 /** Cases per child process: a restart costs the target's setup (a second or so). */
 const SHARD: Record<TargetName, number> = { addon: 3000, score: 1000, bundle: 100, cli: 40, selftest: 100 };
@@ -36,6 +41,8 @@ export interface CaseRecord {
   error?: ErrorInfo;
   /** the child's last output, for crashes and hangs */
   output?: string;
+  /** what the case fed the library (calls, decoder inputs, ...) */
+  counts?: Record<string, number>;
 }
 
 export interface Finding extends CaseRecord {
@@ -203,9 +210,10 @@ function runShard(shard: Shard, o: Options, workDir: string): Promise<ShardResul
           current = { seed: msg.seed };
           arm(caseTimeout);
         } else if (msg.t === 'note' && current) current.input = msg.text;
+        else if (msg.t === 'slow' && current) arm(Math.max(caseTimeout, msg.ms));
         else if (msg.t === 'end') {
           clearTimeout(timer);
-          records.push({ seed: msg.seed, outcome: msg.outcome, key: msg.key, input: current?.input, error: msg.error });
+          records.push({ seed: msg.seed, outcome: msg.outcome, key: msg.key, input: current?.input, error: msg.error, counts: msg.counts });
           lastEnded = msg.seed;
           current = null;
         } else if (msg.t === 'fatal') fatal = { seed: msg.seed, error: msg.error };
@@ -263,6 +271,8 @@ function runShard(shard: Shard, o: Options, workDir: string): Promise<ShardResul
 
 interface TargetStats {
   cases: Map<number, CaseRecord>;
+  /** summed CaseRecord.counts of the cases that finished (a crashed or hung case adds none) */
+  inputs: Record<string, number>;
   ms: number;
   children: number;
 }
@@ -285,7 +295,10 @@ async function runAll(shards: Shard[], o: Options, workDir: string, stats: Map<T
       const s = stats.get(shard.target)!;
       s.ms += r.ms;
       s.children++;
-      for (const rec of r.records) s.cases.set(rec.seed, worst(s.cases.get(rec.seed), rec));
+      for (const rec of r.records) {
+        s.cases.set(rec.seed, worst(s.cases.get(rec.seed), rec));
+        for (const [k, n] of Object.entries(rec.counts ?? {})) s.inputs[k] = (s.inputs[k] ?? 0) + n;
+      }
       harness.push(...r.harness);
       if (r.rest) queue.unshift(r.rest);
       progress(shard.target);
@@ -339,7 +352,7 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const t0 = performance.now();
-  const stats = new Map(o.targets.map((t) => [t, { cases: new Map<number, CaseRecord>(), ms: 0, children: 0 } as TargetStats]));
+  const stats = new Map(o.targets.map((t) => [t, { cases: new Map<number, CaseRecord>(), inputs: {}, ms: 0, children: 0 } as TargetStats]));
   const harness: string[] = [];
   const shards = o.targets.flatMap((target) => {
     const n = o.iterations[target];
@@ -392,7 +405,14 @@ async function main(): Promise<number> {
     targets: Object.fromEntries(
       rows.map((r) => [
         r.target,
-        { counts: r.counts, seconds: r.seconds, children: stats.get(r.target)!.children, typedKinds: typedKinds[r.target], findings: findings[r.target] },
+        {
+          counts: r.counts,
+          inputs: stats.get(r.target)!.inputs,
+          seconds: r.seconds,
+          children: stats.get(r.target)!.children,
+          typedKinds: typedKinds[r.target],
+          findings: findings[r.target],
+        },
       ]),
     ),
     harnessErrors: harness,
@@ -401,7 +421,15 @@ async function main(): Promise<number> {
   writeFileSync(o.report, JSON.stringify(report, null, 2) + '\n');
   if (!o.keep) rmSync(workDir, { recursive: true, force: true });
 
-  process.stdout.write(`\n${summaryTable(rows)}\n\nwall ${report.wallSeconds.toFixed(1)} s, seed ${o.seed}; report: ${o.report}\n`);
+  const fed = [...stats].map(
+    ([t, s]) =>
+      `${t}: ${
+        Object.entries(s.inputs)
+          .map(([k, n]) => `${n} ${k}`)
+          .join(', ') || 'nothing'
+      }`,
+  );
+  process.stdout.write(`\n${summaryTable(rows)}\n\n${fed.join('\n')}\nwall ${report.wallSeconds.toFixed(1)} s, seed ${o.seed}; report: ${o.report}\n`);
   for (const [target, list] of Object.entries(findings)) {
     // One line per distinct kind of finding, with the first seed that shows it.
     const byKind = new Map<string, Finding[]>();

@@ -30,7 +30,10 @@ export type ChildMessage =
   | { t: 'ready'; ms: number }
   | { t: 'start'; seed: number }
   | { t: 'note'; seed: number; text: string }
-  | { t: 'end'; seed: number; outcome: Outcome; key?: string; error?: ErrorInfo; ms: number }
+  /** the case's work is legitimately large: it may run up to ms before it counts as a hang */
+  | { t: 'slow'; seed: number; ms: number; why: string }
+  /** counts: what the case fed the library (see CaseContext.count) */
+  | { t: 'end'; seed: number; outcome: Outcome; key?: string; error?: ErrorInfo; ms: number; counts?: Record<string, number> }
   /** an uncaught exception or unhandled rejection: it would end a user's process, so a crash */
   | { t: 'fatal'; seed: number | null; error: ErrorInfo }
   /** the target's own code failed on this case: a fuzzer bug, not a finding about invad */
@@ -58,10 +61,20 @@ export interface CaseContext {
   readonly dir: string;
   /** a short description of the input, kept with any finding */
   note(text: string): void;
+  /**
+   * Gives this case up to `ms` before it counts as a hang, for a call that asks for a lot of
+   * work inside the documented caps (a resize to 10^9 pixels takes 10-20 s on 2 loaded cores).
+   */
+  allow(ms: number, why: string): void;
   /** runs one API call and classifies what it throws; never throws itself */
   call<T>(what: string, fn: () => T | Promise<T>, options?: CallOptions): Promise<CallResult<T>>;
   /** records a wrong result (a returned value that breaks the API's contract) as untyped */
   wrong(what: string, message: string): void;
+  /**
+   * Counts what the case fed the library, for the campaign's figures: every call() counts as
+   * one "calls"; a target adds its own kinds (the score target's "decoder inputs").
+   */
+  count(what: string, n?: number): void;
   /** records an outcome observed another way (a CLI process's exit); the worst one counts */
   report(outcome: Outcome, key: string, error?: ErrorInfo): void;
 }

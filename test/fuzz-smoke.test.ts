@@ -25,7 +25,7 @@ interface Finding {
 interface FuzzReport {
   pass: boolean;
   wallSeconds: number;
-  targets: Record<string, { counts: Record<string, number>; findings: Finding[] }>;
+  targets: Record<string, { counts: Record<string, number>; inputs: Record<string, number>; findings: Finding[] }>;
   harnessErrors: string[];
 }
 
@@ -73,6 +73,9 @@ test('smoke: a few thousand fuzz inputs in under 60 s, with no crash, hang or un
   const cases = Object.values(report.targets).reduce((n, t) => n + Object.values(t.counts).reduce((a, b) => a + b, 0), 0);
   expect(cases).toBeGreaterThanOrEqual(2500);
   for (const target of ['addon', 'score', 'bundle', 'cli']) expect(report.targets[target].counts.ok).toBeGreaterThan(0);
+  // The campaign's figures count what reached the library: addon calls and decoder inputs.
+  expect(report.targets.addon.inputs.calls).toBeGreaterThanOrEqual(2400);
+  expect(report.targets.score.inputs['decoder inputs']).toBeGreaterThan(250);
   const findings = Object.entries(report.targets).flatMap(([target, t]) =>
     t.findings.map(
       (f) =>

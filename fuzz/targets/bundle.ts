@@ -99,9 +99,15 @@ function field(rng: Rng, m: Json): string {
 }
 
 function setSha(m: Json, file: string, sha: string): void {
-  const models = m.models as Record<string, Json> | undefined;
-  for (const key of ['backbone', 'unet']) if (models?.[key]?.file === file) models[key].sha256 = sha;
-  for (const g of (m.latentGaussian as Json[] | undefined) ?? []) {
+  // Earlier mutations may have left any value anywhere: only objects get a hash.
+  const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null;
+  const models = isObject(m.models) ? m.models : {};
+  for (const key of ['backbone', 'unet']) {
+    const entry = models[key];
+    if (isObject(entry) && entry.file === file) entry.sha256 = sha;
+  }
+  for (const g of Array.isArray(m.latentGaussian) ? (m.latentGaussian as unknown[]) : []) {
+    if (!isObject(g)) continue;
     if (g.meanFile === file) g.meanSha256 = sha;
     if (g.precisionFile === file) g.precisionSha256 = sha;
   }

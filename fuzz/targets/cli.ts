@@ -262,6 +262,7 @@ export const cliTarget: FuzzTarget<State> = {
   async run(s, ctx) {
     const args = argv(ctx.rng, s, ctx);
     ctx.note(`invad ${args.map((a) => (a === '' ? "''" : a.includes(' ') ? JSON.stringify(a) : a)).join(' ')}`);
+    ctx.count('cli runs');
     const r = await runCli(s, args, CLI_TIMEOUT_MS);
     const detail = { name: 'CliExit', message: `exit ${r.code ?? r.signal}: ${tail(r.stderr)}` };
     if (r.timedOut) ctx.report('hang', 'cli: no exit', detail);

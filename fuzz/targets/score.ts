@@ -93,6 +93,8 @@ function encodedInput(rng: Rng, s: State, ctx: CaseContext): Generated {
     s.seeds.map((x) => x.bytes),
   );
   const d = deliverBytes(rng, ctx, m.bytes, seed.format);
+  // Encoded bytes (mutated or not) in any buffer or file: what the issue counts as decoder inputs.
+  ctx.count('decoder inputs');
   return { ...d, note: `${seed.format} ${seed.width}x${seed.height}x${seed.channels} [${m.ops.join(' ') || 'valid'}] as ${d.note}` };
 }
 
@@ -200,6 +202,7 @@ function generate(rng: Rng, s: State, ctx: CaseContext): Generated {
     [12, 'junk'],
   ] as const);
   if (kind === 'encoded') return encodedInput(rng, s, ctx);
+  ctx.count(`${kind} inputs`);
   if (kind === 'raw') return rawInput(rng);
   if (kind === 'path') return pathInput(rng, s);
   const j = junk(rng);
@@ -306,6 +309,9 @@ export const scoreTarget: FuzzTarget<State> = {
       );
       for (const [i, item] of (r.value ?? []).entries()) {
         if (item instanceof Error && !(item instanceof InvadError)) ctx.wrong('scoreBatch', `slot ${i} holds an untyped ${item.name}: ${item.message}`);
+        // An exception of the caller's own becomes the input's InvalidInputError (asInputError); nothing else may be wrapped so.
+        else if (item instanceof InvadError && item.message.includes(' could not be read: ') && !(item.cause instanceof FuzzInjectedError))
+          ctx.wrong('scoreBatch', `slot ${i} wraps an untyped error: ${item.message}`);
         else if (!(item instanceof Error)) checkResult(ctx, `scoreBatch[${i}]`, item);
       }
     } else {

@@ -15,7 +15,7 @@ import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
 import { checkIntraOpThreads, DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type FeatureMaps, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
 import { DisposedError, InferenceError, InvadError, reviveError } from '../util/errors';
-import { describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors, takeInput } from './preprocess';
+import { asInputError, describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors, takeInput } from './preprocess';
 import { calibrationAt, imageThresholdAt } from './calibration';
 import {
   DEFAULT_DRIFT_ALPHA,
@@ -473,7 +473,12 @@ export class Detector {
       inputs.slice(from, from + size).map((input, j) => {
         const start = performance.now();
         const label = describeInput(input, from + j);
-        return preprocess(input, this.manifest.input, label).then((pre) => ({ pre, label, start }));
+        return preprocess(input, this.manifest.input, label).then(
+          (pre) => ({ pre, label, start }),
+          (err: unknown) => {
+            throw collect ? asInputError(err, label) : err;
+          },
+        );
       });
     let next = prepare(0);
     let previous: Promise<unknown> = Promise.resolve();

@@ -6,9 +6,9 @@
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import type { InputSpec } from './bundle/manifest';
-import { InvalidArgumentError, InvalidInputError } from '../util/errors';
+import { InvadError, InvalidArgumentError, InvalidInputError } from '../util/errors';
 import { checkRegularFile } from '../util/regular-file';
-import { pathString } from '../util/validate';
+import { invalidArgument, pathString } from '../util/validate';
 
 /** Raw pixels as a line camera hands them over: 8-bit, interleaved, row-major. */
 export interface RawImage {
@@ -48,6 +48,18 @@ function isBytes(v: unknown): v is Uint8Array | Uint8ClampedArray {
 /** A short name for an input, used in errors and CLI output. */
 export function describeInput(input: unknown, index: number): string {
   return typeof input === 'string' ? input : `input[${index}]`;
+}
+
+/**
+ * What scoreBatch's 'collect' slot holds for an input that failed to preprocess: its
+ * InvadError, or, for an exception of the caller's own (a getter or proxy trap on a raw-pixel
+ * object that throws), an InvalidInputError naming the input with that exception as the cause,
+ * since the slots are typed InvadError (found by npm run fuzz).
+ */
+export function asInputError(err: unknown, label: string): InvadError {
+  if (err instanceof InvadError) return err;
+  const why = err instanceof Error ? `${err.name}: ${err.message}` : typeof err;
+  return new InvalidInputError(label, `${label} could not be read: ${why}`, { cause: err });
 }
 
 /**
@@ -144,11 +156,13 @@ function takeRaw(raw: object, label: string): OwnedImage {
   }
   for (const [name, v] of [['width', width], ['height', height]] as const) {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-      throw new InvalidArgumentError(`${label}.${name}`, `Expected positive integer for ${label}.${name} but received ${String(v)}`);
+      // invalidArgument describes the value without converting it: String() of a null-prototype
+      // object or one whose toString throws is itself a TypeError (found by npm run fuzz).
+      throw invalidArgument(`${label}.${name}`, 'positive integer', v);
     }
   }
   if (channels !== 1 && channels !== 2 && channels !== 3 && channels !== 4) {
-    throw new InvalidArgumentError(`${label}.channels`, `Expected 1, 2, 3 or 4 for ${label}.channels but received ${String(channels)}`);
+    throw invalidArgument(`${label}.channels`, '1, 2, 3 or 4', channels);
   }
   const w = width as number;
   const h = height as number;
