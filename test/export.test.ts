@@ -9,6 +9,8 @@
  * Constant nodes, an If subgraph reading an outer tensor, a large weight, and a use of t.
  */
 import { execFile } from 'node:child_process';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -48,6 +50,14 @@ import { Detector } from '../src/runtime/detector';
 import { sha256Bytes } from '../src/runtime/bundle/hash';
 import type { Manifest } from '../src/runtime/bundle/manifest';
 import type { RawImage } from '../src/runtime/preprocess';
+import {
+  binaryOutputChoice,
+  decodeInferenceRequest,
+  encodeInferenceResponse,
+  INFERENCE_HEADER_CONTENT_LENGTH,
+  type Tensor,
+} from '../src/runtime/remote/kserve-codec';
+import { RemoteDetector } from '../src/runtime/remote/remote-detector';
 import { modelTensors, OUTPUT } from '../src/runtime/remote/tensor-spec';
 import { SCORE_DEFINITIONS } from '../src/runtime/scores';
 import { ExportError } from '../src/util/errors';
@@ -325,24 +335,29 @@ describe('the graph', () => {
     expect((model.graph?.node ?? []).filter((n) => n.opType === 'If')).toHaveLength(5);
   });
 
-  test('metadata: the manifest hash, S, the definition, the threshold and the input spec', async () => {
+  test("metadata: the manifest hash, S, the definition, the threshold and the input spec, under invad serve's names", async () => {
     const built = await buildExport(bundle, { steps: 5, scoreDefinition: 'latent-gaussian' });
     const meta = Object.fromEntries((decodeModel(built.bytes).metadataProps ?? []).map((p) => [p.key, p.value]));
     const manifest = JSON.parse(readFileSync(join(bundle, 'manifest.json'), 'utf8')) as Manifest;
-    expect(meta['invad.manifest_sha256']).toBe(sha256Bytes(readFileSync(join(bundle, 'manifest.json'))));
-    expect(meta['invad.steps']).toBe('5');
-    expect(meta['invad.timesteps']).toBe('0,250,500,749,999');
-    expect(meta['invad.score_definition']).toBe('latent-gaussian');
-    expect(meta['invad.map']).toBe('latentGaussian');
-    expect(JSON.parse(meta['invad.threshold'])).toBe(manifest.calibration.bySteps!.find((s) => s.steps === 5)!.imageThresholds['latent-gaussian']);
-    expect(JSON.parse(meta['invad.input'])).toMatchObject({
-      name: 'image',
-      datatype: 'UINT8',
-      layout: 'NHWC',
-      width: SIZE,
-      height: SIZE,
-      resizeKernel: manifest.input.resizeKernel,
+    const threshold = manifest.calibration.bySteps!.find((s) => s.steps === 5)!.imageThresholds['latent-gaussian']!;
+    expect(meta).toEqual({
+      'invad.steps': '5',
+      'invad.score_definition': 'latent-gaussian',
+      'invad.calibrated': 'true',
+      'invad.threshold': String(threshold),
+      'invad.pixel_threshold': String(manifest.calibration.pixelThreshold),
+      'invad.alpha': manifest.input.alpha,
+      'invad.resize_kernel': manifest.input.resizeKernel,
+      'invad.timesteps': '0,250,500,749,999',
+      'invad.map': 'latentGaussian',
+      'invad.manifest_sha256': sha256Bytes(readFileSync(join(bundle, 'manifest.json'))),
+      'invad.input': JSON.stringify({ name: 'image', datatype: 'UINT8', layout: 'NHWC', channels: 'RGB', width: SIZE, height: SIZE }),
+      'invad.features': JSON.stringify({ channels: C, height: SIDE, width: SIDE }),
+      'invad.export_version': '1',
     });
+    // The same, unprefixed, is what a client reads from Triton's configuration: the names invad serve's metadata uses.
+    expect(Object.fromEntries(Object.entries(built.parameters).map(([k, v]) => [`invad.${k}`, v]))).toEqual(meta);
+    expect(Number(built.parameters.threshold)).toBe(threshold);
     expect(built.opset).toBe(17);
     expect(built.tensors.outputs.map((t) => t.name)).toEqual(['score', 'is_anomalous', 'map', 'spatial_range', 'nll', 'latent_gaussian']);
   });
@@ -361,6 +376,8 @@ describe('the graph', () => {
     const b = await writeTinyBundle(freshDir('tiny-2'));
     const built = await buildExport(b, { steps: TINY.steps });
     expect(built.threshold).toBeNull();
+    expect(built.parameters).not.toHaveProperty('threshold');
+    expect(built.parameters.calibrated).toBe('false');
     const report = await compareWithDetector(b, built.bytes, parityImages({ width: TINY.inputSize, height: TINY.inputSize }, 3), {
       steps: TINY.steps,
       scoreDefinition: 'combined',
@@ -494,7 +511,7 @@ describe('opset upgrade keeps each rewritten operator meaning what it meant', ()
 describe('Triton model repository', () => {
   /** A fixed model description, so the golden files never depend on a bundle's timestamps. */
   const FIXED_TENSORS = modelTensors({ input: { width: 256, height: 256 }, features: { channels: 272, height: 16, width: 16 } } as Manifest, true);
-  const PARAMETERS = { 'invad.steps': '3', 'invad.input': '{"name":"image","width":256}' };
+  const PARAMETERS = { steps: '3', score_definition: 'latent-gaussian', threshold: '2.5', input: '{"name":"image","width":256}' };
 
   test.each([
     ['config.gpu-tensorrt-fp16.pbtxt', { tensorrtFp16: true }],
@@ -547,7 +564,7 @@ describe('Triton model repository', () => {
     const accel = ((config.optimization as PbtxtMessage).execution_accelerators as PbtxtMessage).gpu_execution_accelerator as PbtxtMessage[];
     expect(accel[0]).toEqual({ name: 'tensorrt', parameters: { key: 'precision_mode', value: 'FP16' } });
     const params = Object.fromEntries((asList(config.parameters) as PbtxtMessage[]).map((p) => [p.key, (p.value as PbtxtMessage).string_value]));
-    expect(params).toEqual(result.metadata);
+    expect(params).toEqual(result.parameters);
   });
 
   test('--format onnx writes model.onnx only', async () => {
@@ -556,6 +573,97 @@ describe('Triton model repository', () => {
     expect(result.files).toEqual([join(out, 'model.onnx')]);
     expect(result.parity).toBeNull();
     expect(existsSync(join(out, 'invad'))).toBe(false);
+  });
+});
+
+describe('RemoteDetector against a Triton stand-in serving the exported repository', () => {
+  /**
+   * What Triton does with the repository, as far as a client sees it: model metadata from
+   * config.pbtxt (no parameters; a batch-only output as [-1, 1]), the configuration with its
+   * string parameters at /config, and infer runs model.onnx in ONNX Runtime, answering the
+   * batch-only outputs as [N, 1] (the config's reshape).
+   */
+  async function startTritonStandIn(repo: string): Promise<{ url: string; close: () => Promise<void> }> {
+    const config = parsePbtxt(readFileSync(join(repo, 'invad', 'config.pbtxt'), 'utf8'));
+    const session = await ort.InferenceSession.create(readFileSync(join(repo, 'invad', '1', 'model.onnx')));
+    const types: Record<string, string> = { TYPE_UINT8: 'UINT8', TYPE_FP32: 'FP32', TYPE_BOOL: 'BOOL' };
+    const tensors = (list: PbtxtValue) => asList(list).map((v) => v as PbtxtMessage);
+    const meta = (t: PbtxtMessage) => ({ name: t.name, datatype: types[t.data_type as string], shape: [-1, ...(t.dims as number[])] });
+    const metadata = {
+      name: 'invad',
+      versions: ['1'],
+      platform: config.platform,
+      inputs: tensors(config.input).map(meta),
+      outputs: tensors(config.output).map(meta),
+    };
+    const parameters = Object.fromEntries(tensors(config.parameters).map((p) => [p.key, { string_value: (p.value as PbtxtMessage).string_value }]));
+    const reshaped = new Set(
+      tensors(config.output)
+        .filter((t) => t.reshape !== undefined)
+        .map((t) => t.name as string),
+    );
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        void (async () => {
+          const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+          if (req.method === 'GET' && req.url === '/v2/models/invad') return json(200, metadata);
+          if (req.method === 'GET' && req.url === '/v2/models/invad/config')
+            return json(200, { name: 'invad', max_batch_size: config.max_batch_size, parameters });
+          if (req.method !== 'POST' || req.url !== '/v2/models/invad/infer') return json(404, { error: 'not found' });
+          const request = decodeInferenceRequest(Buffer.concat(chunks), req.headers[INFERENCE_HEADER_CONTENT_LENGTH.toLowerCase()]);
+          const image = request.inputs[0];
+          const result = await session.run({ image: new ort.Tensor('uint8', image.data as Uint8Array, [...image.shape]) });
+          const outputs = session.outputNames.map((name): Tensor => {
+            const t = result[name];
+            const shape = reshaped.has(name) ? [...t.dims, 1] : [...t.dims];
+            return { name, datatype: t.type === 'bool' ? 'BOOL' : 'FP32', shape, data: t.data as Float32Array };
+          });
+          const encoded = encodeInferenceResponse({ modelName: 'invad', modelVersion: '1', outputs }, { binaryData: binaryOutputChoice(request) });
+          res.writeHead(200, encoded.headers).end(encoded.body);
+        })();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      close: async () => {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+        await session.release();
+      },
+    };
+  }
+
+  test('the same scores, decisions and feature-grid maps as Detector, with no client option', async () => {
+    const repo = join(tmp.dir, 'triton-stand-in');
+    await exportPipeline(bundle, { out: repo, format: 'triton', steps: 3, scoreDefinition: 'latent-gaussian', verifyImages: 0 });
+    const triton = await startTritonStandIn(repo);
+    const remote = await RemoteDetector.connect(triton.url, { model: 'invad' });
+    const det = await Detector.load(bundle, { steps: 3, scoreDefinition: 'latent-gaussian' });
+    try {
+      expect(remote.info()).toMatchObject({ steps: 3, scoreDefinition: 'latent-gaussian', calibrated: true, hasLatentGaussian: true, maxBatchSize: 8 });
+      expect(remote.info().preprocessing.source).toBe('server');
+      expect(remote.info().threshold).toBe(det.threshold);
+      // Encoded images, at the model's size and larger: both sides decode and resize with Detector's code.
+      const png = (img: RawImage) =>
+        sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } })
+          .png()
+          .toBuffer();
+      const pngs = await Promise.all([part(25, false), part(26, false), part(401, true, 64), part(402, true, 64)].map(png));
+      const [want, got] = await Promise.all([det.scoreBatch(pngs), remote.scoreBatch(pngs)]);
+      expect(new Set(want.map((r) => r.isAnomalous))).toEqual(new Set([true, false]));
+      want.forEach((r, i) => {
+        expect(relativeDifference(r.score, got[i].score)).toBeLessThanOrEqual(PARITY_TOLERANCE);
+        expect(got[i].isAnomalous).toBe(r.isAnomalous);
+        const map = r.featureMaps.latentGaussian!;
+        expect(got[i].map).toHaveLength(map.length);
+        map.forEach((v, j) => expect(relativeDifference(v, got[i].map[j])).toBeLessThanOrEqual(PARITY_TOLERANCE));
+      });
+    } finally {
+      await Promise.all([remote.dispose(), det.dispose(), triton.close()]);
+    }
   });
 });
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { decodeModel, encodeModel } from '../../fit/onnx/proto';
 import { sha256Bytes } from '../../runtime/bundle/hash';
 import { checkScoreSetup, loadBundle, MANIFEST_FILE } from '../../runtime/bundle/load';
+import type { Manifest } from '../../runtime/bundle/manifest';
 import { calibrationAt, imageThresholdAt } from '../../runtime/calibration';
 import type { LatentGaussian } from '../../runtime/latent-gaussian';
 import { IMAGE_INPUT, MODEL_NAME, type TensorSpec } from '../../runtime/remote/tensor-spec';
@@ -65,7 +66,9 @@ export interface BuiltExport {
   /** the graph's default-domain opset */
   opset: number;
   tensors: { inputs: TensorSpec[]; outputs: TensorSpec[] };
-  /** the model's metadata_props */
+  /** how the graph scores, by the names invad serve's model metadata uses under `parameters` (see servedParameters) */
+  parameters: Record<string, string>;
+  /** the model's metadata_props: `parameters` with an `invad.` prefix */
   metadata: Record<string, string>;
   /** the sizes of the bundle's backbone.onnx and unet.onnx together, to compare with `bytes` */
   bundleModelBytes: number;
@@ -128,28 +131,8 @@ export async function buildExport(dir: string, options: BuildExportOptions = {})
   );
   const threshold = o.threshold ?? imageThresholdAt(m, S, definition);
   const steps = inversionSteps(S, m.schedule);
-  const metadata: Record<string, string> = {
-    'invad.export_version': String(EXPORT_FORMAT_VERSION),
-    'invad.manifest_sha256': sha256Bytes(manifestBytes),
-    'invad.steps': String(S),
-    'invad.timesteps': steps.map((s) => s.t).join(','),
-    'invad.score_definition': definition,
-    'invad.map': SCORES[definition].map,
-    'invad.threshold': JSON.stringify(threshold),
-    'invad.calibrated': String(m.calibration.status === 'calibrated'),
-    // What the client must do before sending: decode, drop or flatten alpha, resize like this.
-    'invad.input': JSON.stringify({
-      name: IMAGE_INPUT,
-      datatype: 'UINT8',
-      layout: 'NHWC',
-      channels: 'RGB',
-      width: m.input.width,
-      height: m.input.height,
-      resizeKernel: m.input.resizeKernel,
-      alpha: m.input.alpha,
-    }),
-    'invad.features': JSON.stringify(m.features),
-  };
+  const parameters = servedParameters(m, { steps: S, timesteps: steps.map((s) => s.t), definition, threshold, manifestSha256: sha256Bytes(manifestBytes) });
+  const metadata = Object.fromEntries(Object.entries(parameters).map(([k, v]) => [`invad.${k}`, v]));
   const built = buildPipelineModel({
     manifest: m,
     backbone: decodeModel(backboneBytes),
@@ -174,8 +157,39 @@ export async function buildExport(dir: string, options: BuildExportOptions = {})
     opset: built.opset,
     tensors: built.tensors,
     metadata,
+    parameters,
     bundleModelBytes: backboneBytes.length + unetBytes.length,
     inputSize: { width: m.input.width, height: m.input.height },
+  };
+}
+
+/**
+ * How the graph scores, as strings, under the names `invad serve` gives its model metadata's
+ * `parameters` (steps, score_definition, calibrated, threshold, pixel_threshold, alpha,
+ * resize_kernel), so that a client reads them the same way from either server (Triton shows
+ * them as the model configuration's parameters), plus what only the export has. A threshold or
+ * pixel threshold the bundle does not have is left out, as invad serve does.
+ */
+function servedParameters(
+  m: Manifest,
+  s: { steps: number; timesteps: number[]; definition: ScoreDefinition; threshold: number | null; manifestSha256: string },
+): Record<string, string> {
+  const pixelThreshold = m.calibration.pixelThreshold;
+  return {
+    steps: String(s.steps),
+    score_definition: s.definition,
+    calibrated: String(m.calibration.status === 'calibrated'),
+    ...(s.threshold === null ? {} : { threshold: String(s.threshold) }),
+    ...(pixelThreshold === null ? {} : { pixel_threshold: String(pixelThreshold) }),
+    // How the client decodes and resizes before sending (RemoteDetector reads these two).
+    alpha: m.input.alpha,
+    resize_kernel: m.input.resizeKernel,
+    timesteps: s.timesteps.join(','),
+    map: SCORES[s.definition].map,
+    manifest_sha256: s.manifestSha256,
+    input: JSON.stringify({ name: IMAGE_INPUT, datatype: 'UINT8', layout: 'NHWC', channels: 'RGB', width: m.input.width, height: m.input.height }),
+    features: JSON.stringify(m.features),
+    export_version: String(EXPORT_FORMAT_VERSION),
   };
 }
 
@@ -226,7 +240,7 @@ export async function exportPipeline(dir: string, options: ExportOptions): Promi
     await mkdir(join(modelDir, '1'), { recursive: true });
     files.push(join(modelDir, '1', 'model.onnx'), join(modelDir, 'config.pbtxt'));
     await writeFile(files[0], built.bytes);
-    await writeFile(files[1], tritonConfig(built.tensors, triton, built.metadata));
+    await writeFile(files[1], tritonConfig(built.tensors, triton, built.parameters));
   } else {
     await mkdir(out, { recursive: true });
     files.push(join(out, 'model.onnx'));

@@ -12,7 +12,9 @@
  * Both use the CPU provider with ONNX Runtime's default intra-op threads, or T each (--threads). The bundles are the
  * synthetic presets of engine-compare.ts (the paper's feature shape with a cheap UNet, where
  * overheads show, and with a MatMul-heavy one), or the bundle given with --bundle.
- * Prints medians and p90s per call, images/s and the ratio; asserts nothing.
+ * Prints medians and p90s per call, images/s, the process's CPU time per call (all its threads:
+ * less sensitive than wall time to other processes on a shared machine) and the ratio of the
+ * wall-time medians; asserts nothing.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -24,16 +26,20 @@ import type { RawImage } from '../../runtime/preprocess';
 import { buildExport } from '../../deploy/export';
 import { parityImages, runExported } from '../../deploy/export/parity';
 import { writeBundle } from '../../fit/write-bundle';
-import { interleave, PRESETS, presetContents } from './engine-compare';
+import { PRESETS, presetContents } from './engine-compare';
 import { machineInfo, machineLine } from './machine';
-import type { Summary } from './stats';
+import { type Summary, summarize } from './stats';
 
 interface Row {
   bundle: string;
   steps: number;
   batch: number;
+  /** wall-clock ms per call */
   detectorMs: Summary;
   exportedMs: Summary;
+  /** CPU ms per call, all of this process's threads: less sensitive to other processes on a shared machine */
+  detectorCpuMs: Summary;
+  exportedCpuMs: Summary;
   /** Detector median / exported median; > 1: the exported graph is faster */
   ratio: number;
 }
@@ -47,6 +53,25 @@ function stack(images: readonly RawImage[]): Uint8Array {
   const out = new Uint8Array(images.reduce((n, img) => n + img.data.length, 0));
   images.forEach((img, i) => out.set(img.data, i * img.data.length));
   return out;
+}
+
+/** Runs the variants interleaved (rotating order); returns wall-clock and process CPU milliseconds per call. */
+async function interleave(variants: Array<() => Promise<unknown>>, warmup: number, reps: number): Promise<Array<[Summary, Summary]>> {
+  const wall = variants.map(() => [] as number[]);
+  const cpu = variants.map(() => [] as number[]);
+  for (let rep = 0; rep < warmup + reps; rep++) {
+    for (let k = 0; k < variants.length; k++) {
+      const i = (rep + k) % variants.length;
+      const [t0, c0] = [performance.now(), process.cpuUsage()];
+      await variants[i]();
+      const c = process.cpuUsage(c0);
+      if (rep >= warmup) {
+        wall[i].push(performance.now() - t0);
+        cpu[i].push((c.user + c.system) / 1000);
+      }
+    }
+  }
+  return variants.map((_, i) => [summarize(wall[i]), summarize(cpu[i])]);
 }
 
 async function benchBundle(name: string, dir: string, steps: number, threads: number, reps: number, warmup: number): Promise<Row[]> {
@@ -63,13 +88,27 @@ async function benchBundle(name: string, dir: string, steps: number, threads: nu
     for (const n of [1, 8]) {
       const images = parityImages(m.input, n, 100 + n);
       const pixels = stack(images);
-      const [det, exp] = await interleave([() => detector.scoreBatch(images, { batchSize: n }), () => runExported(session, pixels, n, m.input)], warmup, reps);
-      const row = { bundle: name, steps, batch: n, detectorMs: det, exportedMs: exp, ratio: det.median / exp.median };
+      const [[det, detCpu], [exp, expCpu]] = await interleave(
+        [() => detector.scoreBatch(images, { batchSize: n }), () => runExported(session, pixels, n, m.input)],
+        warmup,
+        reps,
+      );
+      const row = {
+        bundle: name,
+        steps,
+        batch: n,
+        detectorMs: det,
+        exportedMs: exp,
+        detectorCpuMs: detCpu,
+        exportedCpuMs: expCpu,
+        ratio: det.median / exp.median,
+      };
       rows.push(row);
       const ips = (s: Summary) => ((1000 * n) / s.median).toFixed(1).padStart(7);
+      const ms = (x: Summary) => x.median.toFixed(2).padStart(8);
       console.log(
-        `  ${name.padEnd(20)} S=${steps} n=${String(n).padEnd(2)}  Detector ${det.median.toFixed(2).padStart(8)} ms (p90 ${det.p90.toFixed(2)}, ${ips(det)} img/s)` +
-          `   exported ${exp.median.toFixed(2).padStart(8)} ms (p90 ${exp.p90.toFixed(2)}, ${ips(exp)} img/s)   Detector/exported ${row.ratio.toFixed(2)}x`,
+        `  ${name.padEnd(20)} S=${steps} n=${String(n).padEnd(2)}  Detector ${ms(det)} ms (p90 ${det.p90.toFixed(2)}, ${ips(det)} img/s, CPU ${ms(detCpu)} ms)` +
+          `   exported ${ms(exp)} ms (p90 ${exp.p90.toFixed(2)}, ${ips(exp)} img/s, CPU ${ms(expCpu)} ms)   Detector/exported ${row.ratio.toFixed(2)}x`,
       );
     }
   } finally {

@@ -84,7 +84,7 @@ async function run(o: ExportCommandOptions): Promise<void> {
   const lines = [
     `wrote ${r.files.join(', ')}`,
     `  model: ${size(r.bytes.length)} (the bundle's backbone and UNet: ${size(r.bundleModelBytes)}; the UNet's weights are stored once for its ${r.steps} calls)`,
-    `  S = ${r.steps} (timesteps ${r.metadata['invad.timesteps']}), score ${r.scoreDefinition}, threshold ${r.threshold ?? 'none (uncalibrated: only a NaN score is flagged)'}, ONNX opset ${r.opset}`,
+    `  S = ${r.steps} (timesteps ${r.parameters.timesteps}), score ${r.scoreDefinition}, threshold ${r.threshold ?? 'none (uncalibrated: only a NaN score is flagged)'}, ONNX opset ${r.opset}`,
     `  input: ${r.tensors.inputs.map((t) => `${t.name} ${t.datatype} ${shape(t)} (RGB, decoded and resized by the client)`).join(', ')}`,
     `  outputs: ${r.tensors.outputs.map((t) => `${t.name} ${t.datatype} ${shape(t)}`).join(', ')}`,
   ];
