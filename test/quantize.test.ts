@@ -125,6 +125,10 @@ describe('invad quantize: static int8 QDQ UNet', () => {
   });
   afterAll(() => tmp.cleanup());
 
+  /** The int8 bundle from the normals, made once (by whichever test runs first). */
+  let int8: ReturnType<typeof quantizeBundle> | undefined;
+  const int8Bundle = () => (int8 ??= quantizeBundle(fp32, join(tmp.dir, 'int8'), { normals: train, calibrationNormals: held, steps: [2, 3] }));
+
   test('activation parameters follow ORT: the range holds 0, uint8 asymmetric, int8 symmetric', () => {
     const q = activationParams({ min: 0.5, max: 2.55 }, 'uint8');
     expect(q.scale).toBeCloseTo(0.01, 12);
@@ -139,8 +143,8 @@ describe('invad quantize: static int8 QDQ UNet', () => {
   });
 
   test('from normals: int8 scores within tolerance of fp32, precision int8, calibrated again, integer kernels in ORT', async () => {
-    const out = join(tmp.dir, 'int8');
-    const r = await quantizeBundle(fp32, out, { normals: train, calibrationNormals: held, steps: [2, 3] });
+    const r = await int8Bundle();
+    const out = r.out;
     // The manifest says int8 and still validates; the fp32 bundle reads as fp32.
     const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
     expect(m.precision).toBe('int8');
@@ -185,7 +189,7 @@ describe('invad quantize: static int8 QDQ UNet', () => {
   });
 
   test('both engines run the int8 UNet alike, and --which-engine times them side by side', async () => {
-    const out = join(tmp.dir, 'int8');
+    const { out } = await int8Bundle();
     const [nat, node] = await Promise.all(
       (['native', 'onnxruntime-node'] as const).map(async (engine) => {
         const det = await Detector.load(out, { scoreDefinition: 'sp', engine });
@@ -209,6 +213,10 @@ describe('invad quantize: static int8 QDQ UNet', () => {
     expect(r.rows.every((x) => Number.isFinite(x.ratio) && x.ratio > 0 && x.nativeMs.n === 2)).toBe(true);
     expect(['native', 'onnxruntime-node']).toContain(r.faster);
     expect(r.loadAverageBefore).toHaveLength(3);
+    // --against: the fp32 bundle timed in the same alternation.
+    const both = await whichEngine({ model: fp32, against: out, batches: [1], steps: [2], reps: 2, warmup: 1 });
+    expect(both.againstPrecision).toBe('int8');
+    expect(both.rows[0].against!.speedup).toBeGreaterThan(0);
   });
 
   test('from the training features (train.npy): ranges without images; without normals the fp32 calibration is kept, with a warning', async () => {

@@ -13,12 +13,14 @@
 import * as os from 'node:os';
 import { loadAddon, type DeviceResidentPipeline } from '../../binding';
 import { loadBundle } from '../../runtime/bundle/load';
+import type { Manifest } from '../../runtime/bundle/manifest';
 import { defaultEngine } from '../../runtime/detector';
 import { nativePipelineOptions } from '../../runtime/engine/native-engine';
 import { runInversion, type PipelineSessions } from '../../runtime/engine/ort-node-inversion';
 import { DEFAULT_THREAD_SPINNING, sessionSpinning, type EngineKind, type ThreadSpinning } from '../../runtime/engine/protocol';
 import { openSession } from '../../runtime/engine/sessions';
 import { inversionSteps } from '../../runtime/schedule';
+import { InvalidArgumentError } from '../../util/errors';
 import { mulberry32 } from '../../util/prng';
 import { summarize, type Summary } from './stats';
 
@@ -35,6 +37,8 @@ export interface EngineChoiceOptions {
   /** ORT intra-op threads (0: ORT decides, the Detector's default) */
   threads?: number;
   threadSpinning?: ThreadSpinning;
+  /** a second bundle with the same shapes (e.g. the int8 one), timed with both engines in the same alternation */
+  against?: string;
   onProgress?: (line: string) => void;
 }
 
@@ -48,11 +52,16 @@ export interface EngineChoiceRow {
   ortNodeUnetMs: number;
   /** onnxruntime-node median / native median: > 1 means native is faster */
   ratio: number;
+  /** the `against` bundle in the same alternation; speedup = fastest engine of `model` / fastest of `against` (> 1: `against` faster) */
+  against?: { nativeMs: Summary; ortNodeMs: Summary; nativeUnetMs: number; ortNodeUnetMs: number; speedup: number };
 }
 
 export interface EngineChoiceResult {
   bundle: string;
   precision: string;
+  /** the second bundle timed alongside, and its precision */
+  against?: string;
+  againstPrecision?: string;
   cpu: string;
   cores: number;
   loadAverageBefore: number[];
@@ -78,15 +87,17 @@ export const NO_CLEAR_WINNER = 0.05;
 const median = (v: number[]) => summarize(v).median;
 const sum = (v: readonly number[]) => v.reduce((a, b) => a + b, 0);
 
-export async function whichEngine(o: EngineChoiceOptions): Promise<EngineChoiceResult> {
-  const batches = o.batches ?? [1, 2, 4, 8];
-  const stepsList = o.steps ?? [2, 3];
-  const reps = o.reps ?? 10;
-  const warmup = o.warmup ?? 2;
-  const threads = o.threads ?? 0;
-  const threadSpinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
-  const loadAverageBefore = os.loadavg();
-  const bundle = await loadBundle(o.model);
+interface EngineSides {
+  manifest: Manifest;
+  precision: string;
+  native: (batch: Float32Array, n: number, S: number) => Promise<{ ms: number; unet: number }>;
+  ortNode: (batch: Float32Array, n: number, S: number) => Promise<{ ms: number; unet: number }>;
+  close: () => Promise<void>;
+}
+
+/** Both engines on one bundle, opened as the Detector opens them. */
+async function openEngines(dir: string, threads: number, threadSpinning: ThreadSpinning, maxBatch: number): Promise<EngineSides> {
+  const bundle = await loadBundle(dir);
   const m = bundle.manifest;
   const addon = loadAddon();
   if (typeof addon.DeviceResidentPipeline !== 'function') throw new Error('this addon build has no native engine (DeviceResidentPipeline)');
@@ -101,46 +112,80 @@ export async function whichEngine(o: EngineChoiceOptions): Promise<EngineChoiceR
     executionProviders: ['cpu' as const],
     intraOpThreads: threads,
     threadSpinning,
-    maxBatch: Math.max(...batches),
+    maxBatch,
   };
   const pipeline: DeviceResidentPipeline = new addon.DeviceResidentPipeline(nativePipelineOptions(config, bundle.unetPath, ['cpu']));
-  const rows: EngineChoiceRow[] = [];
-  try {
-    const plane = 3 * m.input.width * m.input.height;
-    for (const S of stepsList) {
+  return {
+    manifest: m,
+    precision: m.precision ?? 'fp32',
+    native: async (batch, n, S) => {
+      const sched = inversionSteps(S, m.schedule).map((st) => ({ t: st.t, a: st.a, b: st.b }));
+      const t0 = performance.now();
+      const res = await pipeline.runAsync(new Float32Array(batch), n, sched, { latents: false });
+      return { ms: performance.now() - t0, unet: sum(res.timings.unetMs) };
+    },
+    ortNode: async (batch, n, S) => {
       const sched = inversionSteps(S, m.schedule);
-      const nativeSched = sched.map((st) => ({ t: st.t, a: st.a, b: st.b }));
+      const t0 = performance.now();
+      const res = await runInversion(sessions, addon, m, new Float32Array(batch), n, sched);
+      return { ms: performance.now() - t0, unet: sum(res.unetMs) };
+    },
+    close: async () => {
+      pipeline.release();
+      await sessions.backbone.release();
+      await sessions.unet.release();
+    },
+  };
+}
+
+export async function whichEngine(o: EngineChoiceOptions): Promise<EngineChoiceResult> {
+  const batches = o.batches ?? [1, 2, 4, 8];
+  const stepsList = o.steps ?? [2, 3];
+  const reps = o.reps ?? 10;
+  const warmup = o.warmup ?? 2;
+  const threads = o.threads ?? 0;
+  const threadSpinning = o.threadSpinning ?? DEFAULT_THREAD_SPINNING;
+  const loadAverageBefore = os.loadavg();
+  const maxBatch = Math.max(...batches);
+  const opened: EngineSides[] = [];
+  const rows: EngineChoiceRow[] = [];
+  let precision = 'fp32';
+  let againstPrecision: string | undefined;
+  try {
+    const main = await openEngines(o.model, threads, threadSpinning, maxBatch);
+    opened.push(main);
+    const m = main.manifest;
+    precision = main.precision;
+    if (o.against) {
+      const other = await openEngines(o.against, threads, threadSpinning, maxBatch);
+      opened.push(other);
+      const a = other.manifest;
+      if (a.input.width !== m.input.width || a.input.height !== m.input.height || JSON.stringify(a.features) !== JSON.stringify(m.features)) {
+        throw new InvalidArgumentError('against', `${o.against} has another input or feature shape than ${o.model}`);
+      }
+      againstPrecision = other.precision;
+    }
+    const plane = 3 * m.input.width * m.input.height;
+    const sides = opened.flatMap((e) => [e.native, e.ortNode]);
+    for (const S of stepsList) {
       for (const n of batches) {
-        o.onProgress?.(`which engine: batch ${n}, S = ${S}: ${warmup} warm-up + ${reps} alternating repetitions`);
+        o.onProgress?.(`which engine: batch ${n}, S = ${S}: ${warmup} warm-up + ${reps} alternating repetitions of ${sides.length} sides`);
         const r = mulberry32(1000 * S + n);
         const batch = Float32Array.from({ length: n * plane }, () => r() * 4 - 2);
-        const sides = [
-          async () => {
-            const t0 = performance.now();
-            const res = await pipeline.runAsync(new Float32Array(batch), n, nativeSched, { latents: false });
-            return { ms: performance.now() - t0, unet: sum(res.timings.unetMs) };
-          },
-          async () => {
-            const t0 = performance.now();
-            const res = await runInversion(sessions, addon, m, new Float32Array(batch), n, sched);
-            return { ms: performance.now() - t0, unet: sum(res.unetMs) };
-          },
-        ];
-        const ms: number[][] = [[], []];
-        const unetMs: number[][] = [[], []];
+        const ms: number[][] = sides.map(() => []);
+        const unetMs: number[][] = sides.map(() => []);
         for (let rep = 0; rep < warmup + reps; rep++) {
           for (let k = 0; k < sides.length; k++) {
             const i = (rep + k) % sides.length;
-            const got = await sides[i]();
+            const got = await sides[i](batch, n, S);
             if (rep >= warmup) {
               ms[i].push(got.ms);
               unetMs[i].push(got.unet);
             }
           }
         }
-        const nativeMs = summarize(ms[0]);
-        const ortNodeMs = summarize(ms[1]);
-        rows.push({
+        const [nativeMs, ortNodeMs] = [summarize(ms[0]), summarize(ms[1])];
+        const row: EngineChoiceRow = {
           batch: n,
           steps: S,
           nativeMs,
@@ -148,20 +193,30 @@ export async function whichEngine(o: EngineChoiceOptions): Promise<EngineChoiceR
           nativeUnetMs: median(unetMs[0]),
           ortNodeUnetMs: median(unetMs[1]),
           ratio: ortNodeMs.median / nativeMs.median,
-        });
+        };
+        if (o.against) {
+          const [an, ao] = [summarize(ms[2]), summarize(ms[3])];
+          row.against = {
+            nativeMs: an,
+            ortNodeMs: ao,
+            nativeUnetMs: median(unetMs[2]),
+            ortNodeUnetMs: median(unetMs[3]),
+            speedup: Math.min(nativeMs.median, ortNodeMs.median) / Math.min(an.median, ao.median),
+          };
+        }
+        rows.push(row);
       }
     }
   } finally {
-    pipeline.release();
-    await sessions.backbone.release();
-    await sessions.unet.release();
+    for (const e of opened) await e.close();
   }
   const geometricMeanRatio = Math.exp(rows.reduce((a, r) => a + Math.log(r.ratio), 0) / rows.length);
   const loadAverageAfter = os.loadavg();
   const cores = os.availableParallelism();
   return {
     bundle: o.model,
-    precision: m.precision ?? 'fp32',
+    precision,
+    ...(o.against ? { against: o.against, againstPrecision } : {}),
     cpu: os.cpus()[0]?.model ?? 'unknown',
     cores,
     loadAverageBefore,
@@ -194,6 +249,22 @@ export function formatEngineChoice(r: EngineChoiceResult): string {
     '',
     `geometric mean ratio onnxruntime-node / native: ${r.geometricMeanRatio.toFixed(2)}x: ${r.faster} is faster here (${r.geometricMeanRatio > 1 ? `native by ${((r.geometricMeanRatio - 1) * 100).toFixed(0)}%` : `onnxruntime-node by ${((1 / r.geometricMeanRatio - 1) * 100).toFixed(0)}%`})${r.clear ? '' : `, within ${NO_CLEAR_WINNER * 100}%: no clear winner`}; the CPU default is ${r.currentDefault}${!r.clear || r.faster === r.currentDefault ? '' : ` (set INVAD_ENGINE=${r.faster} or DetectorOptions.engine to use the faster one)`}`,
   ];
+  if (r.against) {
+    const geo = Math.exp(r.rows.reduce((a, x) => a + Math.log(x.against!.speedup), 0) / r.rows.length);
+    lines.push(
+      '',
+      `against ${r.against} (${r.againstPrecision}), in the same alternation:`,
+      '',
+      `| batch | S | native ms (p90) | onnxruntime-node ms (p90) | UNet calls native / ort-node ms | fastest ${r.precision} / fastest ${r.againstPrecision} |`,
+      '| --- | --- | --- | --- | --- | --- |',
+      ...r.rows.map((x) => {
+        const a = x.against!;
+        return `| ${x.batch} | ${x.steps} | ${a.nativeMs.median.toFixed(1)} (${a.nativeMs.p90.toFixed(1)}) | ${a.ortNodeMs.median.toFixed(1)} (${a.ortNodeMs.p90.toFixed(1)}) | ${a.nativeUnetMs.toFixed(1)} / ${a.ortNodeUnetMs.toFixed(1)} | ${a.speedup.toFixed(2)}x |`;
+      }),
+      '',
+      `geometric mean speedup of ${r.againstPrecision} over ${r.precision} (fastest engine each): ${geo.toFixed(2)}x`,
+    );
+  }
   if (r.underLoad)
     lines.push(
       `note: the load average exceeded the ${r.cores} cores during the run: other processes shared the CPU, so the times are slow and noisy and even the side-by-side ratios are degraded`,

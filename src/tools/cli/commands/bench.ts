@@ -103,6 +103,7 @@ interface BenchCliOptions {
   workDir?: string;
   seed: number;
   whichEngine?: boolean;
+  against?: string;
 }
 
 function requests(o: BenchCliOptions): BenchRequest[] {
@@ -207,6 +208,7 @@ async function run(o: BenchCliOptions): Promise<number> {
       warmup: o.warmup ?? 2,
       threads: o.threads ?? 0,
       threadSpinning: o.threadSpinning,
+      against: o.against,
       onProgress: o.quiet ? undefined : (line: string) => process.stderr.write(`invad bench: ${line}\n`),
     });
     process.stdout.write(formatEngineChoice(r) + '\n');
@@ -292,6 +294,7 @@ export function benchCommand(): Command {
     .option('--work-dir <dir>', 'compare: keep the exported UNet, features and bundle here')
     .option('--seed <n>', 'compare: seed for the random weights and features', parseNonNegativeInt, 0)
     .option('--which-engine', 'time both engines side by side on --model (alternating, batch 1,2,4,8 and S 2,3 unless given, --reps repetitions) and say which is faster here')
+    .option('--against <dir>', 'with --which-engine: a second bundle of the same shapes (e.g. the int8 one from invad quantize) timed in the same alternation')
     .action(async (o: BenchCliOptions) => {
       process.exitCode = await run(o);
     });
