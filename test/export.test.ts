@@ -42,6 +42,7 @@ import {
   parityImages,
   relativeDifference,
   runExported,
+  SCORE_FLOOR,
   tritonConfig,
   unsupportedDefinition,
 } from '../src/deploy/export';
@@ -288,6 +289,14 @@ describe('parity with Detector', () => {
     } finally {
       await session.release();
     }
+  });
+
+  test('scores near 0 are compared in absolute terms below SCORE_FLOOR; parts and maps relatively', () => {
+    expect(relativeDifference(1e-6, 2e-6)).toBeCloseTo(0.5, 12);
+    expect(relativeDifference(1e-6, 2e-6, SCORE_FLOOR)).toBeCloseTo(1e-6, 18);
+    expect(relativeDifference(-300, -300.03, SCORE_FLOOR)).toBeCloseTo(0.03 / 300.03, 12);
+    expect(relativeDifference(NaN, 1)).toBe(Infinity);
+    expect(relativeDifference(NaN, NaN)).toBe(0);
   });
 
   test('the comparison itself catches a graph that disagrees (a changed threshold flips decisions)', async () => {

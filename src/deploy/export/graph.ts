@@ -219,7 +219,7 @@ export function buildPipelineModel(p: PipelineParts): PipelineModel {
   const P = h * w;
 
   // Normalization as preprocess does it: p * scale + shift in float64, rounded once to float32.
-  // The uint8 transpose comes first: ORT runs the casts and the arithmetic far faster on NCHW.
+  // Transposed while a pixel is one byte, the cheapest place to move it.
   const { scale, shift } = pixelNormalization(m.input);
   const nchw = b.op('Transpose', [IMAGE_INPUT], 'image_nchw', [attr.ints('perm', [0, 3, 1, 2])]);
   const scaled = b.op('Mul', [b.cast(nchw, DataType.DOUBLE, 'image_f64'), b.float64Tensor('pixel_scale', [1, 3, 1, 1], scale)], 'pixels_scaled');
@@ -303,7 +303,10 @@ export function buildPipelineModel(p: PipelineParts): PipelineModel {
   const threshold = b.float64('threshold', p.threshold ?? Infinity);
   b.op('Not', [b.op('LessOrEqual', [score!, threshold], 'score_within')], OUTPUT.isAnomalous, [], true);
   b.cast(score!, DataType.FLOAT, OUTPUT.score, true);
-  b.op('Identity', [SCORES[p.definition].map === 'latentGaussian' ? lgMap! : l2], OUTPUT.map, [], true);
+  const wantsLatentMap = SCORES[p.definition].map === 'latentGaussian';
+  if (wantsLatentMap && lgMap === undefined)
+    throw new ExportError('manifest.json', `the ${p.definition} map needs the bundle's latent statistics for S = ${p.steps.length}`);
+  b.op('Identity', [wantsLatentMap ? lgMap! : l2], OUTPUT.map, [], true);
   b.cast(sp, DataType.FLOAT, OUTPUT.spatialRange, true);
   b.cast(nll, DataType.FLOAT, OUTPUT.nll, true);
   if (raw.latentGaussian) b.cast(raw.latentGaussian, DataType.FLOAT, OUTPUT.latentGaussian, true);

@@ -15,6 +15,7 @@ export {
   parityImages,
   relativeDifference,
   runExported,
+  SCORE_FLOOR,
   type ExportedScores,
   type ParityOptions,
   type ParityReport,

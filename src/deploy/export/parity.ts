@@ -50,12 +50,22 @@ export async function runExported(
   };
 }
 
-/** |a - b| relative to the larger magnitude (0 when both are 0; Infinity when only one is NaN). */
-export function relativeDifference(a: number, b: number): number {
+/**
+ * |a - b| relative to the larger magnitude, or to `floor` when both are smaller (0 when a and b
+ * are both 0; Infinity when only one is NaN).
+ */
+export function relativeDifference(a: number, b: number, floor = 0): number {
   if (Number.isNaN(a) || Number.isNaN(b)) return Number.isNaN(a) && Number.isNaN(b) ? 0 : Infinity;
-  const scale = Math.max(Math.abs(a), Math.abs(b));
+  const scale = Math.max(Math.abs(a), Math.abs(b), floor);
   return scale === 0 ? 0 : Math.abs(a - b) / scale;
 }
+
+/**
+ * Image scores are normalized (robust z-scores and their sums), so a normal part's score sits
+ * near 0, where any relative difference is unbounded: below 1 in magnitude they are compared
+ * in absolute terms. The raw parts and the maps are compared purely relatively.
+ */
+export const SCORE_FLOOR = 1;
 
 /** Seeded test images at the model's input size: a gradient plus noise of growing amplitude. */
 export function parityImages(size: Pick<InputSpec, 'width' | 'height'>, count: number, seed = 1): RawImage[] {
@@ -75,7 +85,7 @@ export function parityImages(size: Pick<InputSpec, 'width' | 'height'>, count: n
 
 export interface ParityReport {
   images: number;
-  /** the largest relative difference of each output over the images (map: over every value) */
+  /** the largest relative difference of each output over the images (map: over every value; score: see SCORE_FLOOR) */
   maxRelative: { score: number; spatialRange: number; nll: number; latentGaussian: number | null; map: number };
   /** images whose is_anomalous differs from Detector's isAnomalous */
   decisionMismatches: number;
@@ -116,7 +126,7 @@ export async function compareWithDetector(bundleDir: string, model: Uint8Array, 
       ]);
       const plane = got.map.length / chunk.length;
       want.forEach((r, i) => {
-        max.score = Math.max(max.score, relativeDifference(r.score, got.score[i]));
+        max.score = Math.max(max.score, relativeDifference(r.score, got.score[i], SCORE_FLOOR));
         max.spatialRange = Math.max(max.spatialRange, relativeDifference(r.components.spatialRange, got.spatialRange[i]));
         max.nll = Math.max(max.nll, relativeDifference(r.components.nll, got.nll[i]));
         if (got.latentGaussian || r.components.latentGaussian !== undefined) {
