@@ -4,8 +4,11 @@
  * Checks: score parity of int8 against fp32, the manifest's precision, the recalibration on
  * normals, and that ORT's optimized graph runs the quantized convolutions as integer kernels.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { packageRoot } from '../src/util/package-info';
 import { Detector } from '../src/runtime/detector';
 import { bundlePrecision, validateManifest } from '../src/runtime/bundle/manifest';
 import { writeBundle } from '../src/fit/write-bundle';
@@ -241,5 +244,25 @@ describe('invad quantize: static int8 QDQ UNet', () => {
     // An already quantized bundle is refused; a manifest with another precision does not validate.
     await expect(quantizeBundle(out, join(tmp.dir, 'twice'), { features: npy })).rejects.toMatchObject({ argument: 'model' });
     expect(validateManifest({ ...m, precision: 'int4' })).toBe(false);
+  });
+
+  test('the CLI: invad quantize --normal writes a recalibrated int8 bundle and prints the node types; no calibration data is a usage error', async () => {
+    const cli = join(packageRoot(), 'dist', 'src', 'tools', 'cli', 'main.js');
+    const run = (args: string[]) =>
+      promisify(execFile)(process.execPath, [cli, ...args]).then(
+        (r) => ({ ...r, code: 0 }),
+        (e: { stdout: string; stderr: string; code: number }) => e,
+      );
+    const out = join(tmp.dir, 'int8-cli');
+    const r = await run(['quantize', '--model', fp32, '--out', out, '--normal', join(tmp.dir, 'train'), '--calibrate', join(tmp.dir, 'held'), '--steps', '3']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout.trim()) as { precision: string; recalibrated: boolean; ortNodeTypes: { int8: Record<string, number> } };
+    expect(report.precision).toBe('int8');
+    expect(report.recalibrated).toBe(true);
+    expect(report.ortNodeTypes.int8['com.microsoft:QLinearConv'] ?? report.ortNodeTypes.int8['QLinearConv']).toBe(2);
+    expect(r.stderr).toMatch(/integer nodes/);
+    const bad = await run(['quantize', '--model', fp32, '--out', join(tmp.dir, 'never')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--features/);
   });
 });
