@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { packageRoot } from '../src/util/package-info';
 import { Detector } from '../src/runtime/detector';
-import { bundlePrecision, validateManifest } from '../src/runtime/bundle/manifest';
+import * as ort from 'onnxruntime-node';
+import { bundlePrecision, validateManifest, type Manifest } from '../src/runtime/bundle/manifest';
 import { writeBundle } from '../src/fit/write-bundle';
 import { FeatureExtractor } from '../src/fit/features';
-import { activationParams, optimizedNodeTypes, quantizeBundle } from '../src/fit/quantize';
+import { activationParams, activationRanges, optimizedNodeTypes, planQuantization, quantizeBundle, quantizeQdq } from '../src/fit/quantize';
 import { whichEngine } from '../src/tools/bench/engine-choice';
 import {
   DataType,
@@ -36,7 +37,8 @@ import { pngOf, randomRaw } from './helpers/images';
 /** Relative tolerance of int8 against fp32 score parts (SP and NLL) on the tiny conv UNet. */
 const PARITY_REL = 0.05;
 
-function convUnet(c: number, side: number, hidden = 8, seed = 3): Uint8Array {
+/** `outputConv`: eps is the last Conv's output itself (as in the real UNet) instead of k*x + it. */
+function convUnet(c: number, side: number, hidden = 8, seed = 3, outputConv = false): Uint8Array {
   const rand = mulberry32(seed);
   const uni = (n: number, a: number) => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * a);
   const hw = side * side;
@@ -65,6 +67,10 @@ function convUnet(c: number, side: number, hidden = 8, seed = 3): Uint8Array {
     makeNode('Mul', ['x', 'k'], ['kx']),
     makeNode('Add', ['kx', 'h5'], ['eps']),
   ];
+  if (outputConv) {
+    nodes.splice(-2, 2);
+    nodes[nodes.length - 1].output = ['eps'];
+  }
   const graph = makeGraph({
     name: 'conv_unet',
     inputs: [valueInfo('x', DataType.FLOAT, ['N', c, side, side]), valueInfo('t', DataType.INT64, ['N'])],
@@ -264,5 +270,29 @@ describe('invad quantize: static int8 QDQ UNet', () => {
     const bad = await run(['quantize', '--model', fp32, '--out', join(tmp.dir, 'never')]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--features/);
+  });
+
+  test('quantizeOutput: the output convolution becomes an integer kernel too, and the output keeps its name', async () => {
+    const bytes = convUnet(TINY.channels, side, 8, 3, true);
+    const model = decodeModel(bytes);
+    const m = JSON.parse(readFileSync(join(fp32, 'manifest.json'), 'utf8')) as Manifest;
+    const x0 = Float32Array.from({ length: 8 * TINY.channels * side * side }, (_, i) => Math.sin(i));
+    const counts: Record<string, number> = {};
+    for (const quantizeOutput of [false, true]) {
+      const plan = planQuantization(model, { quantizeOutput });
+      const ranges = await activationRanges(model, plan, m, x0, 8, { steps: [3] });
+      const q = encodeModel(quantizeQdq(model, plan, ranges).model);
+      const types = await optimizedNodeTypes(q);
+      counts[String(quantizeOutput)] = (types.counts['com.microsoft:QLinearConv'] ?? 0) + (types.counts['QLinearConv'] ?? 0);
+      expect(decodeModel(q).graph?.output?.map((o) => o.name)).toEqual(['eps']);
+      // It runs and stays near fp32.
+      const feeds = { x: new ort.Tensor('float32', x0.slice(0, 96), [1, TINY.channels, side, side]), t: new ort.Tensor('int64', BigInt64Array.of(500n), [1]) };
+      const [a, b] = [await ort.InferenceSession.create(bytes), await ort.InferenceSession.create(q)];
+      const [ea, eb] = [(await a.run(feeds)).eps.data as Float32Array, (await b.run(feeds)).eps.data as Float32Array];
+      const rel = Math.sqrt(ea.reduce((acc, v, i) => acc + (v - eb[i]) ** 2, 0) / ea.reduce((acc, v) => acc + v * v, 0));
+      expect(rel).toBeLessThan(0.1);
+      await Promise.all([a.release(), b.release()]);
+    }
+    expect(counts).toEqual({ false: 1, true: 2 });
   });
 });

@@ -50,6 +50,12 @@ export interface QdqOptions {
   activationType?: ActivationType;
   /** 7-bit weights, for CPUs without VNNI whose U8S8 dot products can saturate; default false */
   reduceRange?: boolean;
+  /**
+   * Quantize the node that writes a graph output (the UNet's output convolution) too: its output
+   * then passes a uint8 Q/DQ, so eps carries the quantization error, but the convolution runs as
+   * an integer kernel. Default false: it stays fp32.
+   */
+  quantizeOutput?: boolean;
   /** op types to quantize; default Conv, Gemm, MatMul */
   opTypes?: readonly string[];
 }
@@ -112,9 +118,9 @@ export function planQuantization(model: onnx.IModelProto, options: QdqOptions = 
     if ((n.domain ?? '') !== '' || !ops.has(n.opType!)) return;
     const ins = n.input ?? [];
     const out = n.output?.[0];
-    // A node writing a graph output stays fp32: the output is the UNet's eps, whose precision
-    // the scores depend on directly, and its name must not move.
-    if (!out || outputs.has(out)) return;
+    // A node writing a graph output stays fp32 unless asked: the output is the UNet's eps, whose
+    // precision the scores depend on directly.
+    if (!out || (outputs.has(out) && !options.quantizeOutput)) return;
     if (n.opType === 'Conv') {
       if (!isFloatInit(ins[1]) || (ins[2] && !isFloatInit(ins[2]))) return;
     } else if (n.opType === 'Gemm') {
@@ -304,6 +310,7 @@ export function quantizeQdq(
   const head: onnx.NodeProto[] = [];
   const after = new Map<onnx.NodeProto, onnx.NodeProto[]>();
   const act = new Map<string, QParams>();
+  const graphOutputs = new Set(g.output.map((o) => o.name));
   // Every name added is fresh: a graph may already hold 'att_scale' next to an activation 'att'.
   const taken = new Set<string>([
     ...g.initializer.map((t) => t.name),
@@ -334,15 +341,25 @@ export function quantizeQdq(
     const p = activationParams(r, actType);
     act.set(a, p);
     const nm = qdqNames(a);
-    dqOf.set(a, nm.dq);
+    const producer = g.node.find((n) => n.output.includes(a));
+    // A graph output keeps its name on the DQ's output: its producer writes a fresh float tensor
+    // the Q reads, so ORT sees DQ -> Conv -> Q and nothing else reads the float result.
+    const isOutput = producer !== undefined && graphOutputs.has(a);
+    let qIn = a;
+    if (isOutput) {
+      qIn = fresh(`${a}_float`);
+      producer.output = producer.output.map((o) => (o === a ? qIn : o));
+      nm.dq = a;
+    } else {
+      dqOf.set(a, nm.dq);
+    }
     actOfDq.set(nm.dq, a);
     newInits.push(floatTensor(nm.scale, [], [p.scale]));
     newInits.push(actType === 'uint8' ? uint8Tensor(nm.zeroPoint, [], Uint8Array.of(p.zeroPoint)) : int8Tensor(nm.zeroPoint, [], Int8Array.of(p.zeroPoint)));
     const pair = [
-      makeNode('QuantizeLinear', [a, nm.scale, nm.zeroPoint], [nm.q], { name: fresh(`${a}_QuantizeLinear`) }),
+      makeNode('QuantizeLinear', [qIn, nm.scale, nm.zeroPoint], [nm.q], { name: fresh(`${a}_QuantizeLinear`) }),
       makeNode('DequantizeLinear', [nm.q, nm.scale, nm.zeroPoint], [nm.dq], { name: fresh(`${a}_DequantizeLinear`) }),
     ];
-    const producer = g.node.find((n) => n.output.includes(a));
     if (producer) after.set(producer, [...(after.get(producer) ?? []), ...pair]);
     else head.push(...pair);
   }
@@ -610,6 +627,7 @@ export async function quantizeBundle(dir: string, out: string, o: QuantizeBundle
       activations: `${o.activationType ?? 'uint8'} per tensor${(o.activationType ?? 'uint8') === 'int8' ? ', symmetric' : ', asymmetric'}`,
       weights: `int8 symmetric, per output channel (Conv, Gemm), per tensor (MatMul)${o.reduceRange ? ', 7-bit (reduce range)' : ''}`,
       ranges: o.method === 'percentile' ? `percentile ${o.percentile ?? 99.99}` : 'minmax',
+      outputQuantized: o.quantizeOutput === true,
       rangeSteps: [...(o.steps ?? DEFAULT_STEP_RANGE)],
       calibrationSamples: count,
       calibrationSource: source,

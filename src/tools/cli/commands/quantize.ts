@@ -22,6 +22,7 @@ interface QuantizeCommandOptions {
   percentile: number;
   activations: 'uint8' | 'int8';
   reduceRange?: boolean;
+  quantizeOutput?: boolean;
   overwrite?: boolean;
   providers: ReturnType<typeof parseProviders>;
 }
@@ -50,6 +51,7 @@ export function quantizeCommand(): Command {
     .option('--percentile <p>', 'with --ranges percentile', Number, 99.99)
     .addOption(new Option('--activations <type>', 'activation type: uint8 (asymmetric) or int8 (symmetric)').choices(['uint8', 'int8']).default('uint8'))
     .option('--reduce-range', '7-bit weights, for CPUs without VNNI')
+    .option('--quantize-output', "quantize the UNet's output convolution too (eps then carries uint8 quantization error; default: it stays fp32)")
     .option('--overwrite', 'replace --out if it exists')
     .option('-p, --providers <list>', 'execution providers to try in order (recalibration)', parseProviders, ['cpu'])
     .action(async (o: QuantizeCommandOptions) => {
@@ -68,6 +70,7 @@ export function quantizeCommand(): Command {
         percentile: o.percentile,
         activationType: o.activations,
         reduceRange: o.reduceRange === true,
+        quantizeOutput: o.quantizeOutput === true,
         overwrite: o.overwrite === true,
         executionProviders: o.providers,
         onProgress: say,
