@@ -9,7 +9,7 @@
  * Also here: the small-sample warning of the split-conformal threshold rule, which both the
  * calibration (fit) and the runtime (older bundles, Detector.info()) word the same way.
  */
-import Ajv from 'ajv';
+import { lazyValidator } from '../../util/lazy-validator';
 import { conformalMinSamples } from '../../util/stats';
 import { ModelBundleError } from '../../util/errors';
 import type { CalibrationSpec, ImageThresholdMethod } from './manifest';
@@ -108,8 +108,7 @@ export const calibrationScoresSchema = {
   },
 } as const;
 
-const ajv = new Ajv({ allErrors: true, strict: true });
-const validateScores = ajv.compile<CalibrationScores>(calibrationScoresSchema);
+const validateScores = lazyValidator<CalibrationScores>(calibrationScoresSchema, { allErrors: true, strict: true });
 
 /** The bytes written to calibration.json (and hashed into the manifest). */
 export function encodeCalibrationScores(scores: CalibrationScores): Buffer {

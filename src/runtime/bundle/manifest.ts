@@ -2,7 +2,7 @@
  * The bundle manifest: its TypeScript type, its JSON schema (validated with ajv),
  * and a builder with sane defaults. Bump MANIFEST_VERSION on any breaking change.
  */
-import Ajv from 'ajv';
+import { lazyValidator } from '../../util/lazy-validator';
 import type { LinearScheduleSpec } from '../schedule';
 import { SCORE_DEFINITIONS, type ScoreDefinition } from '../scores';
 
@@ -450,8 +450,8 @@ export const manifestSchema = {
   },
 } as const;
 
-const ajv = new Ajv({ allErrors: true, strict: true, strictTuples: false });
-export const validateManifest = ajv.compile<Manifest>(manifestSchema);
+/** Checks a value against the manifest schema; `validateManifest.errors` holds the last call's errors. */
+export const validateManifest = lazyValidator<Manifest>(manifestSchema, { allErrors: true, strict: true, strictTuples: false });
 
 /** The calibration an uncalibrated bundle carries: identity normalization, no threshold. */
 export function placeholderCalibration(): CalibrationSpec {
