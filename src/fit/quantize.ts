@@ -195,7 +195,11 @@ export async function activationRanges(
     logSeverityLevel: 3,
   });
   const ranges = new Map<string, TensorRange>(plan.activations.map((a) => [a, { min: Infinity, max: -Infinity }]));
-  const kept = new Map<string, number[]>(plan.activations.map((a) => [a, []]));
+  // Percentiles: a uniform reservoir sample of each activation's values (bounded memory).
+  const kept = new Map<string, { values: Float32Array; seen: number }>(
+    method === 'percentile' ? plan.activations.map((a) => [a, { values: new Float32Array(PERCENTILE_KEEP), seen: 0 }]) : [],
+  );
+  const rand = mulberry32(1);
   const fetches = [outputName, ...plan.activations.map((a) => `${a}__range`)];
   try {
     for (const s of steps) {
@@ -218,10 +222,15 @@ export async function activationRanges(
               if (y < r.min) r.min = y;
               if (y > r.max) r.max = y;
             }
-            if (method === 'percentile') {
-              const keep = kept.get(a)!;
-              const stride = Math.max(1, Math.floor(v.length / 4096));
-              for (let i = 0; i < v.length; i += stride) keep.push(v[i]);
+            const keep = kept.get(a);
+            if (keep) {
+              for (let i = 0; i < v.length; i++, keep.seen++) {
+                if (keep.seen < PERCENTILE_KEEP) keep.values[keep.seen] = v[i];
+                else {
+                  const j = Math.floor(rand() * (keep.seen + 1));
+                  if (j < PERCENTILE_KEEP) keep.values[j] = v[i];
+                }
+              }
             }
           }
           const eps = out[outputName].data as Float32Array;
@@ -237,12 +246,8 @@ export async function activationRanges(
   if (method === 'percentile') {
     const p = options.percentile ?? 99.99;
     for (const a of plan.activations) {
-      let keep = kept.get(a)!;
-      if (keep.length > PERCENTILE_KEEP) {
-        const rand = mulberry32(1);
-        keep = Array.from({ length: PERCENTILE_KEEP }, () => keep[Math.floor(rand() * keep.length)]);
-      }
-      const sorted = Float64Array.from(keep).sort();
+      const keep = kept.get(a)!;
+      const sorted = keep.values.slice(0, Math.min(keep.seen, PERCENTILE_KEEP)).sort();
       const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.round((q / 100) * (sorted.length - 1))))];
       ranges.set(a, { min: at(100 - p), max: at(p) });
     }
