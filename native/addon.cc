@@ -7,6 +7,7 @@
 #include "cuda_status.h"
 #include "device_self_test.h"
 #include "kernels_binding.h"
+#include "map_smoothing_binding.h"
 #include "ort_api.h"
 #include "engine_binding.h"
 #include "thread_pool.h"
@@ -47,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaStatus", Napi::Function::New(env, args::Guarded<CudaStatus>, "cudaStatus"));
   exports.Set("deviceSelfTest", Napi::Function::New(env, args::Guarded<DeviceSelfTest>, "deviceSelfTest"));
   RegisterKernels(env, exports);
+  RegisterMapSmoothing(env, exports);
   RegisterPipeline(env, exports);
   return exports;
 }

@@ -106,4 +106,30 @@ INVAD_HD float bilinear_blend(float p00, float p01, float p10, float p11, const 
   return add_rn(mul_rn(ty.l0, add_rn(mul_rn(tx.l0, p00), mul_rn(tx.l1, p01))), mul_rn(ty.l1, add_rn(mul_rn(tx.l0, p10), mul_rn(tx.l1, p11))));
 }
 
+// ---- Gaussian map smoothing (issue 17) -------------------------------------
+// A separable Gaussian blur: a horizontal pass, then a vertical one, each the
+// sum over taps k = -r..r in that order, starting from 0, of w[k + r] * the
+// source at the reflected index (one rounding per product and per sum, so the
+// CPU and CUDA kernels agree bit for bit). The weights are one float table
+// built on the host (map_smoothing.h) and shared by both.
+
+// scipy.ndimage's 'reflect' border (half-sample symmetric, the edge sample
+// repeats: d c b a | a b c d | d c b a), for any offset: the index is folded
+// with period 2n, so a kernel wider than the map still reads inside it.
+INVAD_HD int reflect_index(long long i, int n) {
+  const long long period = 2LL * n;
+  long long m = i % period;
+  if (m < 0) m += period;
+  return static_cast<int>(m < n ? m : period - 1 - m);
+}
+
+// One output of a 1-D pass: sum_k w[k] * src[reflect(center + k - r) * stride].
+INVAD_HD float blur_tap_sum(const float* src, long long center, int n, size_t stride, const float* w, int r) {
+  float acc = 0.0f;
+  for (int k = 0; k <= 2 * r; ++k) {
+    acc = add_rn(acc, mul_rn(w[k], src[static_cast<size_t>(reflect_index(center + k - r, n)) * stride]));
+  }
+  return acc;
+}
+
 }  // namespace invad

@@ -255,6 +255,15 @@ export interface InvadAddon {
    */
   resizeBilinear(src: Float32Array, planes: number, inH: number, inW: number, outH: number, outW: number): Float32Array;
 
+  /**
+   * Separable Gaussian blur of one or more single-channel maps (planes x h x w), sigmaY
+   * down the rows and sigmaX along them, in pixels, each in (0, 1024]: truncated at radius
+   * floor(4 sigma + 0.5), borders reflected as scipy.ndimage's mode 'reflect' (the edge sample
+   * repeats). Returns a new array; the rows are split over the addon's thread pool. The map
+   * smoothing of bundles with `mapSmoothing` (issue 17).
+   */
+  gaussianBlur(src: Float32Array, planes: number, h: number, w: number, sigmaY: number, sigmaX: number): Float32Array;
+
   /** The device-resident pipeline (see NativePipelineOptions). */
   DeviceResidentPipeline: DeviceResidentPipelineConstructor;
   /** Loads ONNX Runtime from a path and reports its version and which providers load. Throws if it cannot load. */

@@ -32,6 +32,7 @@ const REQUIRED_FUNCTIONS: ReadonlyArray<keyof InvadAddon> = [
   'channelNorm',
   'ddimLastStepReduce',
   'resizeBilinear',
+  'gaussianBlur',
   'DeviceResidentPipeline',
   'ortProbe',
 ];

@@ -4,7 +4,7 @@
  * each S, plus latency; writes report.json and report.html.
  *
  * Maps are kept at feature-grid resolution and upsampled one image at a time
- * (the same bilinear resize Detector applies), so memory stays bounded; pixel
+ * (the same bilinear resize, and mapSmoothing blur, Detector applies), so memory stays bounded; pixel
  * metrics use streaming histograms over the maps' value range (src/metrics).
  */
 import { cpus } from 'node:os';
@@ -12,6 +12,7 @@ import { basename, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../binding';
 import { loadBundle } from '../runtime/bundle/load';
+import { upsampleMap } from '../runtime/map-smoothing';
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from '../runtime/bundle/manifest';
 import { calibrationAt } from '../runtime/calibration';
 import { Detector, type ScoreOptions, type ScoreResult } from '../runtime/detector';
@@ -154,18 +155,18 @@ async function pixelMetrics(
   scored: Scored[],
   mapOf: (s: Scored) => Float32Array,
   subsets: string[],
-  features: { height: number; width: number },
+  bundle: Pick<Manifest, 'features' | 'input' | 'mapSmoothing'>,
 ): Promise<{ bySubset: Map<string, Pick<MetricSet, 'pixelAuroc' | 'pixelAp' | 'aupro'>>; roc: ReturnType<PixelMetricsAccumulator['rocCurve']> }> {
   const addon = loadAddon();
   let lo = Infinity;
   let hi = -Infinity;
   for (const s of scored) for (const v of mapOf(s)) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
-  // Bilinear upsampling never leaves the low-resolution maps' range, so it bounds the histograms.
+  // Bilinear upsampling (and the mapSmoothing blur, a weighted mean) never leaves the low-resolution maps' range, so it bounds the histograms.
   const range: [number, number] = hi > lo ? [lo, hi] : [lo, lo + 1];
   const acc = new Map(subsets.map((k) => [k, { pixel: new PixelMetricsAccumulator({ range }), pro: new ProAccumulator({ range, bins: 10_000 }) }]));
   for (const s of scored) {
     const { width, height } = s.result;
-    const map = addon.resizeBilinear(mapOf(s), 1, features.height, features.width, height, width);
+    const map = upsampleMap(addon, bundle, mapOf(s), { width, height });
     const mask = await masks.get(s);
     for (const subset of subsets) {
       if (subset !== 'all' && s.item.anomalous && s.item.label !== subset) continue;
@@ -228,7 +229,7 @@ async function latencyAtBatch1(det: Detector, items: TestItem[], options: ScoreO
   return latencyRow(steps, 1, performance.now() - t0, times);
 }
 
-async function galleryFor(masks: MaskCache, scored: Scored[], def: Definition, features: { height: number; width: number }, count: number): Promise<GalleryItem[]> {
+async function galleryFor(masks: MaskCache, scored: Scored[], def: Definition, bundle: Pick<Manifest, 'features' | 'input' | 'mapSmoothing'>, count: number): Promise<GalleryItem[]> {
   if (def.threshold === null || count === 0) return [];
   const thr = def.threshold;
   const withScore = scored.map((s) => ({ s, score: def.score(s) }));
@@ -239,7 +240,7 @@ async function galleryFor(masks: MaskCache, scored: Scored[], def: Definition, f
   for (const [list, kind] of [[fps, 'false-positive'], [fns, 'false-negative']] as const) {
     for (const { s, score } of list) {
       const { width, height } = s.result;
-      const map = addon.resizeBilinear(def.map(s), 1, features.height, features.width, height, width);
+      const map = upsampleMap(addon, bundle, def.map(s), { width, height });
       const mask = s.item.maskPath ? await masks.get(s) : null;
       items.push(await galleryItem(s.item.file, map, mask, { kind, score, threshold: thr, label: s.item.label }));
     }
@@ -303,7 +304,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
         let pixel: Awaited<ReturnType<typeof pixelMetrics>> | undefined;
         if (!o.imageOnly) {
           // sp, nll and combined share the l2 map: compute its pixel metrics once.
-          pixel = pixelByMap.get(def.mapKind) ?? (await pixelMetrics(masks, scored, def.map, subsets, m.features));
+          pixel = pixelByMap.get(def.mapKind) ?? (await pixelMetrics(masks, scored, def.map, subsets, m));
           pixelByMap.set(def.mapKind, pixel);
           rocPixel.push({ scoreDefinition: def.name, steps, curve: downsampleCurve(pixel.roc.fpr, pixel.roc.tpr) });
         }
@@ -333,7 +334,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
         decisionRows.push(...rows);
       }
       const shown = defs.find((d) => d.name === m.score.definition) ?? defs[0];
-      if (gallery.length === 0 && o.out) gallery = await galleryFor(masks, scored, shown, m.features, o.gallery ?? 6);
+      if (gallery.length === 0 && o.out) gallery = await galleryFor(masks, scored, shown, m, o.gallery ?? 6);
     }
   } finally {
     await det.dispose();

@@ -34,6 +34,9 @@ import type { ExecutionProvider } from '../runtime/engine/protocol';
 import { DEFAULT_REGULARIZATION, fitLatentGaussian } from '../runtime/latent-gaussian';
 import type { ScoreComponents } from '../runtime/scores';
 import { InvalidArgumentError } from '../util/errors';
+import { loadAddon } from '../binding';
+import { calibrationMapValues, mapSmoothingSpec, MAX_SMOOTHING_SIGMA } from '../runtime/map-smoothing';
+import { numberInRange } from '../util/validate';
 
 export interface BundleStepOptions {
   /** step counts S to prepare; default [2, 3, 4, 5] */
@@ -93,6 +96,12 @@ export interface CalibrateBundleOptions extends BundleStepOptions {
    * statistics; pixel thresholds come from the maps of the normals scored now (no maps are stored).
    */
   append?: boolean;
+  /**
+   * Map smoothing (issue 17): sigma in pixels at the model input, written to the manifest's
+   * `mapSmoothing` (0 removes it); default: the bundle's own. The pixel thresholds are taken on
+   * maps smoothed this way (see calibrationMapValues).
+   */
+  mapSmoothing?: number;
 }
 
 export interface LabelledImages {
@@ -194,6 +203,9 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   const folds = resolveFolds(options);
   const stored = options.append ? storedSamples(dir, m, bundle.calibrationScores, steps) : new Map<number, CalibrationSample[]>();
   const { channels, height, width } = m.features;
+  if (options.mapSmoothing !== undefined) numberInRange('mapSmoothing', options.mapSmoothing, 0, MAX_SMOOTHING_SIGMA);
+  const smoothing = options.mapSmoothing === undefined ? m.mapSmoothing : mapSmoothingSpec(options.mapSmoothing, m.input);
+  const addon = loadAddon();
   // 'sp' needs nothing per S; the latent-Gaussian parts come along wherever the bundle has statistics.
   const det = await Detector.load(dir, { executionProviders: options.executionProviders, scoreDefinition: 'sp' });
   const bySteps: StepCalibration[] = [];
@@ -216,7 +228,10 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
       const heldOut = samples.filter((x) => x.source === 'held-out').map(componentsOf);
       const outOfFold = samples.filter((x) => x.source === 'out-of-fold').map(componentsOf);
       const latentMaps = results.every((r) => r.featureMaps.latentGaussian) ? [...results.map((r) => r.featureMaps.latentGaussian!), ...(oof?.maps ?? [])] : undefined;
-      const step = calibratePool(s, { heldOut, outOfFold, maps: { l2: results.map((r) => r.featureMaps.l2), ...(latentMaps ? { latentGaussian: latentMaps } : {}) } }, far);
+      // Pixel thresholds on the maps as the detector will show them: smoothed when the bundle smooths.
+      const pixelValues = (maps: readonly Float32Array[]) => calibrationMapValues(addon, m, smoothing, maps);
+      const l2Maps = pixelValues(results.map((r) => r.featureMaps.l2));
+      const step = calibratePool(s, { heldOut, outOfFold, maps: { l2: l2Maps, ...(latentMaps ? { latentGaussian: pixelValues(latentMaps) } : {}) } }, far);
       bySteps.push(validation ? withF1Thresholds(step, await scoreLabelled(det, validation, s, options.onProgress)) : step);
       counts.push({ steps: s, heldOut: heldOut.length, outOfFold: outOfFold.length });
       const latent = latentHashes(m, s);
@@ -234,7 +249,8 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
     validation ? { normal: validation.normal.length, anomalous: validation.anomalous.length } : undefined,
     { counts, scoresFile, ...(main.outOfFold > 0 && oofFolds !== undefined ? { outOfFold: { folds: oofFolds, samples: main.outOfFold } } : {}) },
   );
-  await writeManifest(dir, { ...m, calibration });
+  const { mapSmoothing: _old, ...rest } = m;
+  await writeManifest(dir, { ...rest, calibration, ...(smoothing ? { mapSmoothing: smoothing } : {}) });
   return calibration;
 }
 

@@ -30,6 +30,7 @@ import { mulberry32 } from '../util/prng';
 import { checkExportParity } from './trainer/parity';
 import { runTrainer, type TrainerSummary, UNET_PRESETS, type UnetPreset } from './trainer/runner';
 import { intInRange, numberInRange, oneOf } from '../util/validate';
+import { MAX_SMOOTHING_SIGMA } from '../runtime/map-smoothing';
 
 export interface FitOptions {
   /** folder (searched recursively) of normal images */
@@ -81,6 +82,12 @@ export interface FitOptions {
   outOfFold?: number | false;
   /** step counts S to fit latent statistics and calibrate for; default [2, 3, 4, 5] */
   latentSteps?: number[];
+  /**
+   * Map smoothing (issue 17): a Gaussian blur of sigma this many pixels at the model input on
+   * every upsampled map, recorded in the manifest (`mapSmoothing`); the pixel thresholds are
+   * calibrated on smoothed maps. 0 or absent: none. At most 64.
+   */
+  mapSmoothing?: number;
   /** continue training from the work folder's checkpoint */
   resume?: boolean;
   /** fail on an unreadable image instead of skipping it */
@@ -158,6 +165,7 @@ function checkOptions(o: FitOptions): void {
   if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
   if (o.falseAlarmRate !== undefined) numberInRange('falseAlarmRate', o.falseAlarmRate, 1e-6, 0.5);
   if (o.outOfFold !== undefined && o.outOfFold !== false) intInRange('outOfFold', o.outOfFold, 2, 100);
+  if (o.mapSmoothing !== undefined) numberInRange('mapSmoothing', o.mapSmoothing, 0, MAX_SMOOTHING_SIGMA);
   const latentSteps = o.latentSteps ?? DEFAULT_STEP_RANGE;
   const steps = o.steps ?? DEFAULT_STEPS;
   // Checked before indexing the table: JS callers can pass any string.
@@ -386,6 +394,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     // The latent statistics were fitted on these: each gets an out-of-fold score too.
     training: trainF.files,
     outOfFold: o.outOfFold,
+    ...(o.mapSmoothing !== undefined ? { mapSmoothing: o.mapSmoothing } : {}),
     executionProviders: o.executionProviders,
     onProgress: log,
   });

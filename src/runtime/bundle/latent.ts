@@ -23,11 +23,12 @@ export async function writeLatentGaussian(dir: string, steps: number, g: LatentG
  * Mahalanobis map read past or short of the matrix and score NaN; int64 data failed every call.
  *
  * @param field - the manifest field that names the file, for the error
+ * @param what - what the file is, for the error (the feature statistics reuse this check)
  * @throws ModelBundleError naming `file` and `field`
  */
-export function checkLatentArray(bytes: Buffer, file: string, field: string, shape: readonly number[]): void {
+export function checkLatentArray(bytes: Buffer, file: string, field: string, shape: readonly number[], what = 'latent statistics file'): void {
   const fail = (why: string, cause?: unknown): never => {
-    throw new ModelBundleError(file, field, `latent statistics file ${file} (${field}) ${why}`, cause === undefined ? undefined : { cause });
+    throw new ModelBundleError(file, field, `${what} ${file} (${field}) ${why}`, cause === undefined ? undefined : { cause });
   };
   let array: NpyArray;
   try {

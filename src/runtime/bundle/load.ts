@@ -1,7 +1,7 @@
 /**
  * Reads and checks a model bundle folder: the manifest against its schema, the
  * semantic rules the schema cannot say, each model file's presence and hash, and the
- * latent statistics' dtype, shape and values, and the calibration sample (calibration.json). The ONNX inputs and outputs are checked
+ * latent and feature statistics' hash, dtype, shape and values, and the calibration sample (calibration.json). The ONNX inputs and outputs are checked
  * later, when the sessions open (engine/model-check.ts), because that needs the runtime.
  */
 import { readFile, stat } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { fileKind } from '../../util/regular-file';
 import { MAX_STEPS, maxSteps, scheduleProblem } from '../schedule';
 import { sha256Bytes, sha256File } from './hash';
 import { checkLatentArray } from './latent';
+import { MAX_BLUR_SIGMA, sigmaAtInput } from '../map-smoothing';
 import { type CalibrationScores, decodeCalibrationScores, MAX_CALIBRATION_SCORES_BYTES } from './calibration-scores';
 import {
   CALIBRATION_LIMIT,
@@ -99,6 +100,10 @@ function checkSemantics(m: Manifest): void {
     fail('/calibration/scoresFile/file', `is ${scoresFile}; it must differ from the manifest and the model files`);
   }
   checkCalibration(m.calibration, fail);
+  if (m.mapSmoothing) {
+    const sigma = sigmaAtInput(m.mapSmoothing, input);
+    if (!(sigma <= MAX_BLUR_SIGMA)) fail('/mapSmoothing/atInputSize', `makes sigma ${sigma} px at the ${input.width} x ${input.height} model input (sigmaPx x the input's shorter side / atInputSize); it must be at most ${MAX_BLUR_SIGMA}`);
+  }
   const seen = new Set<number>();
   (m.latentGaussian ?? []).forEach((g, i) => {
     if (g.steps > maxSteps(schedule.trainSteps)) fail(`/latentGaussian/${i}/steps`, `is ${g.steps}; it must be ${stepRule}`);
@@ -193,11 +198,37 @@ async function checkModelFile(dir: string, file: string, field: string, expected
  * A latent-statistics file must match its sha256 (unless skipped) and hold float32 values of
  * the shape the features imply, all finite; it is small enough to read whole, once for both.
  */
-async function checkLatentFile(dir: string, file: string, field: string, shaField: string, expectedSha: string, skipHash: boolean, shape: readonly number[]): Promise<void> {
+async function checkLatentFile(dir: string, file: string, field: string, shaField: string, expectedSha: string, skipHash: boolean, shape: readonly number[], what?: string): Promise<void> {
   const { path } = await regularFile(dir, file, field);
   const bytes = await readFile(path);
   if (!skipHash) compareSha(file, shaField, sha256Bytes(bytes), expectedSha);
-  checkLatentArray(bytes, file, field, shape);
+  checkLatentArray(bytes, file, field, shape, what);
+}
+
+/**
+ * The feature-statistics files (issue 17: feature_mean.npy, feature_precision.npy,
+ * patchcore_bank.npy), checked as the latent statistics are: sha256, float32, the shape the
+ * features (and the bank's `patches`) imply, all finite.
+ */
+function checkFeatureStatistics(dir: string, m: Manifest, skip: boolean): Array<Promise<void>> {
+  const f = m.featureStatistics;
+  if (!f) return [];
+  const { channels: c, height, width } = m.features;
+  const what = 'feature statistics file';
+  const at = '/featureStatistics';
+  const checks: Array<Promise<void>> = [];
+  if (f.gaussian) {
+    const g = f.gaussian;
+    checks.push(
+      checkLatentFile(dir, g.meanFile, `${at}/gaussian/meanFile`, `${at}/gaussian/meanSha256`, g.meanSha256, skip, [height * width, c], what),
+      checkLatentFile(dir, g.precisionFile, `${at}/gaussian/precisionFile`, `${at}/gaussian/precisionSha256`, g.precisionSha256, skip, [height * width, c, c], what),
+    );
+  }
+  if (f.memoryBank) {
+    const b = f.memoryBank;
+    checks.push(checkLatentFile(dir, b.file, `${at}/memoryBank/file`, `${at}/memoryBank/sha256`, b.sha256, skip, [b.patches, c], what));
+  }
+  return checks;
 }
 
 /** calibration.json: its sha256 (unless skipped), size, JSON and schema; the parsed sample. */
@@ -232,8 +263,9 @@ export async function loadBundle(dir: string, options: LoadBundleOptions = {}): 
       checkLatentFile(dir, g.precisionFile, `/latentGaussian/${i}/precisionFile`, `/latentGaussian/${i}/precisionSha256`, g.precisionSha256, skip, [positions, c, c]),
     ]),
   );
+  const features = Promise.all(checkFeatureStatistics(dir, manifest, skip));
   const scoresSpec = manifest.calibration.scoresFile;
   const scores = scoresSpec ? checkCalibrationScoresFile(dir, scoresSpec.file, scoresSpec.sha256, skip) : Promise.resolve(undefined);
-  const [[backbonePath, unetPath], , calibrationScores] = await Promise.all([models, latents, scores]);
+  const [[backbonePath, unetPath], , calibrationScores] = await Promise.all([models, latents, scores, features]);
   return { dir, manifest, backbonePath, unetPath, ...(calibrationScores ? { calibrationScores } : {}) };
 }

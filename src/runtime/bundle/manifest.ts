@@ -189,12 +189,16 @@ export interface FeatureStatisticsSpec {
 }
 
 /**
- * Map post-processing (issue 17, item 2): a Gaussian blur of the map after its bilinear resize,
- * sigma `sigmaPx` pixels at a 224-pixel model input, scaled by the image's own size / the input size.
- * Absent: no smoothing (every bundle before issue 17).
+ * Map post-processing (issue 17, item 2): a Gaussian blur of the map after its bilinear resize
+ * to the image (src/runtime/map-smoothing.ts). Sigma is `sigmaPx` pixels at an input whose
+ * shorter side is `atInputSize` pixels (PaDiM's and PatchCore's 4 px at 224), scaled to the
+ * model input's shorter side, then along each axis to the image's own size. Separable, truncated
+ * at 4 sigma, scipy's 'reflect' borders. Absent: no smoothing (every bundle before issue 17).
  */
 export interface MapSmoothingSpec {
+  kind: 'gaussian';
   sigmaPx: number;
+  atInputSize: number;
 }
 
 export interface Provenance {
@@ -425,9 +429,9 @@ export const manifestSchema = {
     },
     mapSmoothing: {
       type: 'object',
-      required: ['sigmaPx'],
+      required: ['kind', 'sigmaPx', 'atInputSize'],
       additionalProperties: false,
-      properties: { sigmaPx: { type: 'number', exclusiveMinimum: 0, maximum: 64 } },
+      properties: { kind: { type: 'string', const: 'gaussian' }, sigmaPx: { type: 'number', exclusiveMinimum: 0, maximum: 64 }, atInputSize: positiveInt },
     },
     precision: { type: 'string', enum: ['fp32', 'int8'] },
     quantization: { type: 'object', required: [], additionalProperties: true },

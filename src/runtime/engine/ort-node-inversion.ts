@@ -5,7 +5,8 @@
  * (`npm run bench:kernels`).
  *
  * backbone -> S x (UNet, fused DDIM step) -> fused last step + channel-norm
- * reduction -> [Mahalanobis map] -> bilinear resize of each map to its image's size.
+ * reduction -> [Mahalanobis map] -> bilinear resize of each map to its image's size
+ * [-> the bundle's mapSmoothing blur, src/runtime/map-smoothing.ts].
  */
 import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
@@ -19,6 +20,7 @@ import { alphasCumprod, type InversionStep } from '../schedule';
 import { checkRunDims } from './model-check';
 import type { BatchTimings, FeatureMaps, SampleOutput, ScorePlan } from './protocol';
 import { type FeatureStatistics, featureGaussianMap, fusedMap, mapMax, patchcoreMap } from '../feature-statistics';
+import { upsampleMap } from '../map-smoothing';
 
 export interface PipelineSessions {
   backbone: ort.InferenceSession;
@@ -178,7 +180,8 @@ export function finishSamples(
   const { channels: c, height: h, width: w } = m.features;
   const plane = h * w;
   const d = c * plane;
-  const resize = (map: Float32Array, size: { width: number; height: number }) => addon.resizeBilinear(map, 1, h, w, size.height, size.width);
+  // Bilinear to the image, then the bundle's mapSmoothing when it has one (issue 17).
+  const resize = (map: Float32Array, size: { width: number; height: number }) => upsampleMap(addon, m, map, size);
   if (extra.backboneOnly) return finishFeatureSamples(m, out.features!, sizes, mapFrom, extra, resize);
   return sizes.map((size, i): SampleOutput => {
     const sumSq = out.reduced.sumSq[i];

@@ -11,6 +11,7 @@ import { decisionMarkdown } from '../../../eval/report/decision-text';
 import { CALIBRATION_RULE } from './eval';
 import { expandImagePaths } from '../../../util/image-files';
 import { UsageError } from '../exit';
+import { MAX_SMOOTHING_SIGMA } from '../../../runtime/map-smoothing';
 import { parsePositiveInt, parseProviders } from './score';
 
 interface CalibrateCommandOptions {
@@ -23,6 +24,7 @@ interface CalibrateCommandOptions {
   append?: boolean;
   compareSources?: boolean;
   validation?: string;
+  mapSmoothing?: number;
   providers: ReturnType<typeof parseProviders>;
 }
 
@@ -35,6 +37,9 @@ function checkFlags(normals: string[], o: CalibrateCommandOptions): void {
     throw new UsageError('--out-of-fold needs the training normals the latent statistics are fitted on: pass them with --refit-latent <dir>');
   }
   if (typeof o.outOfFold === 'number' && o.outOfFold < 2) throw new UsageError(`--out-of-fold needs at least 2 folds, got ${o.outOfFold}`);
+  if (o.mapSmoothing !== undefined && !(o.mapSmoothing >= 0 && o.mapSmoothing <= MAX_SMOOTHING_SIGMA)) {
+    throw new UsageError(`--map-smoothing takes a sigma from 0 (none) to ${MAX_SMOOTHING_SIGMA} pixels at the model input, got ${o.mapSmoothing}`);
+  }
   if (o.append && o.refitLatent) {
     throw new UsageError('--append pools with the stored scores, which came from the current latent statistics; --refit-latent would replace them. Run one, then the other without --append');
   }
@@ -54,6 +59,7 @@ export function calibrateCommand(): Command {
     .option('--refit-latent <dir>', 'also refit the latent-Gaussian statistics on this folder of training normals')
     .option('--out-of-fold <k>', 'with --refit-latent: score each training normal under a latent Gaussian fitted on the other k - 1 folds and pool these scores for the latent-Gaussian part (default: 5)', parsePositiveInt)
     .option('--no-out-of-fold', 'with --refit-latent: no out-of-fold scores')
+    .option('--map-smoothing <sigma>', "set the bundle's map smoothing: a Gaussian of sigma pixels at the model input on every upsampled map (0 removes it; default: keep the bundle's); the pixel thresholds are recalibrated on the smoothed maps", Number)
     .option('--compare-sources', "print how the training normals' out-of-fold scores compare with the held-out normals' in the stored sample (medians, KS statistic)")
     .option('-p, --providers <list>', 'execution providers to try in order', parseProviders, ['cpu'])
     .action(async (normals: string[], o: CalibrateCommandOptions) => {
@@ -73,6 +79,7 @@ export function calibrateCommand(): Command {
         training,
         outOfFold: o.outOfFold,
         append: o.append === true,
+        ...(o.mapSmoothing !== undefined ? { mapSmoothing: o.mapSmoothing } : {}),
         executionProviders: o.providers,
         onProgress: say,
       });

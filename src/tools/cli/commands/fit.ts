@@ -36,6 +36,7 @@ interface FitCommandOptions {
   score?: ScoreDefinition;
   /** a fold count, false for --no-out-of-fold, undefined for the default */
   outOfFold?: number | false;
+  mapSmoothing?: number;
   resume?: boolean;
   strict?: boolean;
   overwrite?: boolean;
@@ -124,6 +125,7 @@ export function fitCommand(): Command {
     .addOption(new Option('--score <definition>', scoreHelp()).choices([...SCORE_DEFINITIONS]))
     .option('--out-of-fold <k>', "score each training normal under a latent Gaussian fitted on the other k - 1 folds, and pool these scores with the held-out normals' for the latent-Gaussian threshold (default 5)", parsePositiveInt)
     .option('--no-out-of-fold', 'calibrate on the held-out normals only')
+    .option('--map-smoothing <sigma>', 'blur every upsampled anomaly map with a Gaussian of sigma pixels at the model input (PaDiM and PatchCore use 4 at 224), recorded in the bundle; pixel thresholds are calibrated on the smoothed maps (default 0: none)', Number)
     .option('--resume', "continue training from the work folder's checkpoint")
     .option('--strict', 'fail on an unreadable image instead of skipping it')
     .option('--overwrite', 'replace an existing bundle')
@@ -165,6 +167,7 @@ export function fitCommand(): Command {
           featureScale: o.featureScale,
           score: o.score,
           outOfFold: o.outOfFold,
+          mapSmoothing: o.mapSmoothing,
           resume: o.resume,
           strict: o.strict,
           overwrite: o.overwrite,
