@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "engine_binding.h"
 #include "inversion_engine.h"
 #include "kernels_cpu.h"
 #include "device_self_test_models.h"
@@ -255,21 +256,6 @@ Napi::Object FailedCheck(Napi::Env env, const std::string& error) {
   return o;
 }
 
-#if INVAD_WITH_CUDA
-Napi::Object TimingsObject(Napi::Env env, const RunTimings& t) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("uploadMs", t.uploadMs);
-  o.Set("backboneMs", t.backboneMs);
-  Napi::Array unet = Napi::Array::New(env, t.unetMs.size());
-  for (size_t i = 0; i < t.unetMs.size(); ++i) unet.Set(static_cast<uint32_t>(i), t.unetMs[i]);
-  o.Set("unetMs", unet);
-  o.Set("kernelMs", t.kernelMs);
-  o.Set("downloadMs", t.downloadMs);
-  o.Set("totalMs", t.totalMs);
-  o.Set("clock", t.deviceClock ? "cuda-events" : "host");
-  return o;
-}
-#endif
 
 // Whether the device part can run; "" when it can, else why not.
 std::string DeviceUnavailable() {

@@ -1,15 +1,13 @@
 #include "device_self_test_cuda.cuh"
 
+#include "cuda_launch.cuh"
+
 namespace invad {
 namespace cuda {
 namespace {
 
-constexpr int kBlock = 256;
-
-unsigned grid_for(size_t count) {
-  const size_t blocks = (count + kBlock - 1) / kBlock;
-  return static_cast<unsigned>(blocks < 4096 ? (blocks == 0 ? 1 : blocks) : 4096);
-}
+// The stand-in models are tiny: a smaller grid cap is plenty.
+constexpr size_t kMaxBlocks = 4096;
 
 __global__ void standin_backbone_kernel(const float* input, size_t n, selftest::Dims d, float* features) {
   const size_t hw = static_cast<size_t>(d.h) * d.w;
@@ -42,7 +40,7 @@ cudaError_t standin_backbone(const float* input, size_t n, const selftest::Dims&
                              cudaStream_t stream) {
   const size_t total = n * static_cast<size_t>(d.c) * d.h * d.w;
   if (total == 0) return cudaSuccess;
-  standin_backbone_kernel<<<grid_for(total), kBlock, 0, stream>>>(input, n, d, features);
+  standin_backbone_kernel<<<grid_for(total, kMaxBlocks), kBlock, 0, stream>>>(input, n, d, features);
   return cudaGetLastError();
 }
 
@@ -50,7 +48,7 @@ cudaError_t standin_unet(const float* x, const int64_t* t, size_t n, const selft
                          cudaStream_t stream) {
   const size_t total = n * static_cast<size_t>(d.c) * d.h * d.w;
   if (total == 0) return cudaSuccess;
-  standin_unet_kernel<<<grid_for(total), kBlock, 0, stream>>>(x, t, n, d, eps);
+  standin_unet_kernel<<<grid_for(total, kMaxBlocks), kBlock, 0, stream>>>(x, t, n, d, eps);
   return cudaGetLastError();
 }
 

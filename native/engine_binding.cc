@@ -26,6 +26,21 @@
 #include "promise_worker.h"
 
 namespace invad {
+
+Napi::Object TimingsObject(Napi::Env env, const RunTimings& t) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("uploadMs", t.uploadMs);
+  o.Set("backboneMs", t.backboneMs);
+  Napi::Array unet = Napi::Array::New(env, t.unetMs.size());
+  for (size_t i = 0; i < t.unetMs.size(); ++i) unet.Set(static_cast<uint32_t>(i), t.unetMs[i]);
+  o.Set("unetMs", unet);
+  o.Set("kernelMs", t.kernelMs);
+  o.Set("downloadMs", t.downloadMs);
+  o.Set("totalMs", t.totalMs);
+  o.Set("clock", t.deviceClock ? "cuda-events" : "host");
+  return o;
+}
+
 namespace {
 
 // Integers JS numbers represent exactly.
@@ -198,19 +213,6 @@ void ExpectArgRange(const Napi::CallbackInfo& info, const char* fn, size_t min, 
 
 // ---- results ------------------------------------------------------------------
 
-Napi::Object TimingsObject(Napi::Env env, const RunTimings& t) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("uploadMs", t.uploadMs);
-  o.Set("backboneMs", t.backboneMs);
-  Napi::Array unet = Napi::Array::New(env, t.unetMs.size());
-  for (size_t i = 0; i < t.unetMs.size(); ++i) unet.Set(static_cast<uint32_t>(i), t.unetMs[i]);
-  o.Set("unetMs", unet);
-  o.Set("kernelMs", t.kernelMs);
-  o.Set("downloadMs", t.downloadMs);
-  o.Set("totalMs", t.totalMs);
-  o.Set("clock", t.deviceClock ? "cuda-events" : "host");
-  return o;
-}
 
 Napi::Array ValueInfos(Napi::Env env, const std::vector<ort::ValueInfo>& infos) {
   Napi::Array arr = Napi::Array::New(env, infos.size());

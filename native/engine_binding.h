@@ -7,6 +7,11 @@
 
 namespace invad {
 
+struct RunTimings;
+
+// A run's timings as the JS object runAsync() resolves with (also used by deviceSelfTest()).
+Napi::Object TimingsObject(Napi::Env env, const RunTimings& t);
+
 // Adds the DeviceResidentPipeline class, ortProbe() and cudaKernelCheck() to exports.
 void RegisterPipeline(Napi::Env env, Napi::Object exports);
 

@@ -1,17 +1,11 @@
 #include "kernels_cuda.cuh"
+#include "cuda_launch.cuh"
 #include "kernel_math.h"
 
 namespace invad {
 namespace cuda {
 namespace {
 
-constexpr int kBlock = 256;
-
-// Grid size for a grid-stride loop; capped because the loops stride anyway.
-unsigned grid_for(size_t count) {
-  const size_t blocks = (count + kBlock - 1) / kBlock;
-  return static_cast<unsigned>(blocks < 65535 ? (blocks == 0 ? 1 : blocks) : 65535);
-}
 
 __global__ void ddim_step_kernel(float* x, const float* eps, float a, float b, size_t count) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;

@@ -1,3 +1,4 @@
+#include "cuda_launch.cuh"
 #include "kernel_math.h"
 #include "map_smoothing_cuda.cuh"
 
@@ -5,12 +6,6 @@ namespace invad {
 namespace cuda {
 namespace {
 
-constexpr int kBlock = 256;
-
-unsigned grid_for(size_t count) {
-  const size_t blocks = (count + kBlock - 1) / kBlock;
-  return static_cast<unsigned>(blocks < 65535 ? (blocks == 0 ? 1 : blocks) : 65535);
-}
 
 // One thread per output (grid-stride): the horizontal pass reads its row.
 __global__ void blur_rows_kernel(const float* src, float* dst, size_t total, int w, const float* wx, int rx) {
