@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -352,6 +352,10 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const t0 = performance.now();
+  // The machine's load during the campaign: the 1-minute average every 10 s (the campaign's
+  // own children add up to `jobs` to it).
+  const loads = [loadavg()[0]];
+  const sampler = setInterval(() => loads.push(loadavg()[0]), 10_000).unref();
   const stats = new Map(o.targets.map((t) => [t, { cases: new Map<number, CaseRecord>(), inputs: {}, ms: 0, children: 0 } as TargetStats]));
   const harness: string[] = [];
   const shards = o.targets.flatMap((target) => {
@@ -381,6 +385,8 @@ async function main(): Promise<number> {
       }
     }
   }
+  clearInterval(sampler);
+  loads.push(loadavg()[0]);
   const rows = [...stats].map(([target, s]) => ({ target, counts: countOutcomes(s), seconds: s.ms / 1000 }));
   const typedKinds = Object.fromEntries(
     [...stats].map(([target, s]) => {
@@ -396,6 +402,7 @@ async function main(): Promise<number> {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cores: cpus().length,
+    loadAverage: { start: loads[0], mean: loads.reduce((a, b) => a + b, 0) / loads.length, max: Math.max(...loads), samples: loads.length },
     seed: o.seed,
     iterations: Object.fromEntries(o.targets.map((t) => [t, o.iterations[t]])),
     jobs: o.jobs,
@@ -429,7 +436,9 @@ async function main(): Promise<number> {
           .join(', ') || 'nothing'
       }`,
   );
-  process.stdout.write(`\n${summaryTable(rows)}\n\n${fed.join('\n')}\nwall ${report.wallSeconds.toFixed(1)} s, seed ${o.seed}; report: ${o.report}\n`);
+  process.stdout.write(
+    `\n${summaryTable(rows)}\n\n${fed.join('\n')}\nwall ${report.wallSeconds.toFixed(1)} s on ${report.cores} cores (load average ${report.loadAverage.start.toFixed(1)} at the start, mean ${report.loadAverage.mean.toFixed(1)}, max ${report.loadAverage.max.toFixed(1)}), seed ${o.seed}; report: ${o.report}\n`,
+  );
   for (const [target, list] of Object.entries(findings)) {
     // One line per distinct kind of finding, with the first seed that shows it.
     const byKind = new Map<string, Finding[]>();
