@@ -70,7 +70,8 @@ export function poolsOutOfFold(definition: ScoreDefinition): boolean {
   return SCORES[definition].parts.every((p) => OUT_OF_FOLD_PARTS.includes(p));
 }
 
-function quantileOfMaps(maps: readonly Float32Array[], q: number): number {
+/** The q-quantile of every value of every map (pixel thresholds). */
+export function quantileOfMaps(maps: readonly Float32Array[], q: number): number {
   const all = new Float64Array(maps.reduce((a, m) => a + m.length, 0));
   let at = 0;
   for (const m of maps) {

@@ -29,10 +29,10 @@ import type { ExecutionProvider } from '../../runtime/engine/protocol';
 import { InvalidArgumentError } from '../../util/errors';
 import { expandImagePaths } from '../../util/image-files';
 import { encodeNpy } from '../../util/npy';
-import { conformalThreshold, quantileSorted } from '../../util/stats';
+import { conformalThreshold } from '../../util/stats';
 import { FeatureExtractor } from '../features';
 import { splitFiles } from '../fit';
-import { robustNormalization } from '../calibrate';
+import { quantileOfMaps, robustNormalization } from '../calibrate';
 import { buildFeatureBackbone } from '../onnx/backbone';
 import { linearUnet } from '../onnx/synthetic';
 import { BACKBONE_PRESETS, resolveBackboneModel } from '../backbones';
@@ -84,16 +84,6 @@ export interface BaselineResult {
 }
 
 const IDENTITY: PartNormalization = { center: 0, scale: 1 };
-
-function quantileOfMaps(maps: readonly Float32Array[], q: number): number {
-  const all = new Float64Array(maps.reduce((a, m) => a + m.length, 0));
-  let at = 0;
-  for (const m of maps) {
-    all.set(m, at);
-    at += m.length;
-  }
-  return quantileSorted(all.sort(), q);
-}
 
 /** Copies an invad bundle, or writes a backbone-only one with the placeholder UNet, at `out`. */
 async function prepareBundle(o: BaselineOptions, out: string): Promise<void> {

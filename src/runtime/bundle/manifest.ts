@@ -247,6 +247,17 @@ const partNorm = {
   properties: { center: finite, scale: { type: 'number', exclusiveMinimum: 0 } },
 } as const;
 
+/** The files and fit settings of a per-position Gaussian (the latent's per S, or the features'). */
+const gaussianFiles = {
+  meanFile: fileName,
+  meanSha256: sha256,
+  precisionFile: fileName,
+  precisionSha256: sha256,
+  samples: { type: 'integer', minimum: 2 },
+  regularization: { type: 'number', minimum: 0 },
+  regularizationRelativeTo: { type: 'string', enum: ['absolute', 'mean-variance'] },
+} as const;
+
 export const manifestSchema = {
   type: 'object',
   required: ['format', 'version', 'input', 'features', 'schedule', 'score', 'calibration', 'models', 'provenance'],
@@ -381,16 +392,7 @@ export const manifestSchema = {
         type: 'object',
         required: ['steps', 'meanFile', 'meanSha256', 'precisionFile', 'precisionSha256', 'samples', 'regularization'],
         additionalProperties: false,
-        properties: {
-          steps: { type: 'integer', minimum: 1, maximum: 100000 },
-          meanFile: fileName,
-          meanSha256: sha256,
-          precisionFile: fileName,
-          precisionSha256: sha256,
-          samples: { type: 'integer', minimum: 2 },
-          regularization: { type: 'number', minimum: 0 },
-          regularizationRelativeTo: { type: 'string', enum: ['absolute', 'mean-variance'] },
-        },
+        properties: { steps: { type: 'integer', minimum: 1, maximum: 100000 }, ...gaussianFiles },
       },
     },
     featureStatistics: {
@@ -402,15 +404,7 @@ export const manifestSchema = {
           type: 'object',
           required: ['meanFile', 'meanSha256', 'precisionFile', 'precisionSha256', 'samples', 'regularization', 'regularizationRelativeTo'],
           additionalProperties: false,
-          properties: {
-            meanFile: fileName,
-            meanSha256: sha256,
-            precisionFile: fileName,
-            precisionSha256: sha256,
-            samples: { type: 'integer', minimum: 2 },
-            regularization: { type: 'number', minimum: 0 },
-            regularizationRelativeTo: { type: 'string', enum: ['absolute', 'mean-variance'] },
-          },
+          properties: gaussianFiles,
         },
         memoryBank: {
           type: 'object',
