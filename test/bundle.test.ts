@@ -1,4 +1,5 @@
-import { rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Detector, ModelBundleError, ModelMismatchError, loadBundle, validateManifest } from '../src';
 import { writeBundle } from '../src/fit/write-bundle';
@@ -28,7 +29,7 @@ describe('bundle format', () => {
     const b = await writeTinyBundle(tmp.dir);
     await expect(writeBundle(b, tinyContents())).rejects.toMatchObject({ code: 'ERR_INVAD_INVALID_ARGUMENT' });
     await writeBundle(b, tinyContents(), { overwrite: true });
-    expect(require('node:fs').readdirSync(tmp.dir)).toEqual(['bundle']);
+    expect(readdirSync(tmp.dir)).toEqual(['bundle']);
   });
 });
 
@@ -102,7 +103,7 @@ describe('bundle errors name the file and the field', () => {
   test('a model file that is not ONNX is a ModelBundleError naming it (more cases in bundle-validation.test.ts)', async () => {
     const b = await writeTinyBundle(tmp.dir);
     writeFileSync(join(b, 'unet.onnx'), 'garbage');
-    editManifest(b, (m) => (m.models.unet.sha256 = require('node:crypto').createHash('sha256').update('garbage').digest('hex')));
+    editManifest(b, (m) => (m.models.unet.sha256 = createHash('sha256').update('garbage').digest('hex')));
     await expect(Detector.load(b)).rejects.toMatchObject({ code: 'ERR_INVAD_MODEL_BUNDLE', file: 'unet.onnx', field: '/models/unet/file' });
   });
 });

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { Detector, DisposedError, InvalidArgumentError, InvalidInputError, type ScoreResult } from '../src';
 import { toTensor } from '../src/runtime/preprocess';
 import { referenceScore, tempDir, TINY, writeTinyBundle } from './helpers/bundles';
@@ -56,7 +57,7 @@ describe('Detector pipeline', () => {
     const raw = randomRaw(32, 32, 3, 3);
     const png = await pngOf(raw);
     const path = `${tmp.dir}/img.png`;
-    require('node:fs').writeFileSync(path, png);
+    writeFileSync(path, png);
     const [a, b, c] = await Promise.all([det.score(raw), det.score(png), det.score(path)]);
     sameResult(a, b);
     sameResult(a, c);
@@ -96,13 +97,13 @@ describe('Detector pipeline', () => {
 });
 
 describe('bad images give typed errors and no crash', () => {
-  const cases: Array<[string, () => Promise<unknown>]> = [
-    ['0 bytes', async () => Buffer.alloc(0)],
-    ['random bytes', async () => Buffer.from(randomRaw(64, 1, 1, 9).data)],
+  const cases: Array<[string, () => unknown]> = [
+    ['0 bytes', () => Buffer.alloc(0)],
+    ['random bytes', () => Buffer.from(randomRaw(64, 1, 1, 9).data)],
     ['a truncated PNG', async () => (await pngOf(randomRaw(64, 64, 3, 1))).subarray(0, 200)],
-    ['a very large declared size', async () => pngDeclaring(100_000, 100_000)],
-    ['a missing file', async () => '/nonexistent/invad/image.png'],
-    ['raw pixels of the wrong length', async () => ({ data: new Uint8Array(10), width: 4, height: 4, channels: 3 })],
+    ['a very large declared size', () => pngDeclaring(100_000, 100_000)],
+    ['a missing file', () => '/nonexistent/invad/image.png'],
+    ['raw pixels of the wrong length', () => ({ data: new Uint8Array(10), width: 4, height: 4, channels: 3 })],
   ];
   test.each(cases)('%s', async (_name, make) => {
     await expect(det.score((await make()) as never)).rejects.toBeInstanceOf(InvalidInputError);
@@ -119,7 +120,7 @@ describe('bad images give typed errors and no crash', () => {
     ['a 16-bit PNG', () => png16(30, 20), 30, 20],
     ['an RGBA PNG', () => pngOf(randomRaw(25, 17, 4, 2)), 25, 17],
     ['a grayscale PNG', () => pngOf(randomRaw(19, 23, 1, 3)), 19, 23],
-    ['raw gray+alpha pixels', async () => randomRaw(9, 7, 2, 4), 9, 7],
+    ['raw gray+alpha pixels', () => randomRaw(9, 7, 2, 4), 9, 7],
     ['a 1x1 image', () => pngOf(randomRaw(1, 1, 3, 4)), 1, 1],
   ])('%s scores', async (_name, make, w, h) => {
     const r = await det.score((await make()) as never);

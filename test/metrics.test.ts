@@ -205,7 +205,11 @@ describe('precisionRecallCurve / averagePrecision / f1Max', () => {
       for (const t of new Set(s)) {
         let tp = 0;
         let fp = 0;
-        for (let i = 0; i < n; i++) if (s[i] >= t) (l[i] === 1 ? tp++ : fp++);
+        for (let i = 0; i < n; i++) {
+          if (!(s[i] >= t)) continue;
+          if (l[i] === 1) tp++;
+          else fp++;
+        }
         best = Math.max(best, (2 * tp) / (tp + fp + P));
       }
       expect(f1Max(s, l).f1).toBeCloseTo(best, 14);

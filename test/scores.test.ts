@@ -15,7 +15,7 @@ import {
   type ScoreNormalization,
   type ScorePart,
 } from '../src/runtime/scores';
-import { manifestSchema, validateManifest, type Manifest } from '../src/runtime/bundle/manifest';
+import { manifestSchema, validateManifest } from '../src/runtime/bundle/manifest';
 import { buildManifest } from '../src/fit/write-bundle';
 import { calibrateStep, calibrationSpec, type NormalSample } from '../src/fit/calibrate';
 import { buildProgram } from '../src/tools/cli/main';
@@ -177,6 +177,9 @@ describe('a definition added to the table only', () => {
         actual.SCORES[NEW] = spec;
         return { ...actual, SCORE_DEFINITIONS: Object.freeze(Object.keys(actual.SCORES)) };
       });
+      // These must load inside this isolated registry, after doMock; a static import would
+      // load them once, unmocked, outside it.
+      /* eslint-disable @typescript-eslint/no-require-imports -- jest.isolateModules needs require() */
       m = {
         scores: require('../src/runtime/scores'),
         manifest: require('../src/runtime/bundle/manifest'),
@@ -185,6 +188,7 @@ describe('a definition added to the table only', () => {
         evaluate: require('../src/eval/evaluate'),
         cli: require('../src/tools/cli/main'),
       };
+      /* eslint-enable @typescript-eslint/no-require-imports */
     });
     // The mock would otherwise outlive the isolated registry.
     jest.dontMock('../src/runtime/scores');

@@ -43,7 +43,7 @@ export function decodeNpy(buf: Buffer, name = 'array'): NpyArray {
   const offset = start + headerLen;
   const bytes = buf.subarray(offset);
   const width = descr === '<f4' ? 4 : 8;
-  if (bytes.length !== count * width) throw new Error(`${name}: expected ${count * width} data bytes for shape [${shape}], found ${bytes.length}`);
+  if (bytes.length !== count * width) throw new Error(`${name}: expected ${count * width} data bytes for shape [${shape.join(',')}], found ${bytes.length}`);
   // Copy into a fresh, aligned buffer.
   const copy = new Uint8Array(bytes).buffer;
   return { dtype: descr, shape, data: descr === '<f4' ? new Float32Array(copy) : new BigInt64Array(copy) };

@@ -256,8 +256,9 @@ function splitPixels(
   maps: ReadonlyArray<ArrayLike<number>>,
   masks: ReadonlyArray<ArrayLike<number>>,
 ): { positives: Float64Array; negatives: Float64Array } {
-  if (!Array.isArray(maps)) throw invalidArgument('maps', 'an array of anomaly maps', maps);
-  if (!Array.isArray(masks)) throw invalidArgument('masks', 'an array of masks', masks);
+  // (as unknown: Array.isArray would narrow a readonly array to any[])
+  if (!Array.isArray(maps as unknown)) throw invalidArgument('maps', 'an array of anomaly maps', maps);
+  if (!Array.isArray(masks as unknown)) throw invalidArgument('masks', 'an array of masks', masks);
   if (maps.length !== masks.length) {
     throw new InvalidArgumentError('masks', `Expected ${maps.length} masks (one per map) but received ${masks.length}`);
   }

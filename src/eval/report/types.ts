@@ -47,8 +47,8 @@ export interface GalleryItem {
   kind: 'false-positive' | 'false-negative';
   score: number;
   threshold: number;
-  /** 'good' or a defect type */
-  label: 'good' | string;
+  /** 'good' (a normal image) or the defect type (its folder name in the dataset) */
+  label: string;
   /** base64 PNG data, without a data: prefix */
   overlayPng: string;
 }

@@ -371,7 +371,8 @@ function checkSize(name: string, s: Size2D | undefined): asserts s is Size2D {
 function imageInput(input: onnx.IValueInfoProto, inputSize: Size2D): { vi: onnx.ValueInfoProto; channels: number } {
   const name = input.name ?? '';
   const { elemType, dims } = valueInfoShape(input);
-  if (elemType !== DataType.FLOAT) throw new InvalidArgumentError('inputName', `input "${name}" is not float32 (element type ${elemType})`);
+  // elemType is the int32 read from the file, not necessarily one of DataType's members.
+  if (elemType !== (DataType.FLOAT as number)) throw new InvalidArgumentError('inputName', `input "${name}" is not float32 (element type ${elemType})`);
   if (dims !== undefined && dims.length !== 4) throw new InvalidArgumentError('inputName', `input "${name}" has rank ${dims.length}, expected an NCHW image [N,C,H,W]`);
   const fixed = (d: Dim | undefined, want: number, what: string): void => {
     if (typeof d === 'number' && d > 0 && d !== want) {
