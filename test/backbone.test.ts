@@ -200,7 +200,7 @@ describe('buildFeatureBackbone on a synthetic float classifier', () => {
     expect(valueInfoShape(m.graph!.input![0]).dims).toEqual(['N', 3, SIDE, SIDE]);
     expect(m.graph!.output!.map((o) => [o.name, valueInfoShape(o).dims])).toEqual([['features', ['N', 18, 4, 4]]]);
     const resize = m.graph!.node!.find((n) => n.opType === 'Resize')!;
-    const attrs = Object.fromEntries(resize.attribute!.map((a) => [a.name, new TextDecoder().decode(a.s!)]));
+    const attrs = Object.fromEntries(resize.attribute!.map((a) => [a.name, new TextDecoder().decode(a.s)]));
     expect(attrs).toMatchObject({ mode: 'linear', coordinate_transformation_mode: 'half_pixel' });
     expect(opsetVersion(m)).toBe(opset);
 

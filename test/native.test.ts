@@ -452,7 +452,7 @@ describe('argument validation', () => {
   const len = total(shape);
   const x = (): Float32Array => new Float32Array(len);
   const eps = (): Float32Array => new Float32Array(len);
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+   
   const any = (v: unknown): any => v;
 
   const badArrays: Array<[string, unknown, RegExp]> = [

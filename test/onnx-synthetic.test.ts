@@ -36,8 +36,8 @@ const randomArray = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: 
 function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 1e-5): void {
   expect(actual.length).toBe(expected.length);
   for (let i = 0; i < expected.length; i++) {
-    const err = Math.abs(actual[i]! - expected[i]!);
-    if (!(err <= tol * Math.max(1, Math.abs(expected[i]!)))) {
+    const err = Math.abs(actual[i] - expected[i]);
+    if (!(err <= tol * Math.max(1, Math.abs(expected[i])))) {
       throw new Error(`index ${i}: got ${actual[i]}, expected ${expected[i]}`);
     }
   }
@@ -58,11 +58,11 @@ function referenceConv(opts: ConvBackboneOptions, image: Float32Array, n: number
     for (let c = 0; c < C; c++)
       for (let y = 0; y < oh; y++)
         for (let x = 0; x < ow; x++) {
-          let acc = bias[c]!;
+          let acc = bias[c];
           for (let ci = 0; ci < 3; ci++)
             for (let ky = 0; ky < s; ky++)
               for (let kx = 0; kx < s; kx++) {
-                acc += weights[((c * 3 + ci) * s + ky) * s + kx]! * image[((b * 3 + ci) * H + y * s + ky) * W + x * s + kx]!;
+                acc += weights[((c * 3 + ci) * s + ky) * s + kx] * image[((b * 3 + ci) * H + y * s + ky) * W + x * s + kx];
               }
           out[((b * C + c) * oh + y) * ow + x] = acc;
         }
@@ -119,13 +119,13 @@ describe('onnx/proto', () => {
     expect(back.metadataProps).toEqual([expect.objectContaining({ key: 'purpose', value: 'test' })]);
 
     const g = back.graph as onnx.GraphProto; // decode yields class instances: repeated fields are arrays
-    expect(valueInfoShape(g.input[0]!)).toEqual({ elemType: DataType.FLOAT, dims: ['N', 3, 'H', 7] });
-    expect(valueInfoShape(g.output[0]!).dims).toBeUndefined();
-    expect(Array.from(readFloatTensor(g.initializer[0]!))).toEqual(Array.from(new Float32Array([1.5, -2, 0.25, 3e-8])));
-    expect(g.initializer[0]!.dims!.map(toNumber)).toEqual([2, 2]);
-    expect(readInt64Tensor(g.initializer[1]!)).toEqual([-1, 1, 1, 1]);
-    expect(readInt64Tensor(g.initializer[2]!)).toEqual([2 ** 40]);
-    expect(g.initializer[2]!.dims).toEqual([]);
+    expect(valueInfoShape(g.input[0])).toEqual({ elemType: DataType.FLOAT, dims: ['N', 3, 'H', 7] });
+    expect(valueInfoShape(g.output[0]).dims).toBeUndefined();
+    expect(Array.from(readFloatTensor(g.initializer[0]))).toEqual(Array.from(new Float32Array([1.5, -2, 0.25, 3e-8])));
+    expect(g.initializer[0].dims!.map(toNumber)).toEqual([2, 2]);
+    expect(readInt64Tensor(g.initializer[1])).toEqual([-1, 1, 1, 1]);
+    expect(readInt64Tensor(g.initializer[2])).toEqual([2 ** 40]);
+    expect(g.initializer[2].dims).toEqual([]);
 
     const node = g.node[0] as onnx.NodeProto;
     expect(node.opType).toBe('Resize');
@@ -136,7 +136,7 @@ describe('onnx/proto', () => {
     expect(toNumber(a['exclude_outside']!.i)).toBe(0);
     expect(a['axes']!.ints.map(toNumber)).toEqual([-2, -1]);
     expect(a['fs']!.floats).toEqual([0.5, 2]);
-    expect(Array.from(readFloatTensor(a['value']!.t!))).toEqual([4]);
+    expect(Array.from(readFloatTensor(a['value']!.t))).toEqual([4]);
 
     // Re-encoding the decoded model gives the same bytes.
     expect(Buffer.from(encodeModel(back)).equals(Buffer.from(bytes))).toBe(true);
@@ -163,8 +163,8 @@ describe('synthetic convBackbone', () => {
     const session = await ort.InferenceSession.create(convBackbone(opts));
     const image = randomArray(n * 3 * 12 * 16, 0, 1);
     const out = await session.run({ image: new ort.Tensor('float32', image, [n, 3, 12, 16]) });
-    expect(out['features']!.dims).toEqual([n, 5, 3, 4]);
-    expectClose(out['features']!.data as Float32Array, referenceConv(opts, image, n));
+    expect(out['features'].dims).toEqual([n, 5, 3, 4]);
+    expectClose(out['features'].data as Float32Array, referenceConv(opts, image, n));
     await session.release();
   });
 
@@ -188,7 +188,7 @@ describe('synthetic convBackbone', () => {
     expect(tensorMeta(session.outputMetadata)).toEqual([{ name: 'fmap', type: 'float32', shape: ['N', 2, 6, 4] }]);
     const image = randomArray(2 * 3 * 13 * 9, 0, 1);
     const out = await session.run({ pixels: new ort.Tensor('float32', image, [2, 3, 13, 9]) });
-    expectClose(out['fmap']!.data as Float32Array, referenceConv(custom, image, 2));
+    expectClose(out['fmap'].data as Float32Array, referenceConv(custom, image, 2));
     await session.release();
   });
 
@@ -219,10 +219,10 @@ describe('synthetic linearUnet', () => {
     const session = await ort.InferenceSession.create(linearUnet({ channels: C, height: h, width: w, k, m }));
     const { xData, tData, feeds } = unetFeeds(n, C, h, w, n === 3 ? [0, 999, 421] : undefined);
     const out = await session.run(feeds);
-    expect(out['eps']!.dims).toEqual([n, C, h, w]);
+    expect(out['eps'].dims).toEqual([n, C, h, w]);
     const per = C * h * w;
-    const ref = xData.map((x, i) => k * x + m * tData[Math.floor(i / per)]!);
-    expectClose(out['eps']!.data as Float32Array, ref);
+    const ref = xData.map((x, i) => k * x + m * tData[Math.floor(i / per)]);
+    expectClose(out['eps'].data as Float32Array, ref);
     await session.release();
   });
 
@@ -238,13 +238,13 @@ describe('synthetic linearUnet', () => {
     const ref = new Float32Array(2 * 6 * per);
     for (let b = 0; b < 2; b++)
       for (let o = 0; o < 6; o++)
-        for (let p = 0; p < per; p++) ref[(b * 6 + o) * per + p] = k * xData[(b * C + (o % C)) * per + p]! + m * tData[b]!;
-    expectClose(out['out']!.data as Float32Array, ref);
+        for (let p = 0; p < per; p++) ref[(b * 6 + o) * per + p] = k * xData[(b * C + (o % C)) * per + p] + m * tData[b];
+    expectClose(out['out'].data as Float32Array, ref);
     await wide.release();
 
     const narrow = await ort.InferenceSession.create(linearUnet({ channels: C, height: h, width: w, k, m, outputChannels: 2 }));
     expect(tensorMeta(narrow.outputMetadata)[0]).toMatchObject({ shape: ['N', 2, h, w] });
-    expect((await narrow.run(unetFeeds(1, C, h, w).feeds))['eps']!.dims).toEqual([1, 2, h, w]);
+    expect((await narrow.run(unetFeeds(1, C, h, w).feeds))['eps'].dims).toEqual([1, 2, h, w]);
     await narrow.release();
 
     const floatT = await ort.InferenceSession.create(linearUnet({ channels: C, height: h, width: w, k, m, tElemType: 'float32' }));
@@ -266,8 +266,8 @@ describe('synthetic slowUnet', () => {
     expect(tensorMeta(session.outputMetadata)).toEqual([{ name: 'eps', type: 'float32', shape: ['N', C, h, w] }]);
     const { xData, feeds } = unetFeeds(n, C, h, w);
     const out = await session.run(feeds);
-    expect(out['eps']!.dims).toEqual([n, C, h, w]);
-    expect(Array.from(out['eps']!.data as Float32Array)).toEqual(Array.from(xData, (x) => Math.fround(k * x)));
+    expect(out['eps'].dims).toEqual([n, C, h, w]);
+    expect(Array.from(out['eps'].data as Float32Array)).toEqual(Array.from(xData, (x) => Math.fround(k * x)));
     await session.release();
   });
 
@@ -277,7 +277,7 @@ describe('synthetic slowUnet', () => {
       const { xData, feeds } = unetFeeds(1, C, h, w);
       xData[5] = special;
       xData[6] = special;
-      const eps = (await session.run(feeds))['eps']!.data as Float32Array;
+      const eps = (await session.run(feeds))['eps'].data as Float32Array;
       const ref = Array.from(xData, (x) => Math.fround(k * x));
       expect(Array.from(eps)).toEqual(ref); // toEqual treats NaN as equal to NaN
     }
@@ -300,7 +300,7 @@ describe('synthetic slowUnet', () => {
     let eps: Float32Array = new Float32Array();
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
-      eps = (await session.run(feeds))['eps']!.data as Float32Array;
+      eps = (await session.run(feeds))['eps'].data as Float32Array;
       times.push(performance.now() - t0);
     }
     console.log(`slowUnet size=${SLOW_UNET_DEFAULT_SIZE} repeats=${repeats}: batch-1 run ms ${times.map((t) => t.toFixed(1)).join(', ')}`);

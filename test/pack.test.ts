@@ -97,7 +97,7 @@ function findNpmCli(): string {
 }
 
 function log(message: string): void {
-  // eslint-disable-next-line no-console
+   
   console.log(`[pack.test] ${message}`);
 }
 

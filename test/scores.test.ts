@@ -249,7 +249,7 @@ describe('a definition added to the table only', () => {
     const report = await m.evaluate.evaluate({ dataset, model: bundle, latencySamples: 1 });
     expect(report.rows.filter((row) => row.subset === 'all').map((row) => row.scoreDefinition)).toEqual(
       // Without feature statistics (invad baseline), eval leaves their definitions out.
-      m.scores.SCORE_DEFINITIONS.filter((d: keyof typeof SCORES) => (m.scores.SCORES[d] as ScoreDefinitionSpec).features === undefined),
+      m.scores.SCORE_DEFINITIONS.filter((d: keyof typeof SCORES) => (m.scores.SCORES[d]).features === undefined),
     );
   });
 });

@@ -223,10 +223,10 @@ export function slowUnet(opts: SlowUnetOptions): Uint8Array {
   const perm = Array.from({ length: size }, (_, i) => i);
   for (let i = size - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
-    [perm[i], perm[j]] = [perm[j]!, perm[i]!];
+    [perm[i], perm[j]] = [perm[j], perm[i]];
   }
   const p = new Float32Array(size * size);
-  for (let i = 0; i < size; i++) p[i * size + perm[i]!] = rand() < 0.5 ? -1 : 1;
+  for (let i = 0; i < size; i++) p[i * size + perm[i]] = rand() < 0.5 ? -1 : 1;
 
   const nodes = [
     makeNode('Mul', [xName, 'k'], ['kx']),
