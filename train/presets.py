@@ -1,7 +1,7 @@
 """Model and optimisation presets (no torch import here)."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # Paper configuration (docs/method.md, "Training"): 16x16 maps -> attention on 8x8, 4x4, 2x2.
@@ -33,6 +33,50 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "epochs": 10, "lr": 1e-3, "batch_size": 16,
     },
 }
+
+# The most positions one attention block may attend over: its weights are [positions x positions]
+# per head and sample (64 x 64 maps: 4096 positions, 64 MiB per head at batch 1).
+MAX_ATTENTION_POSITIONS = 64 * 64
+
+
+def level_sizes(levels: int, h: int, w: int) -> List[Tuple[int, int]]:
+    """The UNet's map size at ds = 1, 2, 4, ...: each stride-2 conv gives ceil(size / 2) (unet.py)."""
+    sizes = [(h, w)]
+    for _ in range(levels - 1):
+        h, w = -(-h // 2), -(-w // 2)
+        sizes.append((h, w))
+    return sizes
+
+
+def grid_problem(name: str, h: int, w: int) -> Optional[str]:
+    """Why preset ``name`` cannot take an h x w feature grid, or None when it can.
+
+    The sizes need not divide: down-sampling gives ceil(size / 2) and up-sampling crops back to
+    the skip tensor (unet.py), so 14 -> 7 -> 4 and 28 -> 14 -> 7 -> 4 both work. Refused: an
+    attention level the UNet never reaches (a preset error), a deepest map under 2 x 2 (the last
+    down-samplings would have nothing left to reduce), and an attention block (the attention_ds
+    levels and the middle block, at the deepest level) over MAX_ATTENTION_POSITIONS positions.
+    """
+    model = PRESETS[name]["model"]
+    levels = len(model["channel_mult"])
+    sizes = level_sizes(levels, h, w)
+    reached = [2 ** k for k in range(levels)]
+    for ds in model["attention_ds"]:
+        if ds not in reached:
+            return (f"preset {name!r} puts attention at down-sampling {ds}, which its {levels}-level UNet never "
+                    f"reaches (levels {reached})")
+    deepest = sizes[-1]
+    if min(deepest) < 2:
+        return (f"a {h} x {w} feature grid is too small for preset {name!r}: its {levels - 1} down-samplings "
+                f"take it to {deepest[0]} x {deepest[1]} (at least 2 x 2 needed); use a larger grid or a preset "
+                f"with fewer levels")
+    for ds in sorted(set(model["attention_ds"]) | {reached[-1]}):
+        sh, sw = sizes[reached.index(ds)]
+        if sh * sw > MAX_ATTENTION_POSITIONS:
+            return (f"a {h} x {w} feature grid is too large for preset {name!r}: attention at down-sampling {ds} "
+                    f"would run over {sh} x {sw} = {sh * sw} positions (at most {MAX_ATTENTION_POSITIONS})")
+    return None
+
 
 EMA_DECAY = 0.999
 GRAD_CLIP = 1.0

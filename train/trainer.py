@@ -486,6 +486,9 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
     shape = tuple(int(s) for s in train_np.shape[1:])
     if tuple(val_np.shape[1:]) != shape:
         raise TrainError(f"--val sample shape {list(val_np.shape[1:])} differs from --train {list(shape)}")
+    grid_problem = P.grid_problem(args.preset, shape[1], shape[2])
+    if grid_problem:
+        raise TrainError(grid_problem)
 
     out_dir = os.path.abspath(args.out)
     os.makedirs(out_dir, exist_ok=True)

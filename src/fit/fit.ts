@@ -28,7 +28,7 @@ import { writeNpy } from '../util/npy';
 import { buildFeatureBackbone, type TapInfo } from './onnx/backbone';
 import { mulberry32 } from '../util/prng';
 import { checkExportParity } from './trainer/parity';
-import { runTrainer, type TrainerSummary, UNET_PRESETS, type UnetPreset } from './trainer/runner';
+import { runTrainer, type TrainerSummary, UNET_PRESETS, type UnetPreset, unetGridProblem } from './trainer/runner';
 import { intInRange, numberInRange, oneOf } from '../util/validate';
 import { MAX_SMOOTHING_SIGMA } from '../runtime/map-smoothing';
 
@@ -46,6 +46,13 @@ export interface FitOptions {
   backboneModel?: string;
   /** tap tensor names, overriding the preset's */
   taps?: string[];
+  /**
+   * Feature grid (issue 17): every tap is resized to grid x grid in the backbone graph, e.g. 28 for
+   * stride 8 at 224 px. Default: the coarsest tap's grid (14 x 14 for mobilenetv2-int8, 16 x 16
+   * for efficientnet-b4). Recorded in the manifest (`features`, provenance `featureGrid`). 2..128,
+   * and one the UNet preset can take (unetGridProblem).
+   */
+  grid?: number;
   /** UNet size preset (`tiny`, `small`, `medium`, `paper`); default `small` */
   preset?: UnetPreset;
   unetPreset?: UnetPreset;
@@ -108,6 +115,7 @@ export interface FitOptions {
 
 /** The bundle's default inversion steps S when `steps` is not given. */
 const DEFAULT_STEPS = 3;
+const DEFAULT_UNET_PRESET: UnetPreset = 'small';
 
 export const FEATURE_NORMALIZATIONS = ['standardize', 'none'] as const;
 export type FeatureNormalization = (typeof FEATURE_NORMALIZATIONS)[number];
@@ -159,6 +167,11 @@ function checkOptions(o: FitOptions): void {
   if (o.epochs !== undefined) intInRange('epochs', o.epochs, 1, 100_000);
   if (o.unetPreset !== undefined && o.preset !== undefined && o.unetPreset !== o.preset) {
     throw new InvalidArgumentError('unetPreset', `unetPreset '${o.unetPreset}' and its deprecated alias preset '${o.preset}' disagree; pass unetPreset only`);
+  }
+  if (o.grid !== undefined) {
+    intInRange('grid', o.grid, 2, 128);
+    const problem = unetGridProblem(o.unetPreset ?? o.preset ?? DEFAULT_UNET_PRESET, o.grid, o.grid);
+    if (problem !== undefined) throw new InvalidArgumentError('grid', problem);
   }
   if (o.batchSize !== undefined) intInRange('batchSize', o.batchSize, 1, 4096);
   if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
@@ -277,7 +290,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   }
   const preset = BACKBONE_PRESETS[o.backbone];
   const modelPath = resolveBackboneModel(o.backbone, o.backboneModel);
-  const unetPreset = o.unetPreset ?? o.preset ?? 'small';
+  const unetPreset = o.unetPreset ?? o.preset ?? DEFAULT_UNET_PRESET;
 
   const files = await expandImagePaths([o.normal]);
   if (files.length === 0) throw new InvalidArgumentError('normal', `no images found in ${o.normal}`);
@@ -289,8 +302,12 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   // 1. Backbone without standardization, to extract the raw features.
   const classifier = await readFile(modelPath);
   const taps = o.taps ?? preset.taps;
-  const raw = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize });
+  const grid = o.grid === undefined ? undefined : { height: o.grid, width: o.grid };
+  const raw = await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, grid });
   emit({ stage: 'backbone', featureShape: raw.featureShape, taps: raw.taps });
+  // The default grid (the coarsest tap's) is known only now: refused before extraction, not by the trainer.
+  const gridProblem = unetGridProblem(unetPreset, raw.featureShape.height, raw.featureShape.width);
+  if (gridProblem !== undefined) throw new InvalidArgumentError('grid', gridProblem);
   const rawPath = join(work, 'backbone-raw.onnx');
   await writeFile(rawPath, raw.bytes);
   const input = { width: preset.inputSize.width, height: preset.inputSize.height, mean: preset.mean, std: preset.std };
@@ -324,7 +341,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     standardize(valF, normalization.mean, normalization.std);
   }
   // Raw features need no second graph surgery: the extraction backbone is the bundle's.
-  const final = normalization ? await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, normalization }) : raw;
+  const final = normalization ? await buildFeatureBackbone(classifier, { taps, inputSize: preset.inputSize, grid, normalization }) : raw;
   await writeNpy(join(work, 'train.npy'), trainF.features, trainF.shape);
   await writeNpy(join(work, 'val.npy'), valF.features, valF.shape);
   await writeFile(
@@ -377,6 +394,7 @@ export async function fit(options: FitOptions): Promise<FitResult> {
       preset: unetPreset,
       backboneModel: modelPath,
       taps: final.taps,
+      featureGrid: { height: final.featureShape.height, width: final.featureShape.width, chosenBy: o.grid === undefined ? 'the coarsest tap' : 'the grid option' },
       featureStandardization: describeNormalization(o),
       images: { train: trainF.files.length, val: valF.files.length, skipped: trainF.skipped.length + valF.skipped.length },
       seed: o.seed ?? 0,

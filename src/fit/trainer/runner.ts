@@ -12,6 +12,61 @@ import { packageRoot } from '../../util/package-info';
 export const UNET_PRESETS = ['tiny', 'small', 'medium', 'paper'] as const;
 export type UnetPreset = (typeof UNET_PRESETS)[number];
 
+/**
+ * What train/presets.py's grid_problem reads of each preset: its UNet's level count
+ * (len(channel_mult)) and the down-sampling factors with attention (attention_ds). Mirrored here so
+ * that fit refuses a feature grid before extracting features; test/fit-grid.test.ts checks both
+ * against presets.py.
+ */
+export const UNET_PRESET_LEVELS: Readonly<Record<UnetPreset, { levels: number; attentionDs: readonly number[] }>> = {
+  tiny: { levels: 2, attentionDs: [] },
+  small: { levels: 3, attentionDs: [4] },
+  medium: { levels: 3, attentionDs: [2, 4] },
+  paper: { levels: 4, attentionDs: [2, 4, 8] },
+};
+
+/** The most positions one attention block may attend over (presets.py MAX_ATTENTION_POSITIONS). */
+export const MAX_ATTENTION_POSITIONS = 64 * 64;
+
+/**
+ * Why UNet preset `preset` cannot take a height x width feature grid, or undefined when it can
+ * (the same rules and messages as train/presets.py grid_problem). The sizes need not divide:
+ * each down-sampling gives ceil(size / 2) and each up-sampling crops back to the skip tensor, so
+ * 14 -> 7 -> 4 and 28 -> 14 -> 7 -> 4 both work. Refused: an attention level the UNet never
+ * reaches, a deepest map under 2 x 2, an attention block over MAX_ATTENTION_POSITIONS positions.
+ */
+export function unetGridProblem(preset: UnetPreset, height: number, width: number): string | undefined {
+  const { levels, attentionDs } = UNET_PRESET_LEVELS[preset];
+  const sizes: Array<[number, number]> = [[height, width]];
+  for (let k = 1; k < levels; k++) {
+    const [h, w] = sizes[k - 1];
+    sizes.push([Math.ceil(h / 2), Math.ceil(w / 2)]);
+  }
+  const reached = sizes.map((_, k) => 2 ** k);
+  for (const ds of attentionDs) {
+    if (!reached.includes(ds)) {
+      return `preset '${preset}' puts attention at down-sampling ${ds}, which its ${levels}-level UNet never reaches (levels [${reached.join(', ')}])`;
+    }
+  }
+  const deepest = sizes[levels - 1];
+  if (Math.min(...deepest) < 2) {
+    return (
+      `a ${height} x ${width} feature grid is too small for preset '${preset}': its ${levels - 1} down-samplings ` +
+      `take it to ${deepest[0]} x ${deepest[1]} (at least 2 x 2 needed); use a larger grid or a preset with fewer levels`
+    );
+  }
+  for (const ds of [...new Set([...attentionDs, reached[levels - 1]])].sort((a, b) => a - b)) {
+    const [h, w] = sizes[reached.indexOf(ds)];
+    if (h * w > MAX_ATTENTION_POSITIONS) {
+      return (
+        `a ${height} x ${width} feature grid is too large for preset '${preset}': attention at down-sampling ${ds} ` +
+        `would run over ${h} x ${w} = ${h * w} positions (at most ${MAX_ATTENTION_POSITIONS})`
+      );
+    }
+  }
+  return undefined;
+}
+
 export const INSTALL_TORCH_HINT =
   'PyTorch is needed to train. On Debian/Ubuntu: sudo apt-get install -y --no-install-recommends python3-torch python3-numpy python3-onnx ; ' +
   'with pip: pip install torch numpy onnx ; or point INVAD_PYTHON at a Python that has them.';

@@ -21,6 +21,7 @@ interface FitCommandOptions {
   backbonePreset?: string;
   backboneModel?: string;
   taps?: string;
+  grid?: number;
   out: string;
   unetPreset: UnetPreset;
   /** deprecated alias of unetPreset */
@@ -109,6 +110,7 @@ export function fitCommand(): Command {
     .addOption(new Option('--backbone <name>').choices(Object.keys(BACKBONE_PRESETS)).hideHelp())
     .option('--backbone-model <file>', `the classifier ONNX to tap (default: the preset's model file in $${MODELS_DIR_ENV}, then ./models)`)
     .option('--taps <names>', "comma-separated tensor names to tap, fine to coarse (default: the preset's)")
+    .option('--grid <n>', "feature grid: every tap resized to n x n, e.g. 28 (stride 8 at 224 px) for finer maps; recorded in the bundle (default: the coarsest tap's, 14 for mobilenetv2-int8)", parsePositiveInt)
     .requiredOption('-o, --out <dir>', 'bundle folder to write')
     .addOption(new Option('--unet-preset <name>', 'UNet size').choices([...UNET_PRESETS]).default('small'))
     .addOption(new Option('--preset <name>', 'deprecated: use --unet-preset').choices([...UNET_PRESETS]).hideHelp())
@@ -156,6 +158,7 @@ export function fitCommand(): Command {
           backbone: backbone!,
           backboneModel: o.backboneModel,
           taps: o.taps?.split(',').map((s) => s.trim()),
+          grid: o.grid,
           unetPreset,
           epochs: o.epochs,
           batchSize: o.batchSize,
