@@ -158,6 +158,9 @@ PipelineConfig ParseConfig(Napi::Env env, Napi::Value arg) {
   c.session.logLevel = ort::LogLevelFromName(
       OptionalEnum(env, o, "logLevel", "options.", {"verbose", "info", "warning", "error", "fatal"}, ""));
   if (!o.Get("testHooks").IsUndefined()) c.testHooks = StringField(env, o, "testHooks", "options.");
+  if (!o.Get("profileFilePrefix").IsUndefined()) {
+    c.session.profilePrefix = StringField(env, o, "profileFilePrefix", "options.");
+  }
   Napi::Value tv = o.Get("tensorrt");
   if (!tv.IsUndefined()) {
     Napi::Object t = ObjectArg(env, tv, "options.tensorrt", "{fp16, cacheDir, workspaceBytes}");
@@ -340,6 +343,29 @@ class FeaturesWorker : public PipelineWorker {
   Napi::Reference<Napi::Float32Array> featuresRef_;
 };
 
+// endProfiling(): SessionEndProfiling on both sessions, on the libuv pool
+// (writing the JSON takes a while, and it waits for a run in flight).
+class EndProfilingWorker : public PromiseWorker {
+ public:
+  EndProfilingWorker(Napi::Env env, std::shared_ptr<PipelineEngine> engine)
+      : PromiseWorker(env, "invad:pipelineEndProfiling", "endProfiling", "the profiles"), engine_(std::move(engine)) {}
+
+  void Execute() override {
+    Guard([&] { files_ = engine_->EndProfiling(); });
+  }
+
+  void Resolve() override {
+    Napi::Object o = Napi::Object::New(Env());
+    o.Set("backbone", files_.backbone);
+    o.Set("unet", files_.unet);
+    deferred_.Resolve(o);
+  }
+
+ private:
+  std::shared_ptr<PipelineEngine> engine_;
+  ProfileFiles files_;
+};
+
 // ---- the class ------------------------------------------------------------------------
 
 class DeviceResidentPipeline : public Napi::ObjectWrap<DeviceResidentPipeline> {
@@ -351,6 +377,7 @@ class DeviceResidentPipeline : public Napi::ObjectWrap<DeviceResidentPipeline> {
                            InstanceMethod<&DeviceResidentPipeline::FeaturesAsync>("featuresAsync"),
                            InstanceMethod<&DeviceResidentPipeline::Providers>("providers"),
                            InstanceMethod<&DeviceResidentPipeline::Metadata>("metadata"),
+                           InstanceMethod<&DeviceResidentPipeline::EndProfiling>("endProfiling"),
                            InstanceMethod<&DeviceResidentPipeline::Release>("release"),
                            InstanceAccessor<&DeviceResidentPipeline::Released>("released"),
                        });
@@ -514,6 +541,26 @@ class DeviceResidentPipeline : public Napi::ObjectWrap<DeviceResidentPipeline> {
     o.Set("backbone", bb);
     o.Set("unet", un);
     return o;
+  }
+
+  Napi::Value EndProfiling(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return args::Boundary(env, "memory for endProfiling()", [&]() -> Napi::Value {
+      CheckLive(env, "endProfiling");
+      args::ExpectArgCount(info, "endProfiling", {});
+      // Checked here too (the worker checks again under the run lock), so a
+      // pipeline opened without a prefix rejects at once.
+      if (!engine_->config().session.profilePrefix.empty() && engine_->profiling()) {
+        auto* worker = new EndProfilingWorker(env, engine_);
+        Napi::Promise promise = worker->Promise();
+        worker->Queue();
+        return promise;
+      }
+      throw Napi::Error::New(env, engine_->config().session.profilePrefix.empty()
+                                      ? "endProfiling(): profiling is off; open the pipeline with "
+                                        "options.profileFilePrefix to profile it"
+                                      : "endProfiling() was already called: ORT profiles a session once");
+    });
   }
 
   Napi::Value Release(const Napi::CallbackInfo& info) {

@@ -341,6 +341,12 @@ PipelineEngine::PipelineEngine(const PipelineConfig& config)
   ort::SessionConfig un = bb;
   bb.cpuSpinning = config_.backboneSpinning;
   un.cpuSpinning = config_.unetSpinning;
+  // ORT names the file <prefix>_<date>_<time>.json to the second, so the two
+  // sessions, opened within the same second, need prefixes of their own.
+  if (!config_.session.profilePrefix.empty()) {
+    bb.profilePrefix = config_.session.profilePrefix + "_backbone";
+    un.profilePrefix = config_.session.profilePrefix + "_unet";
+  }
   const size_t opt = std::min<size_t>(8, config_.maxBatch);
   if (ProfileSafe(config_.backboneInput)) {
     const auto in = {size_t(3), config_.inputH, config_.inputW};
@@ -369,6 +375,7 @@ PipelineEngine::PipelineEngine(const PipelineConfig& config)
   };
   backbone_ = open(config_.backbonePath, bb, "backbone");
   unet_ = open(config_.unetPath, un, "unet");
+  profiling_.store(!config_.session.profilePrefix.empty(), std::memory_order_release);
 
   const bool gpu_backbone = IsGpuProvider(backbone_->provider());
   const bool gpu_unet = IsGpuProvider(unet_->provider());
@@ -548,6 +555,21 @@ RunTimings PipelineEngine::Features(const float* batch, size_t n, float* feature
   return Call([&] {
     return device_mode_ ? RunDevice(batch, n, nullptr, none, features) : RunHost(batch, n, nullptr, none, features);
   });
+}
+
+ProfileFiles PipelineEngine::EndProfiling() {
+  std::lock_guard<std::mutex> lock(run_mutex_);  // not during a run
+  if (stand_in_ || config_.session.profilePrefix.empty()) {
+    throw std::logic_error("profiling is off: open the pipeline with options.profileFilePrefix to profile it");
+  }
+  if (!profiling_.load(std::memory_order_acquire)) {
+    throw std::logic_error("endProfiling() was already called: ORT profiles a session once");
+  }
+  profiling_.store(false, std::memory_order_release);
+  ProfileFiles files;
+  files.backbone = backbone_->EndProfiling();
+  files.unet = unet_->EndProfiling();
+  return files;
 }
 
 void PipelineEngine::ThrowIfBroken() const {

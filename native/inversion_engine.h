@@ -87,6 +87,11 @@ class EngineBrokenError : public std::runtime_error {
   explicit EngineBrokenError(const std::string& message) : std::runtime_error(kEngineBrokenPrefix + message) {}
 };
 
+// The chrome-trace JSON files ORT's profiler wrote for each session.
+struct ProfileFiles {
+  std::string backbone, unet;
+};
+
 struct StepSpec {
   int64_t t;
   float a, b;
@@ -147,6 +152,12 @@ class PipelineEngine {
   RunTimings Run(const float* batch, size_t n, const std::vector<StepSpec>& steps, const RunOutputs& out);
   // Backbone only: the clean features, n*C*h*w.
   RunTimings Features(const float* batch, size_t n, float* features);
+  // Ends ORT's profiling of both sessions (session.profilePrefix) and returns
+  // the files written; waits for a run in flight, like Run. Throws
+  // std::logic_error when profiling is off or was already ended.
+  ProfileFiles EndProfiling();
+  // Whether the sessions were opened with the profiler on and it has not ended.
+  bool profiling() const { return profiling_.load(std::memory_order_acquire); }
 
   const PipelineConfig& config() const { return config_; }
   const ort::Session& backbone() const { return *backbone_; }
@@ -218,6 +229,7 @@ class PipelineEngine {
 
   std::mutex run_mutex_;
   size_t calls_ = 0;
+  std::atomic<bool> profiling_{false};  // cleared under run_mutex_
   std::atomic<bool> broken_{false};
   std::string broken_reason_;  // written once, before broken_ is set
   size_t capacity_ = 0;

@@ -152,6 +152,11 @@ using SessionOptionsVoid = St(INVAD_ORT_CALL*)(OrtSessionOptions*);  // Enable/D
 using SetSessionLogSeverityLevel = St(INVAD_ORT_CALL*)(OrtSessionOptions*, int level);
 using SetSessionGraphOptimizationLevel = St(INVAD_ORT_CALL*)(OrtSessionOptions*, GraphOptimizationLevel);
 using SetIntraOpNumThreads = St(INVAD_ORT_CALL*)(OrtSessionOptions*, int threads);
+// The prefix is an ORTCHAR_T string: char on the platforms invad builds for
+// (wchar_t only on Windows, like CreateSession's path).
+using EnableProfiling = St(INVAD_ORT_CALL*)(OrtSessionOptions*, const char* profile_file_prefix);
+// Writes the profile and returns its path, allocated with `allocator` (free it there).
+using SessionEndProfiling = St(INVAD_ORT_CALL*)(OrtSession*, OrtAllocator* allocator, char** out);
 using SessionGetCount = St(INVAD_ORT_CALL*)(const OrtSession*, size_t* out);
 using SessionGetTypeInfo = St(INVAD_ORT_CALL*)(const OrtSession*, size_t index, OrtTypeInfo** out);
 using SessionGetName = St(INVAD_ORT_CALL*)(const OrtSession*, size_t index, OrtAllocator*, char** out);
@@ -203,6 +208,7 @@ constexpr int CreateEnv = 3;
 constexpr int CreateSession = 7;
 constexpr int CreateSessionFromArray = 8;
 constexpr int CreateSessionOptions = 10;
+constexpr int EnableProfiling = 14;
 constexpr int EnableMemPattern = 16;
 constexpr int DisableMemPattern = 17;
 constexpr int EnableCpuMemArena = 18;
@@ -238,6 +244,7 @@ constexpr int ReleaseValue = 96;
 constexpr int ReleaseRunOptions = 97;
 constexpr int ReleaseTypeInfo = 98;
 constexpr int ReleaseSessionOptions = 100;
+constexpr int SessionEndProfiling = 110;
 constexpr int GetAvailableProviders = 125;
 constexpr int ReleaseAvailableProviders = 126;
 constexpr int AddSessionConfigEntry = 130;
@@ -270,7 +277,7 @@ struct UsedSlot {
 };
 constexpr UsedSlot kUsedSlots[] = {
     {GetErrorCode, 1}, {GetErrorMessage, 1}, {CreateEnv, 1}, {CreateSession, 1}, {CreateSessionFromArray, 1},
-    {CreateSessionOptions, 1}, {EnableMemPattern, 1}, {DisableMemPattern, 1}, {EnableCpuMemArena, 1},
+    {CreateSessionOptions, 1}, {EnableProfiling, 1}, {EnableMemPattern, 1}, {DisableMemPattern, 1}, {EnableCpuMemArena, 1},
     {DisableCpuMemArena, 1}, {SetSessionLogSeverityLevel, 1}, {SetSessionGraphOptimizationLevel, 1},
     {SetIntraOpNumThreads, 1}, {SessionGetInputCount, 1}, {SessionGetOutputCount, 1}, {SessionGetInputTypeInfo, 1},
     {SessionGetOutputTypeInfo, 1}, {SessionGetInputName, 1}, {SessionGetOutputName, 1}, {CreateRunOptions, 1},
@@ -279,7 +286,7 @@ constexpr UsedSlot kUsedSlots[] = {
     {GetDimensions, 1}, {GetSymbolicDimensions, 1}, {CreateMemoryInfo, 1}, {CreateCpuMemoryInfo, 1},
     {AllocatorFree, 1}, {GetAllocatorWithDefaultOptions, 1}, {ReleaseEnv, 1}, {ReleaseStatus, 1},
     {ReleaseMemoryInfo, 1}, {ReleaseSession, 1}, {ReleaseValue, 1}, {ReleaseRunOptions, 1}, {ReleaseTypeInfo, 1},
-    {ReleaseSessionOptions, 1}, {GetAvailableProviders, 4}, {ReleaseAvailableProviders, 4},
+    {ReleaseSessionOptions, 1}, {SessionEndProfiling, 2}, {GetAvailableProviders, 4}, {ReleaseAvailableProviders, 4},
     {AddSessionConfigEntry, 5}, {RunWithBinding, 5}, {CreateIoBinding, 5}, {ReleaseIoBinding, 5}, {BindInput, 5},
     {BindOutput, 5}, {AddRunConfigEntry, 8}, {SessionOptionsAppendExecutionProvider_TensorRT_V2, 9},
     {CreateTensorRTProviderOptions, 9}, {UpdateTensorRTProviderOptions, 9}, {ReleaseTensorRTProviderOptions, 9},

@@ -154,6 +154,10 @@ SessionOptionsPtr MakeSessionOptions(const std::shared_ptr<Runtime>& rt, const s
     rt->Check(rt->Get<fn::SetIntraOpNumThreads>(slot::SetIntraOpNumThreads)(so.get(), config.cpuThreads),
               "OrtApi::SetIntraOpNumThreads");
   }
+  if (!config.profilePrefix.empty()) {
+    rt->Check(rt->Get<fn::EnableProfiling>(slot::EnableProfiling)(so.get(), config.profilePrefix.c_str()),
+              "OrtApi::EnableProfiling");
+  }
   if (!config.cpuSpinning) {
     rt->Check(rt->Get<fn::AddConfigEntry>(slot::AddSessionConfigEntry)(so.get(), "session.intra_op.allow_spinning", "0"),
               "OrtApi::AddSessionConfigEntry");
@@ -218,6 +222,16 @@ const ValueInfo& Session::Output(const std::string& name, const std::string& fie
   std::string have;
   for (const auto& v : outputs_) have += (have.empty() ? "" : ", ") + v.name;
   throw Error(path_ + " has no output named \"" + name + "\" (" + field + "); its outputs are: " + have);
+}
+
+std::string Session::EndProfiling() {
+  OrtAllocator* alloc = rt_->DefaultAllocator();
+  char* out = nullptr;
+  rt_->Check(rt_->Get<fn::SessionEndProfiling>(slot::SessionEndProfiling)(session_.get(), alloc, &out),
+             "OrtApi::SessionEndProfiling");
+  std::string path = out != nullptr ? out : "";
+  if (out != nullptr) rt_->Check(rt_->Get<fn::AllocatorFree>(slot::AllocatorFree)(alloc, out), "OrtApi::AllocatorFree");
+  return path;
 }
 
 ValuePtr TensorOver(const std::shared_ptr<Runtime>& rt, const OrtMemoryInfo* info, void* data, size_t bytes,

@@ -47,6 +47,9 @@ struct SessionConfig {
   // kDefaultLogLevel keeps ORT quiet: ERROR for the CPU provider, FATAL for the
   // GPU providers (whose load failures are reported as fallbacks instead).
   int logLevel = kDefaultLogLevel;
+  // Non-empty: ORT's profiler is on (EnableProfiling); the session writes
+  // <profilePrefix>_<date>_<time>.json when Session::EndProfiling is called.
+  std::string profilePrefix;
   TensorRtConfig tensorrt;
 };
 
@@ -97,6 +100,9 @@ class Session {
   // Checks that `name` is an input (output) of the session; throws Error otherwise.
   const ValueInfo& Input(const std::string& name, const std::string& field) const;
   const ValueInfo& Output(const std::string& name, const std::string& field) const;
+  // Ends ORT's profiling (SessionEndProfiling): writes the chrome-trace JSON and
+  // returns its path ("" when profiling was not enabled). Not concurrent with a run.
+  std::string EndProfiling();
 
  private:
   Session() = default;

@@ -119,6 +119,13 @@ export interface NativePipelineOptions {
    */
   logLevel?: 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
   /**
+   * Turns ONNX Runtime's profiler on for both sessions (the C API's EnableProfiling), as
+   * onnxruntime-node's `enableProfiling` + `profileFilePrefix` do: each session writes
+   * `<prefix>_backbone_<date>_<time>.json` / `<prefix>_unet_...json` (chrome-trace events,
+   * one per node run) when `endProfiling()` is called. A developer tool: it slows every run.
+   */
+  profileFilePrefix?: string;
+  /**
    * @internal Test-only fault injection: 'snapshot-host-inputs' (host binds copy at bind
    * time, as ORT does for a GPU session) or 'sticky-error-at-call=N'.
    */
@@ -200,6 +207,13 @@ export interface DeviceResidentPipeline {
   providers(): NativePipelineProviders;
   /** The sessions' declared inputs and outputs (as onnxruntime-node reports them). */
   metadata(): { backbone: NativeSessionMetadata; unet: NativeSessionMetadata };
+  /**
+   * Ends the profiling that `profileFilePrefix` turned on (SessionEndProfiling on both
+   * sessions), after any run in flight, and resolves with the files written. Throws an Error
+   * when the pipeline was opened without `profileFilePrefix` or profiling already ended
+   * (ORT profiles a session once), a TypeError when given arguments.
+   */
+  endProfiling(): Promise<{ backbone: string; unet: string }>;
   /** Frees the sessions and buffers once in-flight runs finish; later calls throw. Idempotent. */
   release(): void;
   readonly released: boolean;
