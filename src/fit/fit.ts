@@ -54,9 +54,9 @@ export interface FitOptions {
    */
   grid?: number;
   /** UNet size preset (`tiny`, `small`, `medium`, `paper`); default `small` */
-  preset?: UnetPreset;
   unetPreset?: UnetPreset;
   /** @deprecated the older name of `unetPreset` */
+  preset?: UnetPreset;
   epochs?: number;
   batchSize?: number;
   lr?: number;
@@ -162,9 +162,8 @@ function checkOptions(o: FitOptions): void {
   if (typeof o.normal !== 'string' || !o.normal) throw new InvalidArgumentError('normal', 'Expected a folder of normal images for normal');
   if (typeof o.out !== 'string' || !o.out) throw new InvalidArgumentError('out', 'Expected an output folder for out');
   oneOf('backbone', o.backbone, Object.keys(BACKBONE_PRESETS));
-  if (o.preset !== undefined) oneOf('preset', o.preset, UNET_PRESETS);
   if (o.unetPreset !== undefined) oneOf('unetPreset', o.unetPreset, UNET_PRESETS);
-  if (o.epochs !== undefined) intInRange('epochs', o.epochs, 1, 100_000);
+  if (o.preset !== undefined) oneOf('preset', o.preset, UNET_PRESETS);
   if (o.unetPreset !== undefined && o.preset !== undefined && o.unetPreset !== o.preset) {
     throw new InvalidArgumentError('unetPreset', `unetPreset '${o.unetPreset}' and its deprecated alias preset '${o.preset}' disagree; pass unetPreset only`);
   }
@@ -173,6 +172,7 @@ function checkOptions(o: FitOptions): void {
     const problem = unetGridProblem(o.unetPreset ?? o.preset ?? DEFAULT_UNET_PRESET, o.grid, o.grid);
     if (problem !== undefined) throw new InvalidArgumentError('grid', problem);
   }
+  if (o.epochs !== undefined) intInRange('epochs', o.epochs, 1, 100_000);
   if (o.batchSize !== undefined) intInRange('batchSize', o.batchSize, 1, 4096);
   if (o.valFraction !== undefined) numberInRange('valFraction', o.valFraction, 0.01, 0.5);
   if (o.steps !== undefined) intInRange('steps', o.steps, 1, 1000);
@@ -237,10 +237,10 @@ function featureNormalizationFor(trainF: ExtractedFeatures, o: FitOptions): { me
   return { mean, std: std.map((s) => Math.max(s, 1e-6) / scale) };
 }
 
+/** The human-readable line the bundle's provenance records (featureStandardization); never compared. */
 function describeNormalization(o: FitOptions): string {
   if (resolvedNormalization(o) === 'none') return 'none: the backbone\'s raw features';
   const scale = o.featureScale ?? 1;
-/** The human-readable line the bundle's provenance records (featureStandardization); never compared. */
   return `per-channel mean/std of the training features${scale === 1 ? '' : ` scaled to std ${scale}`}, baked into backbone.onnx`;
 }
 

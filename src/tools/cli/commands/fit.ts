@@ -4,6 +4,7 @@ import { BACKBONE_PRESETS, MODELS_DIR_ENV } from '../../../fit/backbones';
 import { DEFAULT_SCORE_DEFINITION, SCORE_DEFINITIONS, SCORES, type ScoreDefinition } from '../../../runtime/scores';
 import { FEATURE_NORMALIZATIONS, type FeatureNormalization, fit, type FitEvent } from '../../../fit/fit';
 import { UNET_PRESETS, type UnetPreset } from '../../../fit/trainer/runner';
+import { EXIT_INPUT_FAILED } from '../exit';
 import { makeProgress, type Progress } from '../progress';
 import { parsePositiveInt, parseProviders } from './score';
 import { deprecatedAlias } from './backbone';
@@ -195,6 +196,8 @@ export function fitCommand(): Command {
             calibrationWarnings: r.manifest.calibration.warnings ?? [],
           }) + '\n',
         );
+        // The bundle is written, but skipped images are inputs that failed (exit.ts).
+        if (r.skipped.length > 0) process.exitCode = EXIT_INPUT_FAILED;
       } finally {
         process.off('SIGINT', onSigint);
       }
