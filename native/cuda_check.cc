@@ -153,11 +153,12 @@ void RunCheck(Napi::Env env, const cpu::Shape& s, size_t reps, Napi::Object out)
     Ok(cudaMemcpyAsync(d_x, d_x0, total * sizeof(float), cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
     Ok(cuda::last_step_reduce(d_x, d_eps, a, b, s.n, s.c, s.h, s.w, d_l2, d_min, d_max, d_sum, stream),
        "last_step_reduce");
-    Ok(cuda::resize_bilinear(d_l2, d_resized, s.n, static_cast<int>(s.h), static_cast<int>(s.w),
-                             static_cast<int>(outH), static_cast<int>(outW), stream),
+    Ok(cuda::resize_bilinear(d_l2, d_resized, s.n, static_cast<int>(s.h), static_cast<int>(s.w), static_cast<int>(outH),
+                             static_cast<int>(outW), stream),
        "resize_bilinear");
     Ok(cuda::fill_i64(d_t, 999, s.n, stream), "fill_i64");
-    Ok(cudaMemcpyAsync(g_l2.data(), d_l2, g_l2.size() * sizeof(float), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
+    Ok(cudaMemcpyAsync(g_l2.data(), d_l2, g_l2.size() * sizeof(float), cudaMemcpyDeviceToHost, stream),
+       "cudaMemcpyAsync");
     Ok(cudaMemcpyAsync(g_min.data(), d_min, s.n * sizeof(float), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
     Ok(cudaMemcpyAsync(g_max.data(), d_max, s.n * sizeof(float), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
     Ok(cudaMemcpyAsync(g_sum.data(), d_sum, s.n * sizeof(double), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
@@ -178,7 +179,8 @@ void RunCheck(Napi::Env env, const cpu::Shape& s, size_t reps, Napi::Object out)
 
     // Timings (x keeps being updated in place; only the time matters here).
     Napi::Object us = Napi::Object::New(env);
-    us.Set("ddimStep", TimeUs(stream, reps, [&] { Ok(cuda::ddim_step(d_x, d_eps, a, b, total, stream), "ddim_step"); }));
+    us.Set("ddimStep",
+           TimeUs(stream, reps, [&] { Ok(cuda::ddim_step(d_x, d_eps, a, b, total, stream), "ddim_step"); }));
     us.Set("lastStepReduce", TimeUs(stream, reps, [&] {
              Ok(cuda::last_step_reduce(d_x, d_eps, a, b, s.n, s.c, s.h, s.w, d_l2, d_min, d_max, d_sum, stream),
                 "last_step_reduce");
@@ -218,8 +220,8 @@ void RunCheck(Napi::Env env, const cpu::Shape& s, size_t reps, Napi::Object out)
 Napi::Value CudaKernelCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || info.Length() > 2) {
-    args::ThrowType(env, "cudaKernelCheck() takes 1 to 2 arguments (shape, reps?) but received " +
-                             std::to_string(info.Length()));
+    args::ThrowType(
+        env, "cudaKernelCheck() takes 1 to 2 arguments (shape, reps?) but received " + std::to_string(info.Length()));
   }
   const cpu::Shape s = args::ShapeArg(info, 0, "shape");
   size_t reps = 20;
@@ -230,8 +232,8 @@ Napi::Value CudaKernelCheck(const Napi::CallbackInfo& info) {
   }
   const size_t resizedCount = args::CheckedProduct(env, {s.n, size_t(16), s.h, size_t(16), s.w}, "n*(16h)*(16w)");
   if (resizedCount > kMaxCheckElements) {
-    args::ThrowRange(env, "the resized maps n*(16h)*(16w) = " + args::FormatSize(resizedCount) +
-                              " must be at most " + args::FormatSize(kMaxCheckElements) + " elements (2^26)");
+    args::ThrowRange(env, "the resized maps n*(16h)*(16w) = " + args::FormatSize(resizedCount) + " must be at most " +
+                              args::FormatSize(kMaxCheckElements) + " elements (2^26)");
   }
   if (reps > 100000) args::ThrowRange(env, "reps must be at most 100000");
   Napi::Object out = Napi::Object::New(env);
@@ -243,8 +245,8 @@ Napi::Value CudaKernelCheck(const Napi::CallbackInfo& info) {
     out.Set("reason", unavailable);
     return out;
   }
-  const std::string sizes = "host memory for cudaKernelCheck() (about 7 * " + args::FormatSize(s.total()) +
-                            " + 2 * " + args::FormatSize(resizedCount) + " floats)";
+  const std::string sizes = "host memory for cudaKernelCheck() (about 7 * " + args::FormatSize(s.total()) + " + 2 * " +
+                            args::FormatSize(resizedCount) + " floats)";
   args::Boundary(env, sizes, [&] { RunCheck(env, s, reps, out); });
 #else
   (void)reps;

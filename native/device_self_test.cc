@@ -93,7 +93,8 @@ void HostBackbone(const float* input, size_t n, float* features) {
 void HostUnet(const float* x, const int64_t* t, size_t n, float* eps) {
   for (size_t s = 0; s < n; ++s)
     for (int c = 0; c < kDims.c; ++c)
-      for (size_t p = 0; p < Hw(); ++p) eps[s * Chw() + static_cast<size_t>(c) * Hw() + p] = selftest::unet_at(x, t, kDims, s, c, p);
+      for (size_t p = 0; p < Hw(); ++p)
+        eps[s * Chw() + static_cast<size_t>(c) * Hw() + p] = selftest::unet_at(x, t, kDims, s, c, p);
 }
 
 StandInModels HostModels() {
@@ -107,7 +108,8 @@ StandInModels HostModels() {
 #if INVAD_WITH_CUDA
 void CudaOk(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + " failed (" + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + ")");
+    throw std::runtime_error(std::string(what) + " failed (" + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) +
+                             ")");
   }
 }
 
@@ -256,7 +258,6 @@ Napi::Object FailedCheck(Napi::Env env, const std::string& error) {
   return o;
 }
 
-
 // Whether the device part can run; "" when it can, else why not.
 std::string DeviceUnavailable() {
 #if INVAD_WITH_CUDA
@@ -279,8 +280,8 @@ std::string DeviceUnavailable() {
 Napi::Value DeviceSelfTest(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 0) {
-    throw Napi::TypeError::New(env, "deviceSelfTest() takes no arguments but received " +
-                                        std::to_string(info.Length()));
+    throw Napi::TypeError::New(env,
+                               "deviceSelfTest() takes no arguments but received " + std::to_string(info.Length()));
   }
   Napi::Object out = Napi::Object::New(env);
   Napi::Object shape = Napi::Object::New(env);
@@ -321,7 +322,8 @@ Napi::Value DeviceSelfTest(const Napi::CallbackInfo& info) {
       Napi::Array timings = Napi::Array::New(env, got.size());
       for (size_t i = 0; i < got.size(); ++i) timings.Set(static_cast<uint32_t>(i), TimingsObject(env, got[i].timings));
       d.Set("timings", timings);
-      const bool clock_ok = std::all_of(got.begin(), got.end(), [](const CallResult& r) { return r.timings.deviceClock; });
+      const bool clock_ok =
+          std::all_of(got.begin(), got.end(), [](const CallResult& r) { return r.timings.deviceClock; });
       d.Set("ok", c.ok && clock_ok && device.deviceResident());
       ok = ok && c.ok && clock_ok && device.deviceResident();
       out.Set("device", d);

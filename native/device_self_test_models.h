@@ -14,9 +14,9 @@ namespace invad {
 namespace selftest {
 
 struct Dims {
-  int inH, inW;      // input plane (3 channels)
-  int c, h, w;       // features
-  int stride;        // inH == h * stride, inW == w * stride
+  int inH, inW;  // input plane (3 channels)
+  int c, h, w;   // features
+  int stride;    // inH == h * stride, inW == w * stride
 };
 
 // features[n][c][y][x] = w_c * input[n][c % 3][stride*y][stride*x] + bias_c.

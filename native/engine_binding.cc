@@ -54,7 +54,8 @@ bool IsPlainObject(Napi::Value v) {
 
 Napi::Object ObjectArg(Napi::Env env, Napi::Value v, const std::string& name, const char* shape) {
   if (!IsPlainObject(v)) {
-    args::ThrowType(env, "Expected object " + std::string(shape) + " for " + name + " but received " + args::Describe(v));
+    args::ThrowType(env,
+                    "Expected object " + std::string(shape) + " for " + name + " but received " + args::Describe(v));
   }
   return v.As<Napi::Object>();
 }
@@ -99,7 +100,8 @@ std::string OptionalEnum(Napi::Env env, Napi::Object o, const char* key, const s
   if (v.IsUndefined()) return fallback;
   std::string list;
   for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-  if (!v.IsString()) args::ThrowType(env, "Expected one of " + list + " for " + prefix + key + " but received " + args::Describe(v));
+  if (!v.IsString())
+    args::ThrowType(env, "Expected one of " + list + " for " + prefix + key + " but received " + args::Describe(v));
   const std::string s = v.As<Napi::String>().Utf8Value();
   for (const auto& a : allowed) {
     if (s == a) return s;
@@ -165,7 +167,8 @@ PipelineConfig ParseConfig(Napi::Env env, Napi::Value arg) {
   if (!tv.IsUndefined()) {
     Napi::Object t = ObjectArg(env, tv, "options.tensorrt", "{fp16, cacheDir, workspaceBytes}");
     c.session.tensorrt.fp16 = OptionalBool(env, t, "fp16", "options.tensorrt.", false);
-    if (!t.Get("cacheDir").IsUndefined()) c.session.tensorrt.cacheDir = StringField(env, t, "cacheDir", "options.tensorrt.");
+    if (!t.Get("cacheDir").IsUndefined())
+      c.session.tensorrt.cacheDir = StringField(env, t, "cacheDir", "options.tensorrt.");
     c.session.tensorrt.workspaceBytes =
         static_cast<size_t>(OptionalInt(env, t, "workspaceBytes", "options.tensorrt.", 1, kMaxSafeInteger, 0));
   }
@@ -187,7 +190,8 @@ std::vector<StepSpec> ParseSteps(Napi::Env env, Napi::Value v) {
   if (!v.IsArray()) args::ThrowType(env, "Expected Array of {t, a, b} for steps but received " + args::Describe(v));
   Napi::Array arr = v.As<Napi::Array>();
   if (arr.Length() == 0) args::ThrowRange(env, "steps must not be empty");
-  if (arr.Length() > 1000) args::ThrowRange(env, "steps has " + std::to_string(arr.Length()) + " entries (at most 1000)");
+  if (arr.Length() > 1000)
+    args::ThrowRange(env, "steps has " + std::to_string(arr.Length()) + " entries (at most 1000)");
   std::vector<StepSpec> steps;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     const std::string name = "steps[" + std::to_string(i) + "]";
@@ -215,7 +219,6 @@ void ExpectArgRange(const Napi::CallbackInfo& info, const char* fn, size_t min, 
 }
 
 // ---- results ------------------------------------------------------------------
-
 
 Napi::Array ValueInfos(Napi::Env env, const std::vector<ort::ValueInfo>& infos) {
   Napi::Array arr = Napi::Array::New(env, infos.size());
@@ -248,8 +251,8 @@ Napi::Array ValueInfos(Napi::Env env, const std::vector<ort::ValueInfo>& infos) 
 // What a run allocates, for the RangeError of a failed allocation.
 std::string RunSizes(const PipelineConfig& c, size_t n) {
   return "a batch of n = " + std::to_string(n) + ": input n*3*" + std::to_string(c.inputH) + "*" +
-         std::to_string(c.inputW) + ", features n*" + std::to_string(c.channels) + "*" + std::to_string(c.featH) +
-         "*" + std::to_string(c.featW) + " floats";
+         std::to_string(c.inputW) + ", features n*" + std::to_string(c.channels) + "*" + std::to_string(c.featH) + "*" +
+         std::to_string(c.featW) + " floats";
 }
 
 // The worker holds the batch (fixed-length, see BatchData) until it settles,
@@ -258,7 +261,10 @@ class PipelineWorker : public PromiseWorker {
  protected:
   PipelineWorker(Napi::Env env, const char* name, const char* fn, std::shared_ptr<PipelineEngine> engine,
                  const args::F32& batch, size_t n)
-      : PromiseWorker(env, name, fn, RunSizes(engine->config(), n)), engine_(std::move(engine)), batch_(batch.data), n_(n) {
+      : PromiseWorker(env, name, fn, RunSizes(engine->config(), n)),
+        engine_(std::move(engine)),
+        batch_(batch.data),
+        n_(n) {
     Hold(batch.array, "batch");
   }
 
@@ -278,10 +284,11 @@ struct RunArrays {
                                  "runAsync() output l2 (n*h*w)")),
         min(args::NewFloat32Array(env, n, "runAsync() output min")),
         max(args::NewFloat32Array(env, n, "runAsync() output max")),
-        latents(withLatents ? args::NewFloat32Array(
-                              env, args::CheckedProduct(env, {n, c.channels, c.featH, c.featW}, "runAsync() latents n*C*h*w"),
-                              "runAsync() output latents (n*C*h*w)")
-                        : Napi::Float32Array()),
+        latents(withLatents ? args::NewFloat32Array(env,
+                                                    args::CheckedProduct(env, {n, c.channels, c.featH, c.featW},
+                                                                         "runAsync() latents n*C*h*w"),
+                                                    "runAsync() output latents (n*C*h*w)")
+                            : Napi::Float32Array()),
         sumSq(args::NewFloat64Array(env, n, "runAsync() output sumSq")) {}
 };
 
@@ -431,8 +438,8 @@ class DeviceResidentPipeline : public Napi::ObjectWrap<DeviceResidentPipeline> {
   // release() in the meantime.
   std::shared_ptr<PipelineEngine> LiveAfterArguments(Napi::Env env, const char* method) {
     if (!engine_) {
-      throw Napi::Error::New(env, std::string("DeviceResidentPipeline.release() was called while ") + method +
-                                      "() read its arguments");
+      throw Napi::Error::New(
+          env, std::string("DeviceResidentPipeline.release() was called while ") + method + "() read its arguments");
     }
     return engine_;
   }
@@ -484,9 +491,9 @@ class DeviceResidentPipeline : public Napi::ObjectWrap<DeviceResidentPipeline> {
       std::shared_ptr<PipelineEngine> engine = LiveAfterArguments(env, "featuresAsync");
       const args::F32 batch = BatchData(env, *engine, batchArray, n);
       const PipelineConfig& c = engine->config();
-      Napi::Float32Array features =
-          args::NewFloat32Array(env, args::CheckedProduct(env, {n, c.channels, c.featH, c.featW}, "featuresAsync() output n*C*h*w"),
-                                "featuresAsync() output (n*C*h*w)");
+      Napi::Float32Array features = args::NewFloat32Array(
+          env, args::CheckedProduct(env, {n, c.channels, c.featH, c.featW}, "featuresAsync() output n*C*h*w"),
+          "featuresAsync() output (n*C*h*w)");
       auto* worker = new FeaturesWorker(env, engine, batch, n, features);
       Napi::Promise promise = worker->Promise();
       worker->Queue();

@@ -19,9 +19,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 bool IsGpuProvider(const std::string& p) { return p == ort::kProviderCuda || p == ort::kProviderTensorRt; }
 
@@ -81,7 +79,8 @@ ParsedHooks ParseTestHooks(const std::string& spec) {
     if (item == "snapshot-host-inputs") {
       h.snapshotHostInputs = true;
     } else if (item.compare(0, sticky.size(), sticky) == 0 && item.size() > sticky.size() &&
-               item.find_first_not_of("0123456789", sticky.size()) == std::string::npos && item.size() < sticky.size() + 10) {
+               item.find_first_not_of("0123456789", sticky.size()) == std::string::npos &&
+               item.size() < sticky.size() + 10) {
       h.stickyErrorAtCall = static_cast<size_t>(std::stoul(item.substr(sticky.size())));
     } else if (!item.empty()) {
       throw std::invalid_argument("unknown test hook \"" + item +
@@ -95,8 +94,9 @@ ParsedHooks ParseTestHooks(const std::string& spec) {
 // What the sticky-error-at-call hook throws in place of a real device failure.
 struct SimulatedStickyError : std::runtime_error {
   SimulatedStickyError()
-      : std::runtime_error("cudaErrorIllegalAddress: an illegal memory access was encountered "
-                           "(simulated by the sticky-error-at-call test hook)") {}
+      : std::runtime_error(
+            "cudaErrorIllegalAddress: an illegal memory access was encountered "
+            "(simulated by the sticky-error-at-call test hook)") {}
 };
 
 #if INVAD_WITH_CUDA
@@ -114,10 +114,8 @@ bool IsStickyCudaError(cudaError_t e) {
     case cudaErrorInvalidPc:
     case cudaErrorLaunchFailure:
     case cudaErrorECCUncorrectable:
-    case cudaErrorContextIsDestroyed:
-      return true;
-    default:
-      return false;
+    case cudaErrorContextIsDestroyed: return true;
+    default: return false;
   }
 }
 
@@ -406,7 +404,11 @@ PipelineEngine::PipelineEngine(const PipelineConfig& config)
 }
 
 PipelineEngine::PipelineEngine(const PipelineConfig& config, StandInModels models)
-    : config_(config), stand_in_(true), models_(std::move(models)), dev_(new DeviceState()), run_thread_(new RunThread()) {
+    : config_(config),
+      stand_in_(true),
+      models_(std::move(models)),
+      dev_(new DeviceState()),
+      run_thread_(new RunThread()) {
   const ParsedHooks hooks = ParseTestHooks(config_.testHooks);
   hooks_.snapshotHostInputs = hooks.snapshotHostInputs;
   hooks_.stickyErrorAtCall = hooks.stickyErrorAtCall;
@@ -493,9 +495,12 @@ PipelineEngine::Bindings& PipelineEngine::BindingsFor(size_t n) {
   b->unet.reset(new ort::Binding(runtime_, unet_->get()));
   if (!device_mode_) {
     const ort::OrtMemoryInfo* mi = cpu_info_.get();
-    b->values.push_back(ort::TensorOver(runtime_, mi, x_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
-    b->values.push_back(ort::TensorOver(runtime_, mi, eps_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
-    b->values.push_back(ort::TensorOver(runtime_, mi, t_.data(), n * sizeof(int64_t), t_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
+    b->values.push_back(
+        ort::TensorOver(runtime_, mi, x_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(
+        ort::TensorOver(runtime_, mi, eps_.data(), x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(ort::TensorOver(runtime_, mi, t_.data(), n * sizeof(int64_t), t_shape,
+                                        ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
     // The backbone's input is bound per call, over the caller's buffer; the
     // UNet's x and t before every run (RunHost). Outputs bound to host memory
     // are written back at the end of each run, so they are bound once.
@@ -505,9 +510,12 @@ PipelineEngine::Bindings& PipelineEngine::BindingsFor(size_t n) {
 #if INVAD_WITH_CUDA
     DeviceState& d = *dev_;
     const ort::OrtMemoryInfo* mi = d.cuda_info.get();
-    b->values.push_back(ort::TensorOver(runtime_, mi, d.d_x, x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
-    b->values.push_back(ort::TensorOver(runtime_, mi, d.d_eps, x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
-    b->values.push_back(ort::TensorOver(runtime_, mi, d.d_t, n * sizeof(int64_t), t_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
+    b->values.push_back(
+        ort::TensorOver(runtime_, mi, d.d_x, x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(
+        ort::TensorOver(runtime_, mi, d.d_eps, x_bytes, x_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    b->values.push_back(
+        ort::TensorOver(runtime_, mi, d.d_t, n * sizeof(int64_t), t_shape, ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64));
     b->values.push_back(ort::TensorOver(runtime_, mi, d.d_in, n * inputPlane() * sizeof(float),
                                         Dims({n, 3, config_.inputH, config_.inputW}),
                                         ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
@@ -672,7 +680,8 @@ RunTimings PipelineEngine::RunHost(const float* batch, size_t n, const std::vect
       // Bound again for every run: a session on another device copies host
       // inputs when they are bound (see the header).
       BindHostInput(*b.unet, b, config_.unetX, b.values[0].get(), x, count * sizeof(float),
-                    Dims({n, config_.channels, config_.featH, config_.featW}), ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+                    Dims({n, config_.channels, config_.featH, config_.featW}),
+                    ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       BindHostInput(*b.unet, b, config_.unetT, b.values[2].get(), t_.data(), n * sizeof(int64_t), Dims({n}),
                     ort::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
       b.unet->Run(unet_->get(), host_run_options_.get());
@@ -751,8 +760,8 @@ RunTimings PipelineEngine::RunDevice(const float* batch, size_t n, const std::ve
       if (i + 1 < S) {
         CudaCheck(cuda::ddim_step(d.d_x, d.d_eps, st.a, st.b, count, s), "ddim_step kernel");
       } else {
-        CudaCheck(cuda::last_step_reduce(d.d_x, d.d_eps, st.a, st.b, n, config_.channels, config_.featH,
-                                         config_.featW, d.d_l2, d.d_min, d.d_max, d.d_sum, s),
+        CudaCheck(cuda::last_step_reduce(d.d_x, d.d_eps, st.a, st.b, n, config_.channels, config_.featH, config_.featW,
+                                         d.d_l2, d.d_min, d.d_max, d.d_sum, s),
                   "last_step_reduce kernel");
       }
       CudaCheck(cudaEventRecord(d.events[4 + 2 * i], s), "cudaEventRecord");
@@ -760,8 +769,10 @@ RunTimings PipelineEngine::RunDevice(const float* batch, size_t n, const std::ve
     if (S > 0) {
       CudaCheck(cudaMemcpyAsync(d.h_l2, d.d_l2, n * hw() * sizeof(float), cudaMemcpyDeviceToHost, s),
                 "cudaMemcpyAsync(l2)");
-      CudaCheck(cudaMemcpyAsync(d.h_min, d.d_min, n * sizeof(float), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync(min)");
-      CudaCheck(cudaMemcpyAsync(d.h_max, d.d_max, n * sizeof(float), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync(max)");
+      CudaCheck(cudaMemcpyAsync(d.h_min, d.d_min, n * sizeof(float), cudaMemcpyDeviceToHost, s),
+                "cudaMemcpyAsync(min)");
+      CudaCheck(cudaMemcpyAsync(d.h_max, d.d_max, n * sizeof(float), cudaMemcpyDeviceToHost, s),
+                "cudaMemcpyAsync(max)");
       CudaCheck(cudaMemcpyAsync(d.h_sum, d.d_sum, n * sizeof(double), cudaMemcpyDeviceToHost, s),
                 "cudaMemcpyAsync(sumSq)");
     }

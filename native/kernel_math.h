@@ -70,10 +70,10 @@ INVAD_HD float nan_max(float m, float v) { return (v > m || v != v) && m == m ? 
 
 // Source taps of one output index along one axis.
 struct BilinearTap {
-  int i0;      // lower source index
-  int i1;      // upper source index (== i0 at the border)
-  float l0;    // weight of i0
-  float l1;    // weight of i1 (lambda)
+  int i0;    // lower source index
+  int i1;    // upper source index (== i0 at the border)
+  float l0;  // weight of i0
+  float l1;  // weight of i1 (lambda)
 };
 
 // PyTorch F.interpolate(mode='bilinear', align_corners=False) source index:
@@ -103,7 +103,8 @@ INVAD_HD BilinearTap bilinear_tap(int dst, int in_size, int out_size) {
 // Same formula as PyTorch: h0*(w0*p00 + w1*p01) + h1*(w0*p10 + w1*p11).
 INVAD_HD float bilinear_blend(float p00, float p01, float p10, float p11, const BilinearTap& ty,
                               const BilinearTap& tx) {
-  return add_rn(mul_rn(ty.l0, add_rn(mul_rn(tx.l0, p00), mul_rn(tx.l1, p01))), mul_rn(ty.l1, add_rn(mul_rn(tx.l0, p10), mul_rn(tx.l1, p11))));
+  return add_rn(mul_rn(ty.l0, add_rn(mul_rn(tx.l0, p00), mul_rn(tx.l1, p01))),
+                mul_rn(ty.l1, add_rn(mul_rn(tx.l0, p10), mul_rn(tx.l1, p11))));
 }
 
 // ---- Gaussian map smoothing (issue 17) -------------------------------------

@@ -110,12 +110,12 @@ ResizeArgs ParseResize(const Napi::CallbackInfo& info, const char* fn, args::Fix
   const size_t in = args::CheckedProduct(env, {r.planes, r.inH, r.inW}, "planes*inH*inW");
   r.outLength = args::CheckedProduct(env, {r.planes, r.outH, r.outW}, "output size planes*outH*outW");
   if (r.outLength > args::kMaxResizeOutput) {
-    args::ThrowRange(env, "output size planes*outH*outW = " + args::FormatSize(r.outLength) +
-                              " exceeds the limit of " + args::FormatSize(args::kMaxResizeOutput) + " elements");
+    args::ThrowRange(env, "output size planes*outH*outW = " + args::FormatSize(r.outLength) + " exceeds the limit of " +
+                              args::FormatSize(args::kMaxResizeOutput) + " elements");
   }
   if (r.outH > args::kMaxResizeSide) {
-    args::ThrowRange(env, "outH must be at most " + args::FormatSize(args::kMaxResizeSide) + ", got " +
-                              args::FormatSize(r.outH));
+    args::ThrowRange(
+        env, "outH must be at most " + args::FormatSize(args::kMaxResizeSide) + ", got " + args::FormatSize(r.outH));
   }
   if (r.outW > args::kMaxResizeSide) {
     args::ThrowRange(env, "outW must be at most " + args::FormatSize(args::kMaxResizeSide) + " (the kernel builds a " +
@@ -183,9 +183,8 @@ class DdimStepWorker : public PromiseWorker {
 
   void Execute() override {
     Guard([&] {
-      ThreadPool::instance().parallel_for(count_, kGrainElements, [&](size_t begin, size_t end) {
-        cpu::ddim_step(x_, eps_, a_, b_, begin, end);
-      });
+      ThreadPool::instance().parallel_for(
+          count_, kGrainElements, [&](size_t begin, size_t end) { cpu::ddim_step(x_, eps_, a_, b_, begin, end); });
     });
   }
 
@@ -216,8 +215,7 @@ class NormWorkerBase : public PromiseWorker {
         sumSqRef_(Napi::Persistent(out.sumSq)) {}
 
   void Resolve() override {
-    deferred_.Resolve(
-        MakeNormResult(Env(), l2Ref_.Value(), minRef_.Value(), maxRef_.Value(), sumSqRef_.Value()));
+    deferred_.Resolve(MakeNormResult(Env(), l2Ref_.Value(), minRef_.Value(), maxRef_.Value(), sumSqRef_.Value()));
   }
 
   // Runs item_fn over all reduction items on the pool, then combines partials.
@@ -409,8 +407,7 @@ Napi::Value ResizeBilinearAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const ResizeArgs a = ParseResize(info, "resizeBilinearAsync", args::FixedLength::kYes);
   return args::Boundary(env, "memory for resizeBilinearAsync() (" + ResizeSizes(a) + ")", [&] {
-    Napi::Float32Array out =
-        args::NewFloat32Array(env, a.outLength, "resizeBilinearAsync() output (planes*outH*outW)");
+    Napi::Float32Array out = args::NewFloat32Array(env, a.outLength, "resizeBilinearAsync() output (planes*outH*outW)");
     return QueueWorker<ResizeWorker>(env, a, out);
   });
 }

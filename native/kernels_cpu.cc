@@ -113,15 +113,15 @@ void channel_norm(const float* x, const Shape& s, float* l2, float* min, float* 
   finish_norm(s, partials.data(), min, max, sumSq);
 }
 
-void last_step_reduce(float* x, const float* eps, float a, float b, const Shape& s, float* l2, float* min,
-                      float* max, double* sumSq) {
+void last_step_reduce(float* x, const float* eps, float a, float b, const Shape& s, float* l2, float* min, float* max,
+                      double* sumSq) {
   std::vector<NormPartial> partials(norm_item_count(s));
   last_step_reduce_items(x, eps, a, b, s, l2, partials.data(), 0, partials.size());
   finish_norm(s, partials.data(), min, max, sumSq);
 }
 
-void last_step_reduce_unfused(float* x, const float* eps, float a, float b, const Shape& s, float* l2,
-                              float* min, float* max, double* sumSq) {
+void last_step_reduce_unfused(float* x, const float* eps, float a, float b, const Shape& s, float* l2, float* min,
+                              float* max, double* sumSq) {
   ddim_step(x, eps, a, b, 0, s.total());
   channel_norm(x, s, l2, min, max, sumSq);
 }

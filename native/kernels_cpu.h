@@ -48,11 +48,11 @@ void finish_norm(const Shape& s, const NormPartial* partials, float* min, float*
 
 // Whole-tensor single-thread conveniences (the sync paths and the benchmark).
 void channel_norm(const float* x, const Shape& s, float* l2, float* min, float* max, double* sumSq);
-void last_step_reduce(float* x, const float* eps, float a, float b, const Shape& s, float* l2, float* min,
-                      float* max, double* sumSq);
+void last_step_reduce(float* x, const float* eps, float a, float b, const Shape& s, float* l2, float* min, float* max,
+                      double* sumSq);
 // Two passes: the step over everything, then a separate reduction pass.
-void last_step_reduce_unfused(float* x, const float* eps, float a, float b, const Shape& s, float* l2,
-                              float* min, float* max, double* sumSq);
+void last_step_reduce_unfused(float* x, const float* eps, float a, float b, const Shape& s, float* l2, float* min,
+                              float* max, double* sumSq);
 
 // Bilinear resize (PyTorch align_corners=False) of output rows [row_begin,
 // row_end), where row r is plane r / outH, output y r % outH.

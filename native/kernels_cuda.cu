@@ -6,7 +6,6 @@ namespace invad {
 namespace cuda {
 namespace {
 
-
 __global__ void ddim_step_kernel(float* x, const float* eps, float a, float b, size_t count) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -59,7 +58,8 @@ __global__ void step_norm_kernel(float* x, const float* eps, float a, float b, s
       runs[warp][lane] = run;
       __syncthreads();
       if (warp == 0) {
-        for (size_t k = 0; k < static_cast<size_t>(kWarps) && g0 + k < groups; ++k) total = add_rn(total, runs[k][lane]);
+        for (size_t k = 0; k < static_cast<size_t>(kWarps) && g0 + k < groups; ++k)
+          total = add_rn(total, runs[k][lane]);
       }
       __syncthreads();
     }

@@ -29,7 +29,8 @@ struct BlurArgs {
 double SigmaArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   Napi::Env env = info.Env();
   Napi::Value v = info[i];
-  if (!v.IsNumber()) args::ThrowType(env, "Expected number for " + std::string(name) + " but received " + args::Describe(v));
+  if (!v.IsNumber())
+    args::ThrowType(env, "Expected number for " + std::string(name) + " but received " + args::Describe(v));
   const double d = v.As<Napi::Number>().DoubleValue();
   if (!(d > 0.0) || !(d <= kMaxBlurSigma)) {
     args::ThrowRange(env, std::string(name) + " must be a number greater than 0 and at most " +
@@ -83,9 +84,8 @@ Napi::Value GaussianBlur(const Napi::CallbackInfo& info) {
     ThreadPool& pool = ThreadPool::instance();
     pool.parallel_for(rows, RowGrain(a.w, rx),
                       [&](size_t begin, size_t end) { cpu::blur_rows(src, t, a.w, wx.data(), rx, begin, end); });
-    pool.parallel_for(rows, RowGrain(a.w, ry), [&](size_t begin, size_t end) {
-      cpu::blur_cols(t, dst, a.h, a.w, wy.data(), ry, begin, end);
-    });
+    pool.parallel_for(rows, RowGrain(a.w, ry),
+                      [&](size_t begin, size_t end) { cpu::blur_cols(t, dst, a.h, a.w, wy.data(), ry, begin, end); });
     return out;
   });
 }

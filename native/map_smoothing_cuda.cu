@@ -6,7 +6,6 @@ namespace invad {
 namespace cuda {
 namespace {
 
-
 // One thread per output (grid-stride): the horizontal pass reads its row.
 __global__ void blur_rows_kernel(const float* src, float* dst, size_t total, int w, const float* wx, int rx) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;

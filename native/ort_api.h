@@ -129,9 +129,9 @@ enum GraphOptimizationLevel : int {
 };
 
 // ---- OrtApiBase (returned by the exported OrtGetApiBase) ---------------------
-using GetApiFn = const void* (INVAD_ORT_CALL*)(uint32_t version);  // const OrtApi*
-using GetVersionStringFn = const char* (INVAD_ORT_CALL*)();
-using OrtGetApiBaseFn = const OrtApiBase* (INVAD_ORT_CALL*)();
+using GetApiFn = const void*(INVAD_ORT_CALL*)(uint32_t version);  // const OrtApi*
+using GetVersionStringFn = const char*(INVAD_ORT_CALL*)();
+using OrtGetApiBaseFn = const OrtApiBase*(INVAD_ORT_CALL*)();
 struct OrtApiBase {
   GetApiFn GetApi;
   GetVersionStringFn GetVersionString;
@@ -196,8 +196,7 @@ using AppendTensorRtV2 = St(INVAD_ORT_CALL*)(OrtSessionOptions*, const OrtTensor
 using CreateTensorRtOptions = St(INVAD_ORT_CALL*)(OrtTensorRTProviderOptionsV2** out);
 using UpdateTensorRtOptions = St(INVAD_ORT_CALL*)(OrtTensorRTProviderOptionsV2*, const char* const* keys,
                                                   const char* const* values, size_t count);
-using UpdateTensorRtOptionsWithValue = St(INVAD_ORT_CALL*)(OrtTensorRTProviderOptionsV2*, const char* key,
-                                                           void* value);
+using UpdateTensorRtOptionsWithValue = St(INVAD_ORT_CALL*)(OrtTensorRTProviderOptionsV2*, const char* key, void* value);
 }  // namespace fn
 
 // ---- slot indices (OrtApi member order, ORT 1.30) ------------------------------
@@ -276,23 +275,70 @@ struct UsedSlot {
   uint32_t api;
 };
 constexpr UsedSlot kUsedSlots[] = {
-    {GetErrorCode, 1}, {GetErrorMessage, 1}, {CreateEnv, 1}, {CreateSession, 1}, {CreateSessionFromArray, 1},
-    {CreateSessionOptions, 1}, {EnableProfiling, 1}, {EnableMemPattern, 1}, {DisableMemPattern, 1}, {EnableCpuMemArena, 1},
-    {DisableCpuMemArena, 1}, {SetSessionLogSeverityLevel, 1}, {SetSessionGraphOptimizationLevel, 1},
-    {SetIntraOpNumThreads, 1}, {SessionGetInputCount, 1}, {SessionGetOutputCount, 1}, {SessionGetInputTypeInfo, 1},
-    {SessionGetOutputTypeInfo, 1}, {SessionGetInputName, 1}, {SessionGetOutputName, 1}, {CreateRunOptions, 1},
-    {RunOptionsSetRunLogSeverityLevel, 1}, {RunOptionsSetTerminate, 1}, {CreateTensorWithDataAsOrtValue, 1},
-    {CastTypeInfoToTensorInfo, 1}, {GetOnnxTypeFromTypeInfo, 1}, {GetTensorElementType, 1}, {GetDimensionsCount, 1},
-    {GetDimensions, 1}, {GetSymbolicDimensions, 1}, {CreateMemoryInfo, 1}, {CreateCpuMemoryInfo, 1},
-    {AllocatorFree, 1}, {GetAllocatorWithDefaultOptions, 1}, {ReleaseEnv, 1}, {ReleaseStatus, 1},
-    {ReleaseMemoryInfo, 1}, {ReleaseSession, 1}, {ReleaseValue, 1}, {ReleaseRunOptions, 1}, {ReleaseTypeInfo, 1},
-    {ReleaseSessionOptions, 1}, {SessionEndProfiling, 2}, {GetAvailableProviders, 4}, {ReleaseAvailableProviders, 4},
-    {AddSessionConfigEntry, 5}, {RunWithBinding, 5}, {CreateIoBinding, 5}, {ReleaseIoBinding, 5}, {BindInput, 5},
-    {BindOutput, 5}, {AddRunConfigEntry, 8}, {SessionOptionsAppendExecutionProvider_TensorRT_V2, 9},
-    {CreateTensorRTProviderOptions, 9}, {UpdateTensorRTProviderOptions, 9}, {ReleaseTensorRTProviderOptions, 9},
-    {SynchronizeBoundInputs, 10}, {SynchronizeBoundOutputs, 10}, {SessionOptionsAppendExecutionProvider_CUDA_V2, 11},
-    {CreateCUDAProviderOptions, 11}, {UpdateCUDAProviderOptions, 11}, {ReleaseCUDAProviderOptions, 11},
-    {UpdateTensorRTProviderOptionsWithValue, 16}, {UpdateCUDAProviderOptionsWithValue, 16},
+    {GetErrorCode, 1},
+    {GetErrorMessage, 1},
+    {CreateEnv, 1},
+    {CreateSession, 1},
+    {CreateSessionFromArray, 1},
+    {CreateSessionOptions, 1},
+    {EnableProfiling, 1},
+    {EnableMemPattern, 1},
+    {DisableMemPattern, 1},
+    {EnableCpuMemArena, 1},
+    {DisableCpuMemArena, 1},
+    {SetSessionLogSeverityLevel, 1},
+    {SetSessionGraphOptimizationLevel, 1},
+    {SetIntraOpNumThreads, 1},
+    {SessionGetInputCount, 1},
+    {SessionGetOutputCount, 1},
+    {SessionGetInputTypeInfo, 1},
+    {SessionGetOutputTypeInfo, 1},
+    {SessionGetInputName, 1},
+    {SessionGetOutputName, 1},
+    {CreateRunOptions, 1},
+    {RunOptionsSetRunLogSeverityLevel, 1},
+    {RunOptionsSetTerminate, 1},
+    {CreateTensorWithDataAsOrtValue, 1},
+    {CastTypeInfoToTensorInfo, 1},
+    {GetOnnxTypeFromTypeInfo, 1},
+    {GetTensorElementType, 1},
+    {GetDimensionsCount, 1},
+    {GetDimensions, 1},
+    {GetSymbolicDimensions, 1},
+    {CreateMemoryInfo, 1},
+    {CreateCpuMemoryInfo, 1},
+    {AllocatorFree, 1},
+    {GetAllocatorWithDefaultOptions, 1},
+    {ReleaseEnv, 1},
+    {ReleaseStatus, 1},
+    {ReleaseMemoryInfo, 1},
+    {ReleaseSession, 1},
+    {ReleaseValue, 1},
+    {ReleaseRunOptions, 1},
+    {ReleaseTypeInfo, 1},
+    {ReleaseSessionOptions, 1},
+    {SessionEndProfiling, 2},
+    {GetAvailableProviders, 4},
+    {ReleaseAvailableProviders, 4},
+    {AddSessionConfigEntry, 5},
+    {RunWithBinding, 5},
+    {CreateIoBinding, 5},
+    {ReleaseIoBinding, 5},
+    {BindInput, 5},
+    {BindOutput, 5},
+    {AddRunConfigEntry, 8},
+    {SessionOptionsAppendExecutionProvider_TensorRT_V2, 9},
+    {CreateTensorRTProviderOptions, 9},
+    {UpdateTensorRTProviderOptions, 9},
+    {ReleaseTensorRTProviderOptions, 9},
+    {SynchronizeBoundInputs, 10},
+    {SynchronizeBoundOutputs, 10},
+    {SessionOptionsAppendExecutionProvider_CUDA_V2, 11},
+    {CreateCUDAProviderOptions, 11},
+    {UpdateCUDAProviderOptions, 11},
+    {ReleaseCUDAProviderOptions, 11},
+    {UpdateTensorRTProviderOptionsWithValue, 16},
+    {UpdateCUDAProviderOptionsWithValue, 16},
 };
 
 constexpr uint32_t NewestUsedApi() {

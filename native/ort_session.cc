@@ -79,9 +79,9 @@ std::vector<ValueInfo> Describe(const std::shared_ptr<Runtime>& rt, OrtSession* 
   for (size_t i = 0; i < count; ++i) {
     ValueInfo& v = out[i];
     char* name = nullptr;
-    r.Check(r.Get<fn::SessionGetName>(inputs ? slot::SessionGetInputName : slot::SessionGetOutputName)(s, i, alloc,
-                                                                                                     &name),
-            inputs ? "OrtApi::SessionGetInputName" : "OrtApi::SessionGetOutputName");
+    r.Check(
+        r.Get<fn::SessionGetName>(inputs ? slot::SessionGetInputName : slot::SessionGetOutputName)(s, i, alloc, &name),
+        inputs ? "OrtApi::SessionGetInputName" : "OrtApi::SessionGetOutputName");
     v.name = name != nullptr ? name : "";
     if (name != nullptr) r.Check(r.Get<fn::AllocatorFree>(slot::AllocatorFree)(alloc, name), "OrtApi::AllocatorFree");
 
@@ -147,9 +147,9 @@ SessionOptionsPtr MakeSessionOptions(const std::shared_ptr<Runtime>& rt, const s
   SessionOptionsPtr so(rt, raw);
   // The same settings as the onnxruntime-node path (graphOptimizationLevel 'all'),
   // so both paths run the same optimized graph on the CPU.
-  rt->Check(rt->Get<fn::SetSessionGraphOptimizationLevel>(slot::SetSessionGraphOptimizationLevel)(so.get(),
-                                                                                                   ORT_ENABLE_ALL),
-            "OrtApi::SetSessionGraphOptimizationLevel");
+  rt->Check(
+      rt->Get<fn::SetSessionGraphOptimizationLevel>(slot::SetSessionGraphOptimizationLevel)(so.get(), ORT_ENABLE_ALL),
+      "OrtApi::SetSessionGraphOptimizationLevel");
   if (config.cpuThreads > 0) {
     rt->Check(rt->Get<fn::SetIntraOpNumThreads>(slot::SetIntraOpNumThreads)(so.get(), config.cpuThreads),
               "OrtApi::SetIntraOpNumThreads");
@@ -159,8 +159,9 @@ SessionOptionsPtr MakeSessionOptions(const std::shared_ptr<Runtime>& rt, const s
               "OrtApi::EnableProfiling");
   }
   if (!config.cpuSpinning) {
-    rt->Check(rt->Get<fn::AddConfigEntry>(slot::AddSessionConfigEntry)(so.get(), "session.intra_op.allow_spinning", "0"),
-              "OrtApi::AddSessionConfigEntry");
+    rt->Check(
+        rt->Get<fn::AddConfigEntry>(slot::AddSessionConfigEntry)(so.get(), "session.intra_op.allow_spinning", "0"),
+        "OrtApi::AddSessionConfigEntry");
   }
   // By default a provider that cannot load is reported as a fallback, so ORT's
   // log stays quiet about it; a chosen level applies to every provider (WARNING

@@ -25,8 +25,8 @@ constexpr int kDefaultLogLevel = -1;
 
 struct TensorRtConfig {
   bool fp16 = false;
-  std::string cacheDir;         // engine + timing cache folder; empty: no cache
-  size_t workspaceBytes = 0;    // 0: the provider's default
+  std::string cacheDir;       // engine + timing cache folder; empty: no cache
+  size_t workspaceBytes = 0;  // 0: the provider's default
   // Optimization profile for a dynamic batch, e.g. "x:1x6x4x4,t:1"; empty: none.
   std::string profileMin, profileOpt, profileMax;
 };

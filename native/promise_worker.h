@@ -37,9 +37,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 
   // Keeps `array` alive until the worker is deleted; `name` is the argument
   // name reported when its buffer was detached while the work ran.
-  void Hold(const Napi::TypedArray& array, const char* name) {
-    held_.push_back(Held{Napi::Persistent(array), name});
-  }
+  void Hold(const Napi::TypedArray& array, const char* name) { held_.push_back(Held{Napi::Persistent(array), name}); }
 
   void OnError(const Napi::Error& e) override {
     if (range_error_) {
@@ -65,7 +63,9 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
 
-  std::string AllocationMessage() const { return "could not allocate memory for " + std::string(fn_) + "() (" + sizes_ + ")"; }
+  std::string AllocationMessage() const {
+    return "could not allocate memory for " + std::string(fn_) + "() (" + sizes_ + ")";
+  }
 
   void SetRangeError(const std::string& message) {
     range_error_ = true;

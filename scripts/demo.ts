@@ -60,7 +60,11 @@ export async function writeDemoBundle(model: string): Promise<void> {
       features: { channels: CHANNELS, height: side, width: side },
       defaultSteps: 3,
       score: 'combined',
-      backbone: { bytes: convBackbone({ height: SIZE, width: SIZE, channels: CHANNELS, stride: STRIDE, weights: highPassWeights(1), bias: new Float32Array(CHANNELS) }), name: 'demo-highpass-conv', taps: ['conv'] },
+      backbone: {
+        bytes: convBackbone({ height: SIZE, width: SIZE, channels: CHANNELS, stride: STRIDE, weights: highPassWeights(1), bias: new Float32Array(CHANNELS) }),
+        name: 'demo-highpass-conv',
+        taps: ['conv'],
+      },
       unet: { bytes: linearUnet({ channels: CHANNELS, height: side, width: side, k: 0.5, m: 0 }) },
       training: { note: 'synthetic demo bundle: hand-made backbone, eps = 0.5*x, no training' },
     },
@@ -89,14 +93,19 @@ async function main(): Promise<void> {
   console.log(`model: ${model} (calibrated on ${fit.length} normals, image threshold ${calibration.imageThreshold?.toFixed(3)})`);
   for (const [kind, i] of tests) {
     const file = join(images, `${kind}_${i}.png`);
-    writeFileSync(file, await sharp(texture(5000 + i, kind === 'scratch'), { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toBuffer());
+    writeFileSync(
+      file,
+      await sharp(texture(5000 + i, kind === 'scratch'), { raw: { width: SIZE, height: SIZE, channels: 1 } })
+        .png()
+        .toBuffer(),
+    );
     const r = await calibrated.score(file);
     console.log(
       `${file}  score ${r.score.toFixed(3).padStart(8)}  ${r.isAnomalous ? 'ANOMALOUS' : 'normal   '}  SP ${r.components.spatialRange.toFixed(3)}  NLL ${r.components.nll.toFixed(1)}  ${r.timings.totalMs.toFixed(1)} ms`,
     );
   }
   await calibrated.dispose();
-  console.log(`\nTry: node dist/src/tools/cli/main.js score ${images} --model ${model} --out ${join(root, "overlays")}`);
+  console.log(`\nTry: node dist/src/tools/cli/main.js score ${images} --model ${model} --out ${join(root, 'overlays')}`);
 }
 
 // Only when run as a script: the test imports the bundle and textures from here.

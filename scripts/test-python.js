@@ -9,7 +9,8 @@ const path = require('path');
 const candidates = [process.env.INVAD_PYTHON, 'python3', '/usr/bin/python3'].filter(Boolean);
 const python = candidates.find((py) => spawnSync(py, ['-c', 'import torch, numpy, onnx, pytest'], { stdio: 'ignore' }).status === 0);
 if (!python) {
-  const msg = `PyTorch, numpy, onnx and pytest not found (tried ${candidates.join(', ')}): ` +
+  const msg =
+    `PyTorch, numpy, onnx and pytest not found (tried ${candidates.join(', ')}): ` +
     'sudo apt-get install -y --no-install-recommends python3-torch python3-numpy python3-onnx python3-pytest';
   if (process.env.CI) {
     console.error(`test-python: ${msg}`);

@@ -1,6 +1,16 @@
 /** Type tests of `invad/eval`: evaluation, the report and test sets. */
 import { expectTypeOf } from 'expect-type';
-import { type CalibrationRule, type DecisionReport, type EvalReport, type EvaluateOptions, type TestItem, decisionMarkdown, evaluate, loadTestSet, writeReport } from 'invad/eval';
+import {
+  type CalibrationRule,
+  type DecisionReport,
+  type EvalReport,
+  type EvaluateOptions,
+  type TestItem,
+  decisionMarkdown,
+  evaluate,
+  loadTestSet,
+  writeReport,
+} from 'invad/eval';
 import { calibratePool, poolsOutOfFold } from 'invad/fit';
 
 const options: EvaluateOptions = { dataset: 'mvtec/bottle', model: 'model', steps: [2, 3], mode: 'inversion', out: 'report' };
@@ -22,6 +32,8 @@ expectTypeOf(loadTestSet('mvtec/bottle')).resolves.toEqualTypeOf<TestItem[]>();
 
 // The operating points' threshold rule is fit's own: calibratePool and poolsOutOfFold fit CalibrationRule as they are.
 const rule: CalibrationRule = { calibrate: calibratePool, poolsOutOfFold };
-expectTypeOf(evaluate({ dataset: 'd', model: 'm', calibrationRule: rule, calibrationNormals: ['n.png'], operatingRates: [0.01] })).resolves.toEqualTypeOf<EvalReport>();
+expectTypeOf(
+  evaluate({ dataset: 'd', model: 'm', calibrationRule: rule, calibrationNormals: ['n.png'], operatingRates: [0.01] }),
+).resolves.toEqualTypeOf<EvalReport>();
 expectTypeOf(report.decisions).toEqualTypeOf<DecisionReport | undefined>();
 expectTypeOf(decisionMarkdown).parameter(0).toEqualTypeOf<DecisionReport>();

@@ -267,13 +267,22 @@ describe('buildFeatureBackbone on a synthetic float classifier', () => {
       ['taps', () => buildFeatureBackbone(model, { taps: ['relu1', 'relu1'], inputSize: size })],
       ['inputSize', () => buildFeatureBackbone(model, { taps: TAPS, inputSize: { height: 64, width: 64 } })], // input is fixed at 32
       ['inputName', () => buildFeatureBackbone(model, { taps: TAPS, inputSize: size, inputName: 'nope' })],
-      ['normalization', () => buildFeatureBackbone(model, { taps: TAPS, inputSize: size, normalization: { mean: new Float32Array(3), std: new Float32Array(3).fill(1) } })],
-      ['normalization', () => buildFeatureBackbone(model, { taps: TAPS, inputSize: size, normalization: { mean: new Float32Array(18), std: new Float32Array(18) } })],
+      [
+        'normalization',
+        () => buildFeatureBackbone(model, { taps: TAPS, inputSize: size, normalization: { mean: new Float32Array(3), std: new Float32Array(3).fill(1) } }),
+      ],
+      [
+        'normalization',
+        () => buildFeatureBackbone(model, { taps: TAPS, inputSize: size, normalization: { mean: new Float32Array(18), std: new Float32Array(18) } }),
+      ],
       ['outputName', () => buildFeatureBackbone(model, { taps: TAPS, inputSize: size, outputName: 'relu2' })],
       ['model', () => buildFeatureBackbone(new Uint8Array([1, 2, 3, 4]), { taps: TAPS, inputSize: size })],
     ];
     for (const [argument, make] of cases) {
-      const err = await make().then(() => null, (e) => e);
+      const err = await make().then(
+        () => null,
+        (e) => e,
+      );
       expect(err).toBeInstanceOf(InvalidArgumentError);
       expect(err.argument).toBe(argument);
     }
@@ -361,7 +370,17 @@ describe('invad backbone', () => {
     const outPath = join(tmp.dir, 'lookup', 'backbone.onnx');
     try {
       process.env.INVAD_MODELS_DIR = modelsDir;
-      const found = await invadBackbone(['--backbone-preset', 'mobilenetv2-int8', '--taps', 'relu1,relu2,relu3', '--input-size', '32', '--out', outPath, '--json']);
+      const found = await invadBackbone([
+        '--backbone-preset',
+        'mobilenetv2-int8',
+        '--taps',
+        'relu1,relu2,relu3',
+        '--input-size',
+        '32',
+        '--out',
+        outPath,
+        '--json',
+      ]);
       expect(found.exitCode).toBe(0);
       expect(JSON.parse(found.stdout).model).toBe(join(modelsDir, 'mobilenetv2-12-int8.onnx'));
 

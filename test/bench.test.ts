@@ -122,7 +122,17 @@ test('line scenario: latency, deadline misses, queue depth samples and saturatio
   expect(r.saturation?.imagesPerSecond).toBeGreaterThan(0);
   expect(checkSummaries(r)).toBeGreaterThanOrEqual(5);
 
-  const split = await benchLine(det, images, { fps: 40, fpsMode: 'split', durationMs: 300, concurrency: 2, saturationMs: 0, sampleMs: 50, maxInFlight: 64, warmup: 0, input: 'encoded' });
+  const split = await benchLine(det, images, {
+    fps: 40,
+    fpsMode: 'split',
+    durationMs: 300,
+    concurrency: 2,
+    saturationMs: 0,
+    sampleMs: 50,
+    maxInFlight: 64,
+    warmup: 0,
+    input: 'encoded',
+  });
   expect(split.offeredFps).toBe(40);
   expect(split.frames.offered).toBe(12);
   expect(split.saturation).toBeNull();
@@ -158,7 +168,23 @@ test('ORT profile events aggregate by operator', () => {
 
 test('CLI: invad bench writes a JSON report with the machine and the stages', async () => {
   const out = join(tmp.dir, 'bench.json');
-  const { stdout } = await run(process.execPath, [cli, 'bench', '--model', bundle, '--batch', '1,2', '--runs', '2', '--warmup', '1', '--inputs', 'raw', '--json', out, '--quiet']);
+  const { stdout } = await run(process.execPath, [
+    cli,
+    'bench',
+    '--model',
+    bundle,
+    '--batch',
+    '1,2',
+    '--runs',
+    '2',
+    '--warmup',
+    '1',
+    '--inputs',
+    'raw',
+    '--json',
+    out,
+    '--quiet',
+  ]);
   expect(stdout).toContain('end to end');
   expect(stdout).toContain('images/s');
   const report = JSON.parse(readFileSync(out, 'utf8'));
@@ -169,14 +195,34 @@ test('CLI: invad bench writes a JSON report with the machine and the stages', as
   expect(report.result).toHaveLength(2);
   expect(checkSummaries(report.result)).toBeGreaterThan(0);
 
-  const bad = await run(process.execPath, [cli, 'bench', '--model', bundle, '--soak', '10', '--scenario', 'line']).catch((e) => e as { code: number; stderr: string });
+  const bad = await run(process.execPath, [cli, 'bench', '--model', bundle, '--soak', '10', '--scenario', 'line']).catch(
+    (e) => e as { code: number; stderr: string },
+  );
   expect((bad as { code: number }).code).not.toBe(0);
   expect((bad as { stderr: string }).stderr).toContain('choose one of');
 });
 
 test('CLI: line scenario and soak from the command line', async () => {
   const line = join(tmp.dir, 'line.json');
-  await run(process.execPath, [cli, 'bench', '-m', bundle, '--scenario', 'line', '--fps', '20', '--duration', '500ms', '--concurrency', '2', '--saturation', '200ms', '--json', line, '-q']);
+  await run(process.execPath, [
+    cli,
+    'bench',
+    '-m',
+    bundle,
+    '--scenario',
+    'line',
+    '--fps',
+    '20',
+    '--duration',
+    '500ms',
+    '--concurrency',
+    '2',
+    '--saturation',
+    '200ms',
+    '--json',
+    line,
+    '-q',
+  ]);
   const l = JSON.parse(readFileSync(line, 'utf8'));
   expect(l.kind).toBe('line');
   expect(l.result).toHaveProperty('misses');

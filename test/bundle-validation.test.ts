@@ -96,7 +96,9 @@ describe('calibration numbers that would make scores NaN or infinite (finding 7)
     [
       '/calibration/bySteps/0/sp/scale',
       (m: Record<string, any>) =>
-        (m.calibration.bySteps = [{ steps: 3, sp: { center: 0, scale: 5e-324 }, nll: { center: 0, scale: 1 }, imageThresholds: {}, pixelThresholds: { l2: 1 } }]),
+        (m.calibration.bySteps = [
+          { steps: 3, sp: { center: 0, scale: 5e-324 }, nll: { center: 0, scale: 1 }, imageThresholds: {}, pixelThresholds: { l2: 1 } },
+        ]),
     ],
     ['/calibration/imageThreshold', (m: Record<string, any>) => (m.calibration.imageThreshold = 1.7e308)],
   ])('%s is rejected at load', async (field, edit) => {
@@ -357,7 +359,11 @@ function unetWithOpset(opset: number): Uint8Array {
 function unetWithExtraInput(): Uint8Array {
   const graph = makeGraph({
     name: 'extra_input_unet',
-    inputs: [valueInfo('x', DataType.FLOAT, ['N', C, SIDE, SIDE]), valueInfo('t', DataType.INT64, ['N']), valueInfo('extra', DataType.FLOAT, ['N', C, SIDE, SIDE])],
+    inputs: [
+      valueInfo('x', DataType.FLOAT, ['N', C, SIDE, SIDE]),
+      valueInfo('t', DataType.INT64, ['N']),
+      valueInfo('extra', DataType.FLOAT, ['N', C, SIDE, SIDE]),
+    ],
     outputs: [valueInfo('eps', DataType.FLOAT, ['N', C, SIDE, SIDE])],
     initializers: [floatScalar('k', TINY.k)],
     nodes: [makeNode('Mul', ['x', 'k'], ['kx']), makeNode('Add', ['kx', 'extra'], ['eps'])],
@@ -374,7 +380,7 @@ describe('corrupt model files whose sha256 matches (finding 9)', () => {
   ];
 
   describe.each(ENGINES)('%s engine', (engine) => {
-    test.each(corrupt)('a %s UNet is a ModelBundleError naming unet.onnx, with ORT\'s message as the cause', async (_, bytes) => {
+    test.each(corrupt)("a %s UNet is a ModelBundleError naming unet.onnx, with ORT's message as the cause", async (_, bytes) => {
       const b = await writeTinyBundle(tmp.dir);
       replaceFile(b, 'unet.onnx', bytes(), setUnetSha);
       const err = await expectBundleError(Detector.load(b, { engine }), 'unet.onnx', '/models/unet/file');

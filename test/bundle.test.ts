@@ -74,7 +74,10 @@ describe('bundle errors name the file and the field', () => {
   test('UNet with the wrong output shape is a ModelMismatchError at load', async () => {
     const side = TINY.inputSize / TINY.stride;
     const b = join(tmp.dir, 'wrong');
-    await writeBundle(b, { ...tinyContents(), unet: { bytes: linearUnet({ channels: TINY.channels, height: side, width: side, k: 1, m: 0, outputChannels: TINY.channels + 1 }) } });
+    await writeBundle(b, {
+      ...tinyContents(),
+      unet: { bytes: linearUnet({ channels: TINY.channels, height: side, width: side, k: 1, m: 0, outputChannels: TINY.channels + 1 }) },
+    });
     const err = await Detector.load(b).catch((e) => e);
     expect(err).toBeInstanceOf(ModelMismatchError);
     expect(err).toMatchObject({ code: 'ERR_INVAD_MODEL_MISMATCH', file: 'unet.onnx', field: '/features' });
@@ -83,14 +86,20 @@ describe('bundle errors name the file and the field', () => {
   test('UNet with a float t input is a ModelMismatchError naming tName', async () => {
     const side = TINY.inputSize / TINY.stride;
     const b = join(tmp.dir, 'wrong-t');
-    await writeBundle(b, { ...tinyContents(), unet: { bytes: linearUnet({ channels: TINY.channels, height: side, width: side, k: 1, m: 0, tElemType: 'float32' }) } });
+    await writeBundle(b, {
+      ...tinyContents(),
+      unet: { bytes: linearUnet({ channels: TINY.channels, height: side, width: side, k: 1, m: 0, tElemType: 'float32' }) },
+    });
     await expect(Detector.load(b)).rejects.toMatchObject({ file: 'unet.onnx', field: '/models/unet/tName' });
   });
 
   test('backbone with a differently named input is a ModelMismatchError', async () => {
     const b = join(tmp.dir, 'wrong-name');
     const S = TINY.inputSize;
-    await writeBundle(b, { ...tinyContents(), backbone: { name: 'x', bytes: convBackbone({ height: S, width: S, channels: TINY.channels, stride: TINY.stride, inputName: 'pixels' }) } });
+    await writeBundle(b, {
+      ...tinyContents(),
+      backbone: { name: 'x', bytes: convBackbone({ height: S, width: S, channels: TINY.channels, stride: TINY.stride, inputName: 'pixels' }) },
+    });
     await expect(Detector.load(b)).rejects.toMatchObject({ file: 'backbone.onnx', field: '/models/backbone/inputName' });
   });
 

@@ -101,7 +101,12 @@ describe('two-sample Kolmogorov-Smirnov', () => {
     expect(pValue).toBeGreaterThan(0.02);
     expect(pValue).toBeLessThan(0.04);
     // Smaller D, larger p-value, up to 1.
-    expect(ksTwoSample(a, a.map((v) => v + 5)).pValue).toBeGreaterThan(0.9);
+    expect(
+      ksTwoSample(
+        a,
+        a.map((v) => v + 5),
+      ).pValue,
+    ).toBeGreaterThan(0.9);
   });
 });
 
@@ -169,7 +174,10 @@ describe('out-of-fold latent-Gaussian scores', () => {
 
 describe('pooling', () => {
   const parts = (spatialRange: number, nll: number, latentGaussian: number): ScoreComponents => ({ spatialRange, nll, latentGaussian });
-  const maps = (k: number) => ({ l2: Array.from({ length: k }, () => Float32Array.of(1, 2)), latentGaussian: Array.from({ length: k }, () => Float32Array.of(1, 2)) });
+  const maps = (k: number) => ({
+    l2: Array.from({ length: k }, () => Float32Array.of(1, 2)),
+    latentGaussian: Array.from({ length: k }, () => Float32Array.of(1, 2)),
+  });
 
   test('out-of-fold normals set the latent-Gaussian part only; SP and NLL stay with the held-out ones', () => {
     const heldOut = Array.from({ length: 9 }, (_, i) => parts(1 + i, 100 + i, 10 + i));
@@ -203,14 +211,25 @@ describe('pooling', () => {
     expect(strict[1]).toMatch(/^The latent-gaussian\b.* at S = 2, 3 rest on 210 normal images/);
     expect(strict[1]).toContain('at least 999 normals');
     // The manifest records the rule, the sources and the warnings.
-    const spec = calibrationSpec(steps, { steps: 3, definition: 'latent-gaussian', samples: 21, falseAlarmRate: 0.01 }, undefined, { outOfFold: { folds: 5, samples: 189 } });
+    const spec = calibrationSpec(steps, { steps: 3, definition: 'latent-gaussian', samples: 21, falseAlarmRate: 0.01 }, undefined, {
+      outOfFold: { folds: 5, samples: 189 },
+    });
     expect(spec).toMatchObject({ imageThresholdMethod: 'conformal', outOfFold: { folds: 5, samples: 189 }, warnings });
     // F1-max thresholds promise no rate: no conformal warnings.
     expect(calibrationSpec(steps, { steps: 3, definition: 'sp', samples: 21, falseAlarmRate: 0.01 }, { normal: 3, anomalous: 3 }).warnings).toEqual([]);
   });
 
   test('older calibrations: the small-sample warning is derived from their samples and rate', () => {
-    const legacy = { status: 'calibrated', method: 'x', sp: { center: 0, scale: 1 }, nll: { center: 0, scale: 1 }, imageThreshold: 1, pixelThreshold: 1, samples: 21, falseAlarmRate: 0.01 } satisfies CalibrationSpec;
+    const legacy = {
+      status: 'calibrated',
+      method: 'x',
+      sp: { center: 0, scale: 1 },
+      nll: { center: 0, scale: 1 },
+      imageThreshold: 1,
+      pixelThreshold: 1,
+      samples: 21,
+      falseAlarmRate: 0.01,
+    } satisfies CalibrationSpec;
     expect(calibrationWarnings(legacy)).toEqual([expect.stringContaining('at least 99 normals')]);
     expect(calibrationWarnings({ ...legacy, samples: 150 })).toEqual([]);
     expect(calibrationWarnings({ ...legacy, imageThresholdMethod: 'f1-max' })).toEqual([]);
@@ -262,7 +281,12 @@ describe('a tiny bundle calibrated with out-of-fold scores, appended to, and che
 
   test('the manifest records the rule, both sources and the warnings; calibration.json holds every score', async () => {
     const cal = manifestOf(bundle).calibration;
-    expect(cal).toMatchObject({ imageThresholdMethod: 'conformal', samples: 6, outOfFold: { folds: 5, samples: 20 }, scoresFile: { file: 'calibration.json' } });
+    expect(cal).toMatchObject({
+      imageThresholdMethod: 'conformal',
+      samples: 6,
+      outOfFold: { folds: 5, samples: 20 },
+      scoresFile: { file: 'calibration.json' },
+    });
     expect(cal.scoresFile.sha256).toBe(sha256Bytes(readFileSync(join(bundle, 'calibration.json'))));
     const [entry] = scoresOf(bundle).bySteps;
     expect(entry.steps).toBe(3);
@@ -273,7 +297,13 @@ describe('a tiny bundle calibrated with out-of-fold scores, appended to, and che
     expect(cal.warnings[1]).toMatch(/^The latent-gaussian\b.* at S = 3 rest on 26 normal images/);
     const det = await Detector.load(bundle);
     try {
-      expect(det.info().calibration).toEqual({ imageThresholdMethod: 'conformal', falseAlarmRate: 0.01, samples: 6, outOfFold: { folds: 5, samples: 20 }, warnings: cal.warnings });
+      expect(det.info().calibration).toEqual({
+        imageThresholdMethod: 'conformal',
+        falseAlarmRate: 0.01,
+        samples: 6,
+        outOfFold: { folds: 5, samples: 20 },
+        warnings: cal.warnings,
+      });
     } finally {
       await det.dispose();
     }
@@ -306,7 +336,19 @@ describe('a tiny bundle calibrated with out-of-fold scores, appended to, and che
       expect(p.pValue).toBeGreaterThanOrEqual(0);
     }
     // By hand on a sample whose answer is known: identical sources, D = 0.
-    const same = { format: 'invad-calibration-scores', version: 1, bySteps: [{ steps: 2, samples: [1, 2, 3].flatMap((v) => [{ source: 'held-out', spatialRange: v, nll: v }, { source: 'out-of-fold', spatialRange: v, nll: v }]) }] } as const;
+    const same = {
+      format: 'invad-calibration-scores',
+      version: 1,
+      bySteps: [
+        {
+          steps: 2,
+          samples: [1, 2, 3].flatMap((v) => [
+            { source: 'held-out', spatialRange: v, nll: v },
+            { source: 'out-of-fold', spatialRange: v, nll: v },
+          ]),
+        },
+      ],
+    } as const;
     const [cmp] = compareSources({ ...same, bySteps: same.bySteps.map((e) => ({ ...e, samples: [...e.samples] })) });
     expect(cmp.parts.spatialRange).toEqual({ heldOut: { n: 3, median: 2 }, outOfFold: { n: 3, median: 2 }, ks: 0, pValue: 1 });
     expect(cmp.parts.latentGaussian).toBeUndefined();
@@ -323,8 +365,18 @@ describe('a tiny bundle calibrated with out-of-fold scores, appended to, and che
     // Recomputed from the pooled raw scores, under the pooled normalization.
     const step = cal.bySteps![0];
     const heldOut = after.filter((s: { source: string }) => s.source === 'held-out');
-    expect(step.imageThresholds.sp).toBe(conformalThreshold(heldOut.map((s: ScoreComponents) => imageScore('sp', s, step)), 0.01).threshold);
-    expect(step.imageThresholds['latent-gaussian']).toBe(conformalThreshold(after.map((s: ScoreComponents) => imageScore('latent-gaussian', s, step)), 0.01).threshold);
+    expect(step.imageThresholds.sp).toBe(
+      conformalThreshold(
+        heldOut.map((s: ScoreComponents) => imageScore('sp', s, step)),
+        0.01,
+      ).threshold,
+    );
+    expect(step.imageThresholds['latent-gaussian']).toBe(
+      conformalThreshold(
+        after.map((s: ScoreComponents) => imageScore('latent-gaussian', s, step)),
+        0.01,
+      ).threshold,
+    );
     expect(cal.warnings![0]).toContain('rest on 11 normal images');
     // Without --append the sample is replaced: the new normals only.
     const replaced = await calibrateBundle(copy, more, { steps: [3] });
@@ -339,7 +391,10 @@ describe('a tiny bundle calibrated with out-of-fold scores, appended to, and che
     await expect(calibrateBundle(copy, more, { steps: [3], outOfFold: 3 })).rejects.toMatchObject({ argument: 'outOfFold' });
     // Refitted latent statistics: the stored latent-Gaussian scores no longer apply.
     await fitBundleLatents(copy, train.slice(0, 10), { steps: [3] });
-    await expect(calibrateBundle(copy, more, { steps: [3], append: true })).rejects.toMatchObject({ argument: 'append', message: expect.stringContaining('refitted') });
+    await expect(calibrateBundle(copy, more, { steps: [3], append: true })).rejects.toMatchObject({
+      argument: 'append',
+      message: expect.stringContaining('refitted'),
+    });
     // Other models (an int8 UNet, say): the stored scores are not theirs.
     const requantized = copyBundle('append-other-unet');
     const scores = JSON.parse(readFileSync(join(requantized, 'calibration.json'), 'utf8'));
@@ -348,12 +403,18 @@ describe('a tiny bundle calibrated with out-of-fold scores, appended to, and che
     const bytes = Buffer.from(JSON.stringify(scores));
     writeFileSync(join(requantized, 'calibration.json'), bytes);
     editManifest(requantized, (m) => (m.calibration.scoresFile.sha256 = sha256Bytes(bytes)));
-    await expect(calibrateBundle(requantized, more, { steps: [3], append: true })).rejects.toMatchObject({ argument: 'append', message: expect.stringContaining('other models') });
+    await expect(calibrateBundle(requantized, more, { steps: [3], append: true })).rejects.toMatchObject({
+      argument: 'append',
+      message: expect.stringContaining('other models'),
+    });
     // A bundle calibrated before calibration.json has nothing to append to.
     const legacy = copyBundle('append-legacy');
     editManifest(legacy, (m) => delete m.calibration.scoresFile);
     rmSync(join(legacy, 'calibration.json'));
-    await expect(calibrateBundle(legacy, more, { steps: [3], append: true })).rejects.toMatchObject({ argument: 'append', message: expect.stringContaining('no stored calibration sample') });
+    await expect(calibrateBundle(legacy, more, { steps: [3], append: true })).rejects.toMatchObject({
+      argument: 'append',
+      message: expect.stringContaining('no stored calibration sample'),
+    });
   });
 
   test('calibration.json is hashed: a tampered or missing file is rejected at load, unless hashes are skipped', async () => {

@@ -41,7 +41,10 @@ test('score prints one JSON line per image and writes overlays', async () => {
   writeFileSync(join(images, 'broken.png'), Buffer.from('not a png'));
   const out = join(tmp.dir, 'overlays');
   const res = await invad(['score', images, '--model', bundle, '--out', out, '--steps', '2']);
-  const lines = res.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = res.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   expect(lines.map((l) => l.file)).toEqual([join(images, 'a.png'), join(images, 'broken.png'), join(images, 'sub', 'b.png')]);
   expect(lines[0]).toMatchObject({ isAnomalous: false, steps: 2, width: 40, height: 30 });
   expect(typeof lines[0].score).toBe('number');
@@ -74,7 +77,10 @@ test('images with the same name in two folders get two overlays', async () => {
   const out = join(tmp.dir, 'same-name', 'o');
   const res = await invad(['score', a, b, '--model', bundle, '--out', out]);
   expect(res.code).toBe(0);
-  const lines = res.stdout.trim().split('\n').map((l) => JSON.parse(l) as { overlay: string });
+  const lines = res.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { overlay: string });
   expect(lines.map((l) => l.overlay)).toEqual([join(out, 'a', 'x_overlay.png'), join(out, 'b', 'x_overlay.png')]);
   // each overlay is its own image's size: neither overwrote the other
   const sizes = await Promise.all(lines.map(async (l) => (await sharp(l.overlay).metadata()).width));

@@ -53,7 +53,11 @@ describe('Clopper–Pearson interval', () => {
       for (let k = from; k <= to; k++) s += pmf(k, n, p);
       return s;
     };
-    for (const [x, n] of [[7, 40], [1, 249], [12, 13]]) {
+    for (const [x, n] of [
+      [7, 40],
+      [1, 249],
+      [12, 13],
+    ]) {
       const { lower, upper } = clopperPearson(x, n);
       expect(tail(x, n, n, lower)).toBeCloseTo(0.025, 12); // P(X >= x | lower)
       expect(tail(0, x, n, upper)).toBeCloseTo(0.025, 12); // P(X <= x | upper)
@@ -109,7 +113,14 @@ describe('regularized incomplete beta and its inverse', () => {
   });
 
   test('the inverse round-trips over shapes and probabilities', () => {
-    for (const [a, b] of [[0.3, 0.7], [1, 1], [2, 50], [50, 2], [400, 900], [1, 5000]]) {
+    for (const [a, b] of [
+      [0.3, 0.7],
+      [1, 1],
+      [2, 50],
+      [50, 2],
+      [400, 900],
+      [1, 5000],
+    ]) {
       for (const p of [1e-6, 0.025, 0.5, 0.975, 1 - 1e-6]) {
         const x = inverseRegularizedIncompleteBeta(p, a, b);
         expect(regularizedIncompleteBeta(x, a, b)).toBeCloseTo(p, 10);
@@ -171,8 +182,15 @@ describe('measureDecisions on a hand-counted test set', () => {
       [0.1, 5, 4], // > 90: good 94 .. 99.5; the hole at exactly 90 is not above it
     ]);
     // The threshold is the one calibratePool sets, on its own (recomputed) normalization.
-    for (const op of sp.operatingPoints) expect(op.outcome!.threshold).toBe(calibratePool(3, { ...pool, maps: { l2: [] } }, op.targetFalseAlarmRate).imageThresholds.sp);
-    expect(sp.operatingPoints.map((op) => [op.normals, op.normalsNeeded])).toEqual([[99, 199], [99, 99], [99, 49], [99, 19], [99, 9]]);
+    for (const op of sp.operatingPoints)
+      expect(op.outcome!.threshold).toBe(calibratePool(3, { ...pool, maps: { l2: [] } }, op.targetFalseAlarmRate).imageThresholds.sp);
+    expect(sp.operatingPoints.map((op) => [op.normals, op.normalsNeeded])).toEqual([
+      [99, 199],
+      [99, 99],
+      [99, 49],
+      [99, 19],
+      [99, 9],
+    ]);
     expect(sp.operatingPoints[0].note).toMatch(/99 normals are too few for 0.005/);
     expect(sp.operatingPoints[1].note).toBeUndefined();
     // latent-gaussian pools the out-of-fold normals too
@@ -184,7 +202,15 @@ describe('measureDecisions on a hand-counted test set', () => {
   });
 
   test('without normals or without the rule, the operating points say why they have no threshold', () => {
-    const base = { steps: 2, definitions: ['sp'] as const, test: test_, normalization: { sp: identity, nll: identity }, thresholds: {}, target: { falseAlarmRate: null, method: null }, rates: [0.01] };
+    const base = {
+      steps: 2,
+      definitions: ['sp'] as const,
+      test: test_,
+      normalization: { sp: identity, nll: identity },
+      thresholds: {},
+      target: { falseAlarmRate: null, method: null },
+      rates: [0.01],
+    };
     const noPool = measureDecisions({ ...base, rule })[0].operatingPoints[0];
     expect(noPool).toMatchObject({ outcome: null, note: 'no calibration normals at S = 2', normals: 0, bestRecall: 0.2 });
     expect(measureDecisions({ ...base, pool })[0].operatingPoints[0]).toMatchObject({ outcome: null, note: expect.stringMatching(/no calibration rule/) });
@@ -198,7 +224,9 @@ describe('measureDecisions on a hand-counted test set', () => {
     const md = decisionMarkdown(report);
     const pct = (p: { lower: number; upper: number }) => `[${formatPercent(p.lower)}, ${formatPercent(p.upper)}]`;
     expect(md).toContain('| score | S | target rate | method | threshold | false alarms (good) | recall (defective) | crack | hole |');
-    expect(md).toContain(`| sp | 3 | 1% | conformal | 97.5 | 2/10 = 20% ${pct(clopperPearson(2, 10))} | 3/5 = 60% ${pct(clopperPearson(3, 5))} | 2/3 = 66.7% | 1/2 = 50% |`);
+    expect(md).toContain(
+      `| sp | 3 | 1% | conformal | 97.5 | 2/10 = 20% ${pct(clopperPearson(2, 10))} | 3/5 = 60% ${pct(clopperPearson(3, 5))} | 2/3 = 66.7% | 1/2 = 50% |`,
+    );
     expect(md).toMatch(/\| sp \| 3 \| 0\.5% \| 99 \(199\) \| [-\d.]+ \| 1\/10 = 10% \[0\.25%, 44\.5%\] \| 2\/5 = 40% \[5\.3%, 85\.3%\] \| 20% \|/);
     expect(md).not.toMatch(/\| nll \| 3 \| 1% \| conformal/); // no bundle threshold for nll
     expect(md).toContain("the bundle's calibration sample (calibration.json)");
@@ -234,7 +262,10 @@ describe('decision helpers', () => {
       ],
     };
     expect(poolFromCalibrationScores(scores, 2)).toEqual({
-      heldOut: [{ spatialRange: 1, nll: 2, latentGaussian: 3 }, { spatialRange: 7, nll: 8 }],
+      heldOut: [
+        { spatialRange: 1, nll: 2, latentGaussian: 3 },
+        { spatialRange: 7, nll: 8 },
+      ],
       outOfFold: [{ spatialRange: 4, nll: 5, latentGaussian: 6 }],
     });
     expect(poolFromCalibrationScores(scores, 3)).toBeUndefined();

@@ -32,7 +32,14 @@ function sameResult(a: ScoreResult, b: ScoreResult) {
 describe('Detector pipeline', () => {
   test.each([2, 3, 4, 5])('score, NLL and map match the TypeScript reference at S = %i', async (steps) => {
     const raw = randomRaw(40, 24, 3, 11);
-    const manifestInput = { width: 32, height: 32, mean: [0.485, 0.456, 0.406] as [number, number, number], std: [0.229, 0.224, 0.225] as [number, number, number], alpha: 'drop' as const, resizeKernel: 'linear' as const };
+    const manifestInput = {
+      width: 32,
+      height: 32,
+      mean: [0.485, 0.456, 0.406] as [number, number, number],
+      std: [0.229, 0.224, 0.225] as [number, number, number],
+      alpha: 'drop' as const,
+      resizeKernel: 'linear' as const,
+    };
     const tensor = await toTensor({ rgb: Buffer.from(raw.data), width: 40, height: 24 }, manifestInput, 'ref');
     const ref = referenceScore(tensor, 40, 24, TINY, steps);
     const r = await det.score(raw, { steps });
@@ -110,7 +117,14 @@ describe('bad images give typed errors and no crash', () => {
   });
 
   test('wrong argument types are InvalidArgumentError', async () => {
-    for (const bad of [42, null, undefined, {}, { data: [1, 2, 3], width: 1, height: 1, channels: 3 }, { data: new Uint8Array(3), width: 0, height: 1, channels: 3 }]) {
+    for (const bad of [
+      42,
+      null,
+      undefined,
+      {},
+      { data: [1, 2, 3], width: 1, height: 1, channels: 3 },
+      { data: new Uint8Array(3), width: 0, height: 1, channels: 3 },
+    ]) {
       await expect(det.score(bad as never)).rejects.toBeInstanceOf(InvalidArgumentError);
     }
     await expect(det.score(randomRaw(8, 8, 3, 1), { steps: 0 })).rejects.toMatchObject({ code: 'ERR_INVAD_INVALID_ARGUMENT', argument: 'options.steps' });

@@ -24,7 +24,14 @@ test('the report labels the mean as a mean and shows the percentiles apart', () 
     rocImage: [],
     rocPixel: [],
     histograms: [],
-    latency: [latencyRow(3, 8, 400, Array.from({ length: 100 }, (_, i) => i + 1))],
+    latency: [
+      latencyRow(
+        3,
+        8,
+        400,
+        Array.from({ length: 100 }, (_, i) => i + 1),
+      ),
+    ],
     gallery: [],
     notes: [],
   };

@@ -40,7 +40,10 @@ function part(seed: number, blob: boolean): { px: Buffer; mask: Buffer } {
   return { px, mask };
 }
 
-const png = (data: Buffer, f: string) => sharp(data, { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toFile(f);
+const png = (data: Buffer, f: string) =>
+  sharp(data, { raw: { width: SIZE, height: SIZE, channels: 1 } })
+    .png()
+    .toFile(f);
 
 let tmp: ReturnType<typeof tempDir>;
 let dataset: string;
@@ -105,7 +108,13 @@ test('latent-Gaussian regularization: absolute, or relative to the mean variance
   expect(rel.precision[0]).toBeCloseTo(2 / 3, 5);
   expect(rel.precision[3]).toBeCloseTo(2 / 7, 5);
   // the same data at 1/10 the scale gets the same distances (scale-free), unlike an absolute amount
-  const small = fitLatentGaussian(lat.map((v) => v / 10), 4, 2, 1, { amount: 0.5, relativeTo: 'mean-variance' });
+  const small = fitLatentGaussian(
+    lat.map((v) => v / 10),
+    4,
+    2,
+    1,
+    { amount: 0.5, relativeTo: 'mean-variance' },
+  );
   expect(mahalanobisMap(Float32Array.from([0.1, 0.2]), small)[0]).toBeCloseTo(mahalanobisMap(Float32Array.from([1, 2]), rel)[0], 4);
   expect(() => fitLatentGaussian(lat, 4, 2, 1, { amount: Number.NaN, relativeTo: 'absolute' })).toThrow(/regularization/);
 });
@@ -156,7 +165,15 @@ test('eval reports metrics per definition, S and defect type, and writes the rep
 });
 
 test("eval measures the bundle's thresholds on the test set, as the detector flags, and the operating points", async () => {
-  const report = await evaluate({ dataset, model: bundle, steps: [3], imageOnly: true, latencySamples: 1, gallery: 0, calibrationRule: { calibrate: calibratePool, poolsOutOfFold } });
+  const report = await evaluate({
+    dataset,
+    model: bundle,
+    steps: [3],
+    imageOnly: true,
+    latencySamples: 1,
+    gallery: 0,
+    calibrationRule: { calibrate: calibratePool, poolsOutOfFold },
+  });
   const d = report.decisions!;
   expect(d.normals.source).toBe('bundle'); // calibrateBundle stored calibration.json
   expect(d.rates).toEqual([0.005, 0.01, 0.02, 0.05]);
@@ -165,7 +182,11 @@ test("eval measures the bundle's thresholds on the test set, as the detector fla
   const images = await loadLabelledImages(dataset);
   for (const row of d.rows) {
     const b = row.bundle!;
-    expect(b).toMatchObject({ method: 'conformal', targetFalseAlarmRate: 0.01, threshold: m.calibration.bySteps.find((s: { steps: number }) => s.steps === 3).imageThresholds[row.scoreDefinition] });
+    expect(b).toMatchObject({
+      method: 'conformal',
+      targetFalseAlarmRate: 0.01,
+      threshold: m.calibration.bySteps.find((s: { steps: number }) => s.steps === 3).imageThresholds[row.scoreDefinition],
+    });
     expect([b.falseAlarms.total, b.recall.total, b.recallByType.map((t) => t.type)]).toEqual([8, 6, ['blob']]);
     // The bundle's own calibration sample at its own rate gives back its own threshold.
     const own = row.operatingPoints.find((op) => op.targetFalseAlarmRate === 0.01)!;
@@ -230,7 +251,9 @@ describe('F1-optimal image threshold from a labelled validation set', () => {
     } finally {
       await det.dispose();
     }
-    await expect(calibrateBundle(copy, normals.slice(24), { steps: [2], validation: { normal: validation.normal, anomalous: [] } })).rejects.toMatchObject({ argument: 'validation' });
+    await expect(calibrateBundle(copy, normals.slice(24), { steps: [2], validation: { normal: validation.normal, anomalous: [] } })).rejects.toMatchObject({
+      argument: 'validation',
+    });
   });
 
   test('invad calibrate --validation --false-alarm-rate 0.03: the trade-off on the labelled images', async () => {

@@ -18,7 +18,9 @@ import { hasShared, hasTorch, MOBILENET } from './helpers/requirements';
 jest.setTimeout(10 * 60_000);
 
 /** train/presets.py's view: each preset's levels and attention, and grid_problem on `grids` (no torch needed). */
-function pythonPresets(grids: Array<[number, number]>): { presets: Record<string, unknown>; max: number; problems: Record<string, Array<string | null>> } | undefined {
+function pythonPresets(
+  grids: Array<[number, number]>,
+): { presets: Record<string, unknown>; max: number; problems: Record<string, Array<string | null>> } | undefined {
   const script = [
     'import json, sys',
     'from train.presets import PRESETS, MAX_ATTENTION_POSITIONS, grid_problem',
@@ -66,7 +68,10 @@ describe('fit --grid', () => {
 
   test('checked before any work: an integer 2..128 the UNet preset can take', async () => {
     for (const grid of [1, 129, 14.5, Number.NaN]) await expect(fit({ ...base, grid })).rejects.toMatchObject({ argument: 'grid' });
-    await expect(fit({ ...base, grid: 8, unetPreset: 'paper' })).rejects.toMatchObject({ argument: 'grid', message: expect.stringMatching(/too small for preset 'paper'/) });
+    await expect(fit({ ...base, grid: 8, unetPreset: 'paper' })).rejects.toMatchObject({
+      argument: 'grid',
+      message: expect.stringMatching(/too small for preset 'paper'/),
+    });
     // small (the default) takes 8: the next failure is the missing model, past the grid check.
     await expect(fit({ ...base, grid: 8 })).rejects.not.toMatchObject({ argument: 'grid' });
   });
@@ -75,7 +80,9 @@ describe('fit --grid', () => {
     const run = async (args: string[]) => {
       const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
       try {
-        await fitCommand().exitOverride().parseAsync(['--normal', '/nonexistent', '--out', '/nonexistent/out', '-b', 'mobilenetv2-int8', ...args], { from: 'user' });
+        await fitCommand()
+          .exitOverride()
+          .parseAsync(['--normal', '/nonexistent', '--out', '/nonexistent/out', '-b', 'mobilenetv2-int8', ...args], { from: 'user' });
         return undefined;
       } catch (e) {
         return e as Error & { argument?: string };
@@ -97,7 +104,9 @@ async function writeTextures(dir: string, n: number): Promise<void> {
     const phase = rand() * 6.28;
     const px = Buffer.alloc(SIZE * SIZE);
     for (let i = 0; i < px.length; i++) px[i] = Math.round(128 + 40 * Math.sin(((i % SIZE) + Math.floor(i / SIZE)) / 5 + phase) + 20 * (rand() - 0.5));
-    await sharp(px, { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toFile(join(dir, `good_${s}.png`));
+    await sharp(px, { raw: { width: SIZE, height: SIZE, channels: 1 } })
+      .png()
+      .toFile(join(dir, `good_${s}.png`));
   }
 }
 

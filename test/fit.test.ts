@@ -40,7 +40,9 @@ async function writeParts(dir: string, seeds: number[], defect: boolean): Promis
   return Promise.all(
     seeds.map(async (s) => {
       const f = join(dir, `${defect ? 'defect' : 'good'}_${s}.png`);
-      await sharp(part(s, defect), { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toFile(f);
+      await sharp(part(s, defect), { raw: { width: SIZE, height: SIZE, channels: 1 } })
+        .png()
+        .toFile(f);
       return f;
     }),
   );
@@ -51,7 +53,11 @@ const ready = hasShared() && hasTorch();
   const tmp = tempDir('invad-fit-');
   try {
     const normalDir = join(tmp.dir, 'train', 'good');
-    await writeParts(normalDir, Array.from({ length: 40 }, (_, i) => i), false);
+    await writeParts(
+      normalDir,
+      Array.from({ length: 40 }, (_, i) => i),
+      false,
+    );
     writeFileSync(join(normalDir, 'corrupt.png'), 'not an image');
     const events: FitEvent[] = [];
     const out = join(tmp.dir, 'model');
@@ -88,7 +94,9 @@ const ready = hasShared() && hasTorch();
     try {
       const n = (await det.scoreBatch(normals)).map((x) => x.score);
       const d = (await det.scoreBatch(defects)).map((x) => x.score);
-      console.log(`fit e2e: wall ${r.wallSeconds.toFixed(1)} s; normal scores ${n.map((v) => v.toFixed(2)).join(' ')}; defect scores ${d.map((v) => v.toFixed(2)).join(' ')}`);
+      console.log(
+        `fit e2e: wall ${r.wallSeconds.toFixed(1)} s; normal scores ${n.map((v) => v.toFixed(2)).join(' ')}; defect scores ${d.map((v) => v.toFixed(2)).join(' ')}`,
+      );
       expect(Math.min(...d)).toBeGreaterThan(Math.max(...n));
     } finally {
       await det.dispose();
@@ -146,8 +154,20 @@ function channelStds(a: NpyArray): number[] {
   const tmp = tempDir('invad-fit-');
   try {
     const normalDir = join(tmp.dir, 'good');
-    await writeParts(normalDir, Array.from({ length: 12 }, (_, i) => i), false);
-    const common = { normal: normalDir, backbone: 'mobilenetv2-int8', backboneModel: MOBILENET, preset: 'tiny' as const, epochs: 1, valFraction: 0.2, latentSteps: [2] };
+    await writeParts(
+      normalDir,
+      Array.from({ length: 12 }, (_, i) => i),
+      false,
+    );
+    const common = {
+      normal: normalDir,
+      backbone: 'mobilenetv2-int8',
+      backboneModel: MOBILENET,
+      preset: 'tiny' as const,
+      epochs: 1,
+      valFraction: 0.2,
+      latentSteps: [2],
+    };
     const scaled = await fit({ ...common, out: join(tmp.dir, 'scaled'), featureScale: 0.5 });
     const stdScaled = channelStds(await readNpy(join(tmp.dir, 'scaled.work', 'train.npy')));
     for (const s of stdScaled) if (s > 1e-3) expect(s).toBeCloseTo(0.5, 3); // constant channels stay 0
@@ -169,7 +189,10 @@ function channelStds(a: NpyArray): number[] {
     await expect(fit({ ...common, out: join(tmp.dir, 'raw'), resume: true, featureScale: 0.5 })).rejects.toMatchObject({ argument: 'featureNormalization' });
 
     // Each bundle's backbone applies the same normalization its UNet trained on.
-    for (const [r, work] of [[scaled, 'scaled.work'], [raw, 'raw.work']] as const) {
+    for (const [r, work] of [
+      [scaled, 'scaled.work'],
+      [raw, 'raw.work'],
+    ] as const) {
       const { train } = JSON.parse(readFileSync(join(tmp.dir, work, 'features.json'), 'utf8')) as { train: string[] };
       const npy = await readNpy(join(tmp.dir, work, 'train.npy'));
       expect(await maxDiffToBundleBackbone(r.out, r.manifest, train[0], npy.data.subarray(0, 152 * 14 * 14) as Float32Array)).toBeLessThan(1e-4);
@@ -183,7 +206,11 @@ function channelStds(a: NpyArray): number[] {
   const tmp = tempDir('invad-fit-');
   try {
     const normalDir = join(tmp.dir, 'good');
-    await writeParts(normalDir, Array.from({ length: 12 }, (_, i) => i), false);
+    await writeParts(
+      normalDir,
+      Array.from({ length: 12 }, (_, i) => i),
+      false,
+    );
     const controller = new AbortController();
     const out = join(tmp.dir, 'model');
     const run = fit({
@@ -213,14 +240,22 @@ describe('the feature scaling record --resume compares', () => {
     expect(featureScalingRecord('none', 0.5)).toEqual({ version: 1, normalization: 'none', scale: null });
     expect(featureScalingRecord('standardize')).toEqual({ version: 1, normalization: 'standardize', scale: 1 });
     expect(readFeatureScaling({ scaling: { version: 1, normalization: 'standardize', scale: 0.5 } })).toEqual(featureScalingRecord('standardize', 0.5));
-    expect(readFeatureScaling({ scaling: { version: 1, normalization: 'none', scale: null }, normalization: 'ignored when a record is there' })).toEqual(featureScalingRecord('none'));
+    expect(readFeatureScaling({ scaling: { version: 1, normalization: 'none', scale: null }, normalization: 'ignored when a record is there' })).toEqual(
+      featureScalingRecord('none'),
+    );
     // Legacy: the sentence, or nothing at all (fit always standardized to std 1 then).
     expect(readFeatureScaling({ normalization: "none: the backbone's raw features" })).toEqual(featureScalingRecord('none'));
-    expect(readFeatureScaling({ normalization: 'per-channel mean/std of the training features, baked into backbone.onnx' })).toEqual(featureScalingRecord('standardize', 1));
-    expect(readFeatureScaling({ normalization: 'per-channel mean/std of the training features scaled to std 0.25, baked into backbone.onnx' })).toEqual(featureScalingRecord('standardize', 0.25));
+    expect(readFeatureScaling({ normalization: 'per-channel mean/std of the training features, baked into backbone.onnx' })).toEqual(
+      featureScalingRecord('standardize', 1),
+    );
+    expect(readFeatureScaling({ normalization: 'per-channel mean/std of the training features scaled to std 0.25, baked into backbone.onnx' })).toEqual(
+      featureScalingRecord('standardize', 0.25),
+    );
     expect(readFeatureScaling({})).toEqual(featureScalingRecord('standardize', 1));
     // What this version cannot read is an Error to report, not a guess.
-    expect(readFeatureScaling({ scaling: { version: 2, normalization: 'whiten' } })).toEqual(expect.objectContaining({ message: expect.stringMatching(/version 2, written by a newer invad/) }));
+    expect(readFeatureScaling({ scaling: { version: 2, normalization: 'whiten' } })).toEqual(
+      expect.objectContaining({ message: expect.stringMatching(/version 2, written by a newer invad/) }),
+    );
     expect(readFeatureScaling({ scaling: { version: 1, normalization: 'standardize', scale: -1 } })).toBeInstanceOf(Error);
     expect(readFeatureScaling({ normalization: 'something else' })).toBeInstanceOf(Error);
   });
@@ -231,7 +266,11 @@ describe('the feature scaling record --resume compares', () => {
     const tmp = tempDir('invad-fit-');
     try {
       const normalDir = join(tmp.dir, 'good');
-      await writeParts(normalDir, Array.from({ length: 8 }, (_, i) => i), false);
+      await writeParts(
+        normalDir,
+        Array.from({ length: 8 }, (_, i) => i),
+        false,
+      );
       const out = join(tmp.dir, 'model');
       const work = `${out}.work`;
       mkdirSync(work, { recursive: true });

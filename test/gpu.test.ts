@@ -148,7 +148,11 @@ describe('a sticky CUDA error becomes EngineBrokenError', () => {
   }
 
   test('stand-in: the runs and the features of a broken engine reject with EngineBrokenError, naming the CUDA error', async () => {
-    const engine = NativeEngine.open(standInAddon(() => new Error(NATIVE_BROKEN)), config, bundle.unetPath);
+    const engine = NativeEngine.open(
+      standInAddon(() => new Error(NATIVE_BROKEN)),
+      config,
+      bundle.unetPath,
+    );
     engines.push(engine);
     const steps = inversionSteps(2, bundle.manifest.schedule);
     const run = await engine.inversion(batch(2), 2, steps, false).catch((e: unknown) => e);
@@ -160,7 +164,11 @@ describe('a sticky CUDA error becomes EngineBrokenError', () => {
 
   test('stand-in: any other run error passes through unchanged', async () => {
     const other = new RangeError('batch too large');
-    const engine = NativeEngine.open(standInAddon(() => other), config, bundle.unetPath);
+    const engine = NativeEngine.open(
+      standInAddon(() => other),
+      config,
+      bundle.unetPath,
+    );
     engines.push(engine);
     await expect(engine.inversion(batch(1), 1, inversionSteps(1, bundle.manifest.schedule), false)).rejects.toBe(other);
     expect(mapRunError('plain text')).toBe('plain text');
@@ -199,7 +207,7 @@ describe('a sticky CUDA error becomes EngineBrokenError', () => {
       (e: unknown) => e,
     );
     if (first === null) {
-      console.warn('\n*** SKIPPING the addon\'s sticky-error hook: this addon ignores it (an older build) ***\n');
+      console.warn("\n*** SKIPPING the addon's sticky-error hook: this addon ignores it (an older build) ***\n");
       return;
     }
     expectBroken(first);

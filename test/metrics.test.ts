@@ -360,7 +360,7 @@ describe('connectedComponents', () => {
     expect(s.count).toBe(1);
     // Checkerboard: 8e6 pixels joined only diagonally (4-connectivity would give 8e6 regions).
     const checker = new Uint8Array(w * h);
-    for (let y = 0; y < h; y++) for (let x = (y & 1); x < w; x += 2) checker[y * w + x] = 1;
+    for (let y = 0; y < h; y++) for (let x = y & 1; x < w; x += 2) checker[y * w + x] = 1;
     t = performance.now();
     const c = connectedComponents(checker, w, h);
     const checkerMs = performance.now() - t;
@@ -619,7 +619,11 @@ describe('PixelMetricsAccumulator (pixel AUROC / AP)', () => {
     const t0 = performance.now();
     for (let done = 0; done < total; done += chunk) {
       for (let i = 0; i < chunk; i++) {
-        s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; // xorshift32
+        s ^= s << 13;
+        s >>>= 0;
+        s ^= s >>> 17;
+        s ^= s << 5;
+        s >>>= 0; // xorshift32
         const u = s / 4294967296;
         const y = (s & 15) === 0 ? 1 : 0; // ~1/16 anomalous
         mask[i] = y;

@@ -240,7 +240,9 @@ describe('Detector with engine "native"', () => {
 
   test('bad engine options are InvalidArgumentError naming the option', async () => {
     await expect(Detector.load(bundleDir, { engine: 'gpu' as never })).rejects.toMatchObject({ argument: 'options.engine' });
-    await expect(Detector.load(bundleDir, { engine: 'native', tensorrt: { fp16: 'yes' as never } })).rejects.toMatchObject({ argument: 'options.tensorrt.fp16' });
+    await expect(Detector.load(bundleDir, { engine: 'native', tensorrt: { fp16: 'yes' as never } })).rejects.toMatchObject({
+      argument: 'options.tensorrt.fp16',
+    });
     await expect(Detector.load(bundleDir, { engine: 'native', cudaDeviceId: -1 })).rejects.toMatchObject({ argument: 'options.cudaDeviceId' });
   });
 
@@ -279,7 +281,11 @@ describe('DeviceResidentPipeline contract', () => {
   });
 
   test('a wrong ORT library path is a clear error', () => {
-    expectThrowsNamed(() => open({ ortLibraryPath: '/nonexistent/libonnxruntime.so.1' }), 'Error', /Cannot load the ONNX Runtime library \/nonexistent\/libonnxruntime\.so\.1/);
+    expectThrowsNamed(
+      () => open({ ortLibraryPath: '/nonexistent/libonnxruntime.so.1' }),
+      'Error',
+      /Cannot load the ONNX Runtime library \/nonexistent\/libonnxruntime\.so\.1/,
+    );
     expectThrowsNamed(() => addon.ortProbe('/nonexistent/libonnxruntime.so.1'), 'Error', /Cannot load the ONNX Runtime library/);
     // A library that loads but is not ONNX Runtime (the addon itself).
     expectThrowsNamed(() => open({ ortLibraryPath: require.resolve('../build/Release/invad.node') }), 'Error', /is not an ONNX Runtime library/);

@@ -37,13 +37,7 @@ function randomArray(length: number, seed: number, scale = 2): Float32Array {
 
 const total = (s: TensorShape): number => s.n * s.c * s.h * s.w;
 
-function expectClose(
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  what: string,
-  rtol = 1e-5,
-  atol = 1e-6,
-): void {
+function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 1e-5, atol = 1e-6): void {
   expect(actual.length).toBe(expected.length);
   let worst = 0;
   let worstAt = -1;
@@ -129,8 +123,7 @@ function refResize(src: Float32Array, planes: number, inH: number, inW: number, 
       for (let ox = 0; ox < outW; ox++) {
         const [x0, x1, lx] = tap(ox, inW, outW);
         const at = (y: number, x: number): number => src[pl * inH * inW + y * inW + x];
-        out[pl * outH * outW + oy * outW + ox] =
-          (1 - ly) * ((1 - lx) * at(y0, x0) + lx * at(y0, x1)) + ly * ((1 - lx) * at(y1, x0) + lx * at(y1, x1));
+        out[pl * outH * outW + oy * outW + ox] = (1 - ly) * ((1 - lx) * at(y0, x0) + lx * at(y0, x1)) + ly * ((1 - lx) * at(y1, x0) + lx * at(y1, x1));
       }
     }
   }
@@ -238,7 +231,17 @@ describe('build info and loader', () => {
     // A stand-in addon with the production functions only (the real ones, re-exported).
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'invad-addon-'));
     const file = path.join(dir, 'production-only.js');
-    const production = ['buildInfo', 'cudaStatus', 'ddimStep', 'channelNorm', 'ddimLastStepReduce', 'resizeBilinear', 'gaussianBlur', 'DeviceResidentPipeline', 'ortProbe'];
+    const production = [
+      'buildInfo',
+      'cudaStatus',
+      'ddimStep',
+      'channelNorm',
+      'ddimLastStepReduce',
+      'resizeBilinear',
+      'gaussianBlur',
+      'DeviceResidentPipeline',
+      'ortProbe',
+    ];
     fs.writeFileSync(
       file,
       `const real = require(${JSON.stringify(addonSource().path)});\nmodule.exports = Object.fromEntries(${JSON.stringify(production)}.map((k) => [k, real[k]]));\n`,
@@ -381,9 +384,7 @@ describe('ddimLastStepReduce', () => {
     const resized = inputs.map(({ x }) => addon.resizeBilinear(x, shape.n * shape.c, 16, 16, 37, 23));
     const results = await Promise.all(
       inputs.map(({ x, eps }, i) =>
-        i % 2 === 0
-          ? addon.ddimLastStepReduceAsync(x, eps, A, B, shape)
-          : addon.resizeBilinearAsync(x, shape.n * shape.c, 16, 16, 37, 23),
+        i % 2 === 0 ? addon.ddimLastStepReduceAsync(x, eps, A, B, shape) : addon.resizeBilinearAsync(x, shape.n * shape.c, 16, 16, 37, 23),
       ),
     );
     results.forEach((r, i) => {
@@ -452,7 +453,7 @@ describe('argument validation', () => {
   const len = total(shape);
   const x = (): Float32Array => new Float32Array(len);
   const eps = (): Float32Array => new Float32Array(len);
-   
+
   const any = (v: unknown): any => v;
 
   const badArrays: Array<[string, unknown, RegExp]> = [
@@ -478,11 +479,7 @@ describe('argument validation', () => {
 
   test('eps and src are named too', () => {
     expectThrow(() => addon.ddimStep(x(), any('e'), 1, 0), 'TypeError', /Expected Float32Array for eps but received string/);
-    expectThrow(
-      () => addon.ddimLastStepReduceAsync(x(), any(new Float64Array(len)), 1, 0, shape),
-      'TypeError',
-      /for eps but received Float64Array/,
-    );
+    expectThrow(() => addon.ddimLastStepReduceAsync(x(), any(new Float64Array(len)), 1, 0, shape), 'TypeError', /for eps but received Float64Array/);
     expectThrow(() => addon.resizeBilinear(any([1]), 1, 1, 1, 1, 1), 'TypeError', /for src but received Array/);
     expectThrow(() => addon.resizeBilinearAsync(any(null), 1, 1, 1, 1, 1), 'TypeError', /for src but received null/);
   });
@@ -502,7 +499,11 @@ describe('argument validation', () => {
   test('wrong lengths are RangeErrors naming the argument', () => {
     expectThrow(() => addon.ddimStep(new Float32Array(12), new Float32Array(10), 1, 0), 'RangeError', /eps\.length \(10\) must equal x\.length \(12\)/);
     expectThrow(() => addon.channelNorm(new Float32Array(100), { n: 1, c: 6, h: 4, w: 4 }), 'RangeError', /x\.length \(100\) must equal n\*c\*h\*w = 96/);
-    expectThrow(() => addon.ddimLastStepReduceAsync(new Float32Array(100), new Float32Array(100), 1, 0, { n: 1, c: 6, h: 4, w: 4 }), 'RangeError', /x\.length \(100\)/);
+    expectThrow(
+      () => addon.ddimLastStepReduceAsync(new Float32Array(100), new Float32Array(100), 1, 0, { n: 1, c: 6, h: 4, w: 4 }),
+      'RangeError',
+      /x\.length \(100\)/,
+    );
     expectThrow(() => addon.ddimLastStepReduce(x(), new Float32Array(len + 1), 1, 0, shape), 'RangeError', /eps\.length/);
     expectThrow(() => addon.resizeBilinear(new Float32Array(5), 1, 2, 2, 4, 4), 'RangeError', /src\.length \(5\) must equal planes\*inH\*inW = 4/);
   });

@@ -77,7 +77,11 @@ function unetFeeds(n: number, c: number, h: number, w: number, tValues?: number[
     tData: t,
     feeds: {
       x: new ort.Tensor('float32', x, [n, c, h, w]),
-      t: new ort.Tensor('int64', BigInt64Array.from(t, (v) => BigInt(v)), [n]),
+      t: new ort.Tensor(
+        'int64',
+        BigInt64Array.from(t, (v) => BigInt(v)),
+        [n],
+      ),
     },
   };
 }
@@ -89,11 +93,7 @@ describe('onnx/proto', () => {
         name: 'g',
         inputs: [valueInfo('a', DataType.FLOAT, ['N', 3, 'H', 7])],
         outputs: [valueInfo('b', DataType.FLOAT)],
-        initializers: [
-          floatTensor('w', [2, 2], new Float32Array([1.5, -2, 0.25, 3e-8])),
-          int64Vector('shape', [-1, 1, 1, 1]),
-          int64Scalar('big', 2 ** 40),
-        ],
+        initializers: [floatTensor('w', [2, 2], new Float32Array([1.5, -2, 0.25, 3e-8])), int64Vector('shape', [-1, 1, 1, 1]), int64Scalar('big', 2 ** 40)],
         nodes: [
           makeNode('Resize', ['a', '', 'scales'], ['b'], {
             attributes: [
@@ -237,8 +237,7 @@ describe('synthetic linearUnet', () => {
     const per = h * w;
     const ref = new Float32Array(2 * 6 * per);
     for (let b = 0; b < 2; b++)
-      for (let o = 0; o < 6; o++)
-        for (let p = 0; p < per; p++) ref[(b * 6 + o) * per + p] = k * xData[(b * C + (o % C)) * per + p] + m * tData[b];
+      for (let o = 0; o < 6; o++) for (let p = 0; p < per; p++) ref[(b * 6 + o) * per + p] = k * xData[(b * C + (o % C)) * per + p] + m * tData[b];
     expectClose(out['out'].data as Float32Array, ref);
     await wide.release();
 

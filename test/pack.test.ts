@@ -14,7 +14,20 @@
  *     reports which addon it loaded (must be the prebuild).
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join, relative, resolve } from 'node:path';
 import { convBackbone, linearUnet } from '../src/fit/onnx/synthetic';
@@ -97,7 +110,6 @@ function findNpmCli(): string {
 }
 
 function log(message: string): void {
-   
   console.log(`[pack.test] ${message}`);
 }
 
@@ -179,7 +191,10 @@ beforeAll(async () => {
 
   // ---- 3. model files for the scripts, from the repo's ONNX builders ----------
   const side = TINY.inputSize / TINY.stride;
-  writeFileSync(join(appDir, 'backbone.onnx'), convBackbone({ height: TINY.inputSize, width: TINY.inputSize, channels: TINY.channels, stride: TINY.stride, seed: TINY.seed }));
+  writeFileSync(
+    join(appDir, 'backbone.onnx'),
+    convBackbone({ height: TINY.inputSize, width: TINY.inputSize, channels: TINY.channels, stride: TINY.stride, seed: TINY.seed }),
+  );
   writeFileSync(join(appDir, 'unet.onnx'), linearUnet({ channels: TINY.channels, height: side, width: side, k: TINY.k, m: TINY.m }));
 }, TIMEOUT_MS);
 
@@ -193,7 +208,15 @@ afterAll(() => {
 
 test('the tarball holds the compiled JS, typings and the prebuild, and no tests or dependencies', () => {
   const files = new Set(tarballFiles);
-  for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/runtime/engine/worker.js', 'dist/src/tools/cli/main.js', 'dist/src/binding/index.js', 'scripts/install.js', 'package.json']) {
+  for (const f of [
+    'dist/src/index.js',
+    'dist/src/index.d.ts',
+    'dist/src/runtime/engine/worker.js',
+    'dist/src/tools/cli/main.js',
+    'dist/src/binding/index.js',
+    'scripts/install.js',
+    'package.json',
+  ]) {
     expect(files).toContain(`package/${f}`);
   }
   const prebuilds = tarballFiles.filter((f) => f.startsWith(`package/prebuilds/${platformDir}/`) && f.endsWith('.node'));
@@ -213,7 +236,10 @@ test('the restricted PATH has node and no build tools', async () => {
     expect([tool, lookup(tool, pathVar)]).toEqual([tool, undefined]);
   }
   // and as a shell sees it
-  const sh = await run('/bin/sh', ['-c', 'for t in cmake g++ cc make; do if command -v "$t"; then exit 1; fi; done; command -v node'], { cwd: appDir, env: restrictedEnv });
+  const sh = await run('/bin/sh', ['-c', 'for t in cmake g++ cc make; do if command -v "$t"; then exit 1; fi; done; command -v node'], {
+    cwd: appDir,
+    env: restrictedEnv,
+  });
   expect(sh.code).toBe(0);
   expect(sh.stdout.trim()).toBe(join(binDir, 'node'));
 });

@@ -75,7 +75,9 @@ async function writeImageAndMask(path: string, w: number, h: number, rect: { x: 
       map[i] = Math.exp(-(dx * dx + dy * dy) / (2 * (rect.w * rect.w)));
     }
   }
-  await sharp(rgb, { raw: { width: w, height: h, channels: 3 } }).png().toFile(path);
+  await sharp(rgb, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toFile(path);
   return { mask, map };
 }
 
@@ -141,7 +143,15 @@ beforeAll(async () => {
     rocImage: roc(false),
     rocPixel: roc(true),
     histograms: defs.flatMap((def, di) => stepsList.map((steps, si) => gaussianHistogram(def, steps, 2 + di + si, 100 + 10 * di + si))),
-    latency: stepsList.flatMap((steps) => [1, 8].map((batchSize) => ({ steps, batchSize, samples: 20, meanMsPerImage: 3 * steps / batchSize + 1, latencyMs: { median: 3.1 * steps / batchSize + 1, p90: 4 * steps / batchSize + 1.5, p99: 5 * steps / batchSize + 2 } }))),
+    latency: stepsList.flatMap((steps) =>
+      [1, 8].map((batchSize) => ({
+        steps,
+        batchSize,
+        samples: 20,
+        meanMsPerImage: (3 * steps) / batchSize + 1,
+        latencyMs: { median: (3.1 * steps) / batchSize + 1, p90: (4 * steps) / batchSize + 1.5, p99: (5 * steps) / batchSize + 2 },
+      })),
+    ),
     gallery,
     notes: ['Pixel AP for "mahalanobis" was not computed.', 'Threshold < chosen at F1-max & on validation set.'],
     // The bundle's threshold at every (definition, S) but mahalanobis S=10; operating points at 1% and 5%.
@@ -154,7 +164,10 @@ beforeAll(async () => {
             threshold: 1.5 - 0.1 * k,
             falseAlarms: proportion(k + di, 200),
             recall: proportion(60 + 10 * k + si, 120),
-            recallByType: [{ type: 'hole', recall: proportion(20 + k, 40) }, { type: 'scratch', recall: proportion(40 + 4 * k + si, 80) }],
+            recallByType: [
+              { type: 'hole', recall: proportion(20 + k, 40) },
+              { type: 'scratch', recall: proportion(40 + 4 * k + si, 80) },
+            ],
           });
           return {
             scoreDefinition: def,
@@ -231,8 +244,12 @@ describe('report helpers', () => {
 
   test('galleryItem rejects a map or mask of the wrong size', async () => {
     const p = join(outDir, 'images', 'scratch_007.png');
-    await expect(galleryItem(p, new Float32Array(10), null, { kind: 'false-positive', score: 1, threshold: 0, label: 'good' })).rejects.toThrow(/map has 10 values/);
-    await expect(galleryItem(p, new Float32Array(300 * 200), new Uint8Array(5), { kind: 'false-positive', score: 1, threshold: 0, label: 'good' })).rejects.toThrow(/mask has 5 values/);
+    await expect(galleryItem(p, new Float32Array(10), null, { kind: 'false-positive', score: 1, threshold: 0, label: 'good' })).rejects.toThrow(
+      /map has 10 values/,
+    );
+    await expect(
+      galleryItem(p, new Float32Array(300 * 200), new Uint8Array(5), { kind: 'false-positive', score: 1, threshold: 0, label: 'good' }),
+    ).rejects.toThrow(/mask has 5 values/);
   });
 });
 
@@ -245,7 +262,14 @@ describe('renderReportHtml on sparse or odd data', () => {
       model: 'm',
       machine: { cpu: 'c', cores: 1, node: 'v20', providers: [] },
       settings: {},
-      rows: [{ scoreDefinition: 'x', steps: 1, subset: 'all', metrics: { imageAuroc: NaN, imageAp: 0.5, imageF1Max: 0.5, pixelAuroc: null, pixelAp: null, aupro: null } }],
+      rows: [
+        {
+          scoreDefinition: 'x',
+          steps: 1,
+          subset: 'all',
+          metrics: { imageAuroc: NaN, imageAp: 0.5, imageF1Max: 0.5, pixelAuroc: null, pixelAp: null, aupro: null },
+        },
+      ],
       rocImage: [{ scoreDefinition: 'x', steps: 1, curve: long }],
       rocPixel: [],
       histograms: [{ scoreDefinition: 'x', steps: 1, edges: [0, 1], normal: [1, 2], anomalous: [3] }],
@@ -332,7 +356,9 @@ describe('writeReport', () => {
     expect(image.match(/<rect class="marker operating"/g)).toHaveLength(8);
     expect(pixel).not.toContain('class="marker');
     // at its (false-alarm rate, recall): nll S=5's bundle point is (2/200, 80/120) on the 340-pixel plot
-    expect(image).toContain(`<circle class="marker bundle" cx="${Math.round((52 + 0.01 * 340) * 100) / 100}" cy="${Math.round((14 + (1 - 80 / 120) * 340) * 100) / 100}" r="5"`);
+    expect(image).toContain(
+      `<circle class="marker bundle" cx="${Math.round((52 + 0.01 * 340) * 100) / 100}" cy="${Math.round((14 + (1 - 80 / 120) * 340) * 100) / 100}" r="5"`,
+    );
     expect(image).toContain('<title>nll \u00b7 S=5, bundle threshold (target 1%): threshold 1.3, false alarms 2/200 = 1%, recall 80/120 = 66.7%</title>');
   });
 
@@ -347,7 +373,16 @@ describe('writeReport', () => {
     const context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
       viewport: { width: 1280, height: 900 },
     });
     try {

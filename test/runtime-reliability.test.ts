@@ -65,12 +65,24 @@ function runChild(body: string, timeoutMs = 60_000, nodeArgs: string[] = []): Ch
   } catch {
     json = undefined;
   }
-  return { status: r.status, signal: r.signal, timedOut: (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT', stdout: r.stdout, stderr: r.stderr, json };
+  return {
+    status: r.status,
+    signal: r.signal,
+    timedOut: (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT',
+    stdout: r.stdout,
+    stderr: r.stderr,
+    json,
+  };
 }
 
 /** A child that neither crashed, hung nor failed; shows its stderr when it did. */
 function expectClean(r: ChildResult): void {
-  expect({ status: r.status, signal: r.signal, timedOut: r.timedOut, stderr: r.status === 0 ? '' : r.stderr }).toEqual({ status: 0, signal: null, timedOut: false, stderr: '' });
+  expect({ status: r.status, signal: r.signal, timedOut: r.timedOut, stderr: r.status === 0 ? '' : r.stderr }).toEqual({
+    status: 0,
+    signal: null,
+    timedOut: false,
+    stderr: '',
+  });
 }
 
 /** The error a promise rejects with; fails the test if it resolves. */
@@ -213,7 +225,11 @@ describe('finding 5: paths that are not regular files fail at once, never hang',
     expect(r.json.text).toBe('a regular file');
     // The scan lists it, so that scoring reports it rather than dropping it silently.
     expect(r.json.listed).toEqual([join(dir, 'images', 'pipe.png')]);
-    expect(r.json.manifest).toEqual({ name: 'ModelBundleError', code: 'ERR_INVAD_MODEL_BUNDLE', message: expect.stringMatching(/manifest\.json .* not a regular file/) });
+    expect(r.json.manifest).toEqual({
+      name: 'ModelBundleError',
+      code: 'ERR_INVAD_MODEL_BUNDLE',
+      message: expect.stringMatching(/manifest\.json .* not a regular file/),
+    });
   });
 
   (posix ? test : test.skip)('`invad score` on a folder holding a FIFO reports it and exits', () => {
@@ -230,8 +246,15 @@ describe('finding 5: paths that are not regular files fail at once, never hang',
   test('a directory given as an image is an InvalidInputError, and a missing file still is', async () => {
     const det = await Detector.load(bundle);
     try {
-      expect(await rejection(det.score(tmp.dir))).toMatchObject({ code: 'ERR_INVAD_INVALID_INPUT', input: tmp.dir, message: expect.stringMatching(/not a regular file \(it is a directory\)/) });
-      expect(await rejection(det.score(join(tmp.dir, 'missing.png')))).toMatchObject({ code: 'ERR_INVAD_INVALID_INPUT', message: expect.stringMatching(/does not exist/) });
+      expect(await rejection(det.score(tmp.dir))).toMatchObject({
+        code: 'ERR_INVAD_INVALID_INPUT',
+        input: tmp.dir,
+        message: expect.stringMatching(/not a regular file \(it is a directory\)/),
+      });
+      expect(await rejection(det.score(join(tmp.dir, 'missing.png')))).toMatchObject({
+        code: 'ERR_INVAD_INVALID_INPUT',
+        message: expect.stringMatching(/does not exist/),
+      });
     } finally {
       await det.dispose();
     }
@@ -257,7 +280,12 @@ function nanBackbone(): Uint8Array {
   return encodeModel(makeModel(graph));
 }
 
-const gray = (v: number) => ({ data: new Uint8Array(TINY.inputSize * TINY.inputSize * 3).fill(v), width: TINY.inputSize, height: TINY.inputSize, channels: 3 as const });
+const gray = (v: number) => ({
+  data: new Uint8Array(TINY.inputSize * TINY.inputSize * 3).fill(v),
+  width: TINY.inputSize,
+  height: TINY.inputSize,
+  channels: 3 as const,
+});
 
 describe('finding 6: one image with a NaN model output fails alone', () => {
   let nanBundle: string;
@@ -278,7 +306,10 @@ describe('finding 6: one image with a NaN model output fails alone', () => {
         expect((bad as Error).message).toMatch(/non-finite/);
         expect((bad as Error).message).not.toMatch(/duplicate/i);
         // The others shared the model run and scored exactly as they do alone.
-        for (const [r, ref] of [[first, alone[0]], [last, alone[1]]] as Array<[ScoreResult, ScoreResult]>) {
+        for (const [r, ref] of [
+          [first, alone[0]],
+          [last, alone[1]],
+        ] as Array<[ScoreResult, ScoreResult]>) {
           expect(r.timings.batchSize).toBe(3);
           expect(r.score).toBe(ref.score);
           expect(r.map).toEqual(ref.map);
@@ -330,11 +361,17 @@ describe('finding 7 (run time): a non-finite score or map is an InferenceError, 
     const c = TINY.channels;
     const precision = new Float32Array(positions * c * c);
     for (let p = 0; p < positions; p++) for (let k = 0; k < c; k++) precision[(p * c + k) * c + k] = 1;
-    const spec = await writeLatentGaussian(b, TINY.steps, { positions, channels: c, mean: new Float32Array(positions * c).fill(-3e38), precision }, 10, { amount: 0.01, relativeTo: 'mean-variance' });
+    const spec = await writeLatentGaussian(b, TINY.steps, { positions, channels: c, mean: new Float32Array(positions * c).fill(-3e38), precision }, 10, {
+      amount: 0.01,
+      relativeTo: 'mean-variance',
+    });
     editManifest(b, (m) => (m.latentGaussian = [spec]));
     // The latent-gaussian score, and the combined score with all maps: its score stays finite
     // but its latent-Gaussian map does not.
-    for (const [scoreDefinition, options] of [['latent-gaussian', {}], ['combined', { allMaps: true }]] as const) {
+    for (const [scoreDefinition, options] of [
+      ['latent-gaussian', {}],
+      ['combined', { allMaps: true }],
+    ] as const) {
       const outcome = await Detector.load(b, { engine, scoreDefinition }).then(
         async (det) => {
           try {
@@ -403,7 +440,9 @@ describe('finding 11: a path with a NUL byte is refused, not cut short', () => {
       await det.dispose();
     }
     expect(await rejection(Detector.load(`${bundle}\0/elsewhere`))).toMatchObject({ code: 'ERR_INVAD_INVALID_ARGUMENT', argument: 'dir' });
-    expect(await rejection(Detector.load(bundle, { engine: 'native', tensorrt: { cacheDir: `${tmp.dir}\0x` } }))).toMatchObject({ argument: 'options.tensorrt.cacheDir' });
+    expect(await rejection(Detector.load(bundle, { engine: 'native', tensorrt: { cacheDir: `${tmp.dir}\0x` } }))).toMatchObject({
+      argument: 'options.tensorrt.cacheDir',
+    });
   });
 });
 
@@ -426,7 +465,15 @@ describe('finding 14: intraOpThreads is capped at 4 x availableParallelism()', (
   });
 
   test('engine starts outside the Detector (fit, bench) are checked too', async () => {
-    const err = await rejection(EngineClient.start({ backbonePath: join(bundle, 'backbone.onnx'), unetPath: null, manifest: {} as never, executionProviders: ['cpu'], intraOpThreads: 1024 }));
+    const err = await rejection(
+      EngineClient.start({
+        backbonePath: join(bundle, 'backbone.onnx'),
+        unetPath: null,
+        manifest: {} as never,
+        executionProviders: ['cpu'],
+        intraOpThreads: 1024,
+      }),
+    );
     expect(err).toMatchObject({ code: 'ERR_INVAD_INVALID_ARGUMENT', argument: 'intraOpThreads' });
   });
 

@@ -49,7 +49,9 @@ beforeAll(async () => {
   const files: string[] = [];
   for (let i = 0; i < 40; i++) {
     const f = join(images, `${i}.png`);
-    await sharp(texture(1000 + i, false), { raw: { width: SIZE, height: SIZE, channels: 1 } }).png().toFile(f);
+    await sharp(texture(1000 + i, false), { raw: { width: SIZE, height: SIZE, channels: 1 } })
+      .png()
+      .toFile(f);
     files.push(f);
   }
   await fitBundleLatents(model, files.slice(0, 24), { steps: STEPS });

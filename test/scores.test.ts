@@ -47,7 +47,16 @@ describe('the table', () => {
   };
 
   test('has exactly these definitions, in this order', () => {
-    expect(SCORE_DEFINITIONS).toEqual(['sp', 'nll', 'combined', 'latent-gaussian', 'latent-gaussian-feature-map', 'latent-feature-fused', 'padim', 'patchcore']);
+    expect(SCORE_DEFINITIONS).toEqual([
+      'sp',
+      'nll',
+      'combined',
+      'latent-gaussian',
+      'latent-gaussian-feature-map',
+      'latent-feature-fused',
+      'padim',
+      'patchcore',
+    ]);
     expect(SCORE_DEFINITIONS).toEqual(Object.keys(SCORES));
     expect(Object.isFrozen(SCORE_DEFINITIONS)).toBe(true);
   });
@@ -100,7 +109,9 @@ describe('imageScore', () => {
   test('a definition whose latent part is missing is an InvalidArgumentError; the others do not need it', () => {
     const { latentGaussian: _, ...noLatent } = PARTS;
     expect(() => imageScore('latent-gaussian', noLatent, CAL)).toThrow(InvalidArgumentError);
-    expect(() => imageScore('latent-gaussian', noLatent, CAL)).toThrow(expect.objectContaining({ argument: 'scoreDefinition', message: expect.stringMatching(/latent-gaussian score needs the bundle's latent statistics/) }));
+    expect(() => imageScore('latent-gaussian', noLatent, CAL)).toThrow(
+      expect.objectContaining({ argument: 'scoreDefinition', message: expect.stringMatching(/latent-gaussian score needs the bundle's latent statistics/) }),
+    );
     expect(imageScore('combined', noLatent, CAL)).toBe(3.5);
   });
 });
@@ -120,11 +131,17 @@ describe('consumers read the table', () => {
       components: { spatialRange: 1 + i, nll: 50 + 2 * i, ...(latent ? { latentGaussian: 3 + i } : {}) },
       featureMaps: { l2: Float32Array.of(i, 2 * i), ...(latent ? { latentGaussian: Float32Array.of(10 * i, 20 * i) } : {}) },
     });
-    const withLatent = calibrateStep(3, [0, 1, 2, 3].map((i) => normal(i, true)));
+    const withLatent = calibrateStep(
+      3,
+      [0, 1, 2, 3].map((i) => normal(i, true)),
+    );
     // Definitions on feature statistics are calibrated by invad baseline (test/baseline.test.ts).
     const onLatents = SCORE_DEFINITIONS.filter((d) => SCORES[d].features === undefined);
     expect(Object.keys(withLatent.imageThresholds)).toEqual(onLatents);
-    const without = calibrateStep(3, [0, 1, 2, 3].map((i) => normal(i, false)));
+    const without = calibrateStep(
+      3,
+      [0, 1, 2, 3].map((i) => normal(i, false)),
+    );
     expect(Object.keys(without.imageThresholds)).toEqual(onLatents.filter((d) => !SCORES[d].needsLatent));
     // The top-level pixel threshold is the one of the default definition's map.
     for (const d of onLatents) {
@@ -249,7 +266,7 @@ describe('a definition added to the table only', () => {
     const report = await m.evaluate.evaluate({ dataset, model: bundle, latencySamples: 1 });
     expect(report.rows.filter((row) => row.subset === 'all').map((row) => row.scoreDefinition)).toEqual(
       // Without feature statistics (invad baseline), eval leaves their definitions out.
-      m.scores.SCORE_DEFINITIONS.filter((d: keyof typeof SCORES) => (m.scores.SCORES[d]).features === undefined),
+      m.scores.SCORE_DEFINITIONS.filter((d: keyof typeof SCORES) => m.scores.SCORES[d].features === undefined),
     );
   });
 });

@@ -3,4 +3,5 @@
 Run as ``/usr/bin/python3 -m train {fit,export,schedule} ...`` with cwd = the package root.
 Importing this package does not import torch.
 """
+
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
 stdout carries only JSON lines (one object per line, flushed); everything else,
 including stray prints from PyTorch/ONNX, is redirected to stderr.
 """
+
 import json
 import os
 import sys
@@ -53,12 +54,15 @@ def main(argv=None) -> int:
     needs_torch = not (argv and argv[0] == "schedule")
     try:
         import numpy  # noqa: F401
+
         if needs_torch:
             import torch  # noqa: F401
     except ImportError as e:
         missing = getattr(e, "name", None) or str(e)
-        msg = (f"invad trainer: Python package {missing!r} is not importable by {sys.executable} ({e}). "
-               f"The trainer needs PyTorch, numpy and onnx. Install them with: {INSTALL_HINT}")
+        msg = (
+            f"invad trainer: Python package {missing!r} is not importable by {sys.executable} ({e}). "
+            f"The trainer needs PyTorch, numpy and onnx. Install them with: {INSTALL_HINT}"
+        )
         print(msg, file=sys.stderr, flush=True)
         emit({"event": "error", "code": "missing_dependency", "missing": missing, "message": msg})
         return EXIT_MISSING_DEPS

@@ -30,6 +30,7 @@ features -> S UNet evaluations with the DDIM update -> channel norm. Everything
 runs under torch.no_grad() in eval mode with torch.set_num_threads(--threads).
 stdout carries only JSON lines; PyTorch's own prints go to stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,17 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m train.bench_torch", description=__doc__.split("\n")[0])
     p.add_argument("--preset", choices=sorted(DEFAULT_FEATURES), default="small")
     p.add_argument("--checkpoint", default=None, help="use this training checkpoint's EMA weights and data shape")
-    p.add_argument("--features", type=_parse_shape, default=None,
-                   help="feature shape CxHxW (default: small 152x14x14, paper 272x16x16, tiny 6x4x4)")
+    p.add_argument(
+        "--features",
+        type=_parse_shape,
+        default=None,
+        help="feature shape CxHxW (default: small 152x14x14, paper 272x16x16, tiny 6x4x4)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: os.cpu_count())")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batch", type=int, default=8, help="samples in features.npy (the largest batch served)")
     p.add_argument("--out", required=True, help="folder for unet.onnx and features.npy")
-    p.add_argument("--no-export", action="store_true",
-                   help="reuse DIR/unet.onnx and DIR/features.npy when present (same preset, seed and shape)")
-    p.add_argument("--conv", choices=["default", "onednn"], default="default",
-                   help="default: PyTorch's own convolution dispatch; onednn: every Conv1d/Conv2d calls "
-                        "torch.mkldnn_convolution (oneDNN), as PyTorch itself does for larger inputs")
+    p.add_argument(
+        "--no-export",
+        action="store_true",
+        help="reuse DIR/unet.onnx and DIR/features.npy when present (same preset, seed and shape)",
+    )
+    p.add_argument(
+        "--conv",
+        choices=["default", "onednn"],
+        default="default",
+        help="default: PyTorch's own convolution dispatch; onednn: every Conv1d/Conv2d calls "
+        "torch.mkldnn_convolution (oneDNN), as PyTorch itself does for larger inputs",
+    )
     return p
 
 
@@ -93,14 +105,23 @@ def _reinit_zeroed(model) -> int:
 def _onednn_conv2d(self, x):
     import torch
 
-    return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+    return torch.mkldnn_convolution(
+        x.contiguous(), self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+    )
 
 
 def _onednn_conv1d(self, x):
     import torch
 
-    y = torch.mkldnn_convolution(x.unsqueeze(-1).contiguous(), self.weight.unsqueeze(-1), self.bias,
-                                 (self.padding[0], 0), (self.stride[0], 1), (self.dilation[0], 1), self.groups)
+    y = torch.mkldnn_convolution(
+        x.unsqueeze(-1).contiguous(),
+        self.weight.unsqueeze(-1),
+        self.bias,
+        (self.padding[0], 0),
+        (self.stride[0], 1),
+        (self.dilation[0], 1),
+        self.groups,
+    )
     return y.squeeze(-1)
 
 
@@ -164,8 +185,10 @@ class Inverter:
         key = steps * 100000 + batch
         if key not in self.sched:
             s = inversion_schedule(steps)
-            self.sched[key] = [(torch.full((batch,), int(t), dtype=torch.int64), float(a), float(b))
-                               for t, a, b in zip(s["timesteps"], s["a"], s["b"])]
+            self.sched[key] = [
+                (torch.full((batch,), int(t), dtype=torch.int64), float(a), float(b))
+                for t, a, b in zip(s["timesteps"], s["a"], s["b"])
+            ]
         return self.sched[key]
 
     def run(self, batch: int, steps: int):
@@ -221,8 +244,11 @@ def machine(threads: int) -> Dict[str, Any]:
         "openmp": bool(torch.backends.openmp.is_available()),
         "blas": _build_setting(cfg, "BLAS_INFO"),
         "buildType": _build_setting(cfg, "BUILD_TYPE"),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-                if k in os.environ},
+        "env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+            if k in os.environ
+        },
     }
 
 
@@ -265,9 +291,20 @@ def main(argv=None) -> int:
         info["onednnConvs"] = use_onednn_convs(model)
     info["conv"] = args.conv
     inv = Inverter(model, torch.from_numpy(feats))
-    emit({"event": "ready", "onnx": os.path.abspath(onnx_path), "features": os.path.abspath(feats_path),
-          "shape": list(shape), "maxBatch": args.max_batch, "preset": args.preset, "seed": args.seed,
-          "setupS": time.perf_counter() - t0, "machine": machine(threads), **info})
+    emit(
+        {
+            "event": "ready",
+            "onnx": os.path.abspath(onnx_path),
+            "features": os.path.abspath(feats_path),
+            "shape": list(shape),
+            "maxBatch": args.max_batch,
+            "preset": args.preset,
+            "seed": args.seed,
+            "setupS": time.perf_counter() - t0,
+            "machine": machine(threads),
+            **info,
+        }
+    )
 
     for line in sys.stdin:
         line = line.strip()
@@ -291,8 +328,16 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 sum_sq, mn, mx = inv.run(batch, steps)
                 ms.append((time.perf_counter() - t) * 1e3)
-            emit({"event": "run", "ms": ms, "cpuMs": (time.process_time() - cpu0) * 1e3,
-                  "sumSq": sum_sq.tolist(), "l2Min": mn.tolist(), "l2Max": mx.tolist()})
+            emit(
+                {
+                    "event": "run",
+                    "ms": ms,
+                    "cpuMs": (time.process_time() - cpu0) * 1e3,
+                    "sumSq": sum_sq.tolist(),
+                    "l2Min": mn.tolist(),
+                    "l2Max": mx.tolist(),
+                }
+            )
         except Exception as e:  # noqa: BLE001 - report and keep serving
             emit({"event": "error", "code": "invalid", "message": f"{type(e).__name__}: {e}"})
     return 0

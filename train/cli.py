@@ -1,4 +1,5 @@
 """Argument parsing and the three subcommands (fit, export, schedule)."""
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true", help="continue from WORKDIR/checkpoint.pt")
     f.add_argument("--device", default="auto", help="auto|cpu|cuda")
     f.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default os.cpu_count())")
-    f.add_argument("--max-minutes", type=_positive_float, default=None,
-                   help="stop after the epoch during which this budget is spent (still exports)")
+    f.add_argument(
+        "--max-minutes",
+        type=_positive_float,
+        default=None,
+        help="stop after the epoch during which this budget is spent (still exports)",
+    )
 
     e = sub.add_parser("export", help="re-export unet.onnx + parity files from a checkpoint's EMA weights")
     e.add_argument("--checkpoint", required=True)
@@ -116,8 +121,13 @@ def run(argv: List[str], emit: Emit) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
-        emit({"event": "error", "code": "interrupted",
-              "message": "interrupted (the last finished epoch is in checkpoint.pt; use --resume)"})
+        emit(
+            {
+                "event": "error",
+                "code": "interrupted",
+                "message": "interrupted (the last finished epoch is in checkpoint.pt; use --resume)",
+            }
+        )
         return 130
     except Exception as e:  # noqa: BLE001
         traceback.print_exc(file=sys.stderr)

@@ -8,6 +8,7 @@ b = sqrt(1-abar_next) - sqrt(abar_next)*sqrt(1-abar_t)/sqrt(abar_t),
 with abar_next = 0 after the last timestep.
 Importable without torch (the `schedule` subcommand only needs numpy).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,7 @@ def space_timesteps(num_timesteps: int, section_counts) -> List[int]:
     """
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
-            desired = int(section_counts[len("ddim"):])
+            desired = int(section_counts[len("ddim") :])
             for i in range(1, num_timesteps):
                 if len(range(0, num_timesteps, i)) == desired:
                     return sorted(set(range(0, num_timesteps, i)))

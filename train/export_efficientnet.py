@@ -26,6 +26,7 @@ Weights:
   imagenet  torchvision's IMAGENET1K_V1 weights (needs torchvision or internet access)
   PATH      a local state dict (.pth) in torchvision's key layout
 """
+
 import argparse
 import math
 import os
@@ -227,7 +228,9 @@ def build_model(weights, seed):
         desc = f"imagenet ({IMAGENET_URL})"
     else:
         if not os.path.isfile(weights):
-            raise SystemExit(f"export_efficientnet.py: --weights must be random, imagenet or a .pth file; {weights!r} is none")
+            raise SystemExit(
+                f"export_efficientnet.py: --weights must be random, imagenet or a .pth file; {weights!r} is none"
+            )
         state = torch.load(weights, map_location="cpu")
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
@@ -246,7 +249,12 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="ONNX file to write")
     ap.add_argument("--weights", default="random", help="random | imagenet | PATH.pth (default random)")
     ap.add_argument("--seed", type=int, default=0, help="seed for --weights random (default 0)")
-    ap.add_argument("--input-size", type=int, default=256, help="square input size used for tracing and the exported input shape (default 256)")
+    ap.add_argument(
+        "--input-size",
+        type=int,
+        default=256,
+        help="square input size used for tracing and the exported input shape (default 256)",
+    )
     ap.add_argument("--opset", type=int, default=17)
     args = ap.parse_args(argv)
     if args.input_size < 32 or args.input_size % 16 != 0:

@@ -1,4 +1,5 @@
 """Training loop, checkpointing, ONNX export and parity files."""
+
 from __future__ import annotations
 
 import copy
@@ -155,8 +156,11 @@ def torch_load(path: str) -> Dict[str, Any]:
 
 
 def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=enabled) if device.type == "cuda" \
+    return (
+        torch.autocast(device_type="cuda", dtype=torch.float16, enabled=enabled)
+        if device.type == "cuda"
         else torch.autocast(device_type="cpu", enabled=False)
+    )
 
 
 def _grad_scaler(enabled: bool):
@@ -237,6 +241,7 @@ def write_parity(model: nn.Module, shape: Tuple[int, int, int], out_dir: str) ->
     paths = {k: os.path.join(out_dir, f"parity_{k}.npy") for k in ("x", "t", "eps")}
     arrays = {"x": x.numpy(), "t": t.numpy(), "eps": eps.numpy()}
     for k, p in paths.items():
+
         def wa(tmp: str, a: np.ndarray = arrays[k]) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, a)
@@ -257,8 +262,11 @@ def export_from_ema(ema: nn.Module, shape: Tuple[int, int, int], onnx_path: str,
     m = copy.deepcopy(ema).to("cpu").float().eval()
     export_onnx(m, shape, onnx_path)
     paths = write_parity(m, shape, parity_dir)
-    return {"onnx": os.path.abspath(onnx_path), "parity": os.path.abspath(paths["npz"]),
-            "parity_files": {k: os.path.abspath(v) for k, v in paths.items() if k != "npz"}}
+    return {
+        "onnx": os.path.abspath(onnx_path),
+        "parity": os.path.abspath(paths["npz"]),
+        "parity_files": {k: os.path.abspath(v) for k, v in paths.items() if k != "npz"},
+    }
 
 
 def model_from_checkpoint(ckpt: Dict[str, Any], which: str = "ema") -> Tuple[UNet, Tuple[int, int, int]]:
@@ -298,16 +306,22 @@ def _load_resume_checkpoint(args: Any, ckpt_path: str, shape: Tuple[int, ...]) -
         raise TrainError(f"{ckpt_path} is not an invad training checkpoint; cannot --resume")
     old = ckpt["config"]
     if old["preset"] != args.preset:
-        raise TrainError(
-            f"cannot --resume: checkpoint was trained with preset {old['preset']!r}, not {args.preset!r}")
+        raise TrainError(f"cannot --resume: checkpoint was trained with preset {old['preset']!r}, not {args.preset!r}")
     if tuple(old["data_shape"]) != shape:
-        raise TrainError(f"cannot --resume: checkpoint data shape {old['data_shape']} differs from "
-                         f"--train shape {list(shape)}")
+        raise TrainError(
+            f"cannot --resume: checkpoint data shape {old['data_shape']} differs from --train shape {list(shape)}"
+        )
     return ckpt
 
 
-def _run_config(args: Any, preset: Dict[str, Any], ckpt: Optional[Dict[str, Any]], shape: Tuple[int, ...],
-                use_amp: bool, threads: int) -> Dict[str, Any]:
+def _run_config(
+    args: Any,
+    preset: Dict[str, Any],
+    ckpt: Optional[Dict[str, Any]],
+    shape: Tuple[int, ...],
+    use_amp: bool,
+    threads: int,
+) -> Dict[str, Any]:
     """The run's configuration: the CLI's values, else the checkpoint's, else the preset's; validated."""
     prev = ckpt["config"] if ckpt else {}
 
@@ -337,17 +351,28 @@ def _run_config(args: Any, preset: Dict[str, Any], ckpt: Optional[Dict[str, Any]
     if warmup < 0:
         raise TrainError("--warmup-epochs must be >= 0")
 
-    model_cfg = UNetConfig(in_channels=shape[0], **preset["model"]) if not ckpt else \
-        UNetConfig.from_dict(prev["model"])
+    model_cfg = UNetConfig(in_channels=shape[0], **preset["model"]) if not ckpt else UNetConfig.from_dict(prev["model"])
     return {
-        "preset": args.preset, "model": model_cfg.to_dict(), "data_shape": list(shape),
-        "epochs": epochs, "lr": lr, "lr_min": P.LR_MIN, "warmup_epochs": warmup,
-        "warmup_explicit": warmup_explicit, "batch_size": batch_size,
-        "seed": seed, "ema_decay": P.EMA_DECAY, "grad_clip": P.GRAD_CLIP, "betas": list(P.BETAS),
-        "weight_decay": P.WEIGHT_DECAY, "schedule": {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-                                                     "train_steps": TRAIN_STEPS},
-        "objective": "eps", "amp": use_amp, "threads": threads,
-        "train_file": os.path.abspath(args.train), "val_file": os.path.abspath(args.val),
+        "preset": args.preset,
+        "model": model_cfg.to_dict(),
+        "data_shape": list(shape),
+        "epochs": epochs,
+        "lr": lr,
+        "lr_min": P.LR_MIN,
+        "warmup_epochs": warmup,
+        "warmup_explicit": warmup_explicit,
+        "batch_size": batch_size,
+        "seed": seed,
+        "ema_decay": P.EMA_DECAY,
+        "grad_clip": P.GRAD_CLIP,
+        "betas": list(P.BETAS),
+        "weight_decay": P.WEIGHT_DECAY,
+        "schedule": {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "train_steps": TRAIN_STEPS},
+        "objective": "eps",
+        "amp": use_amp,
+        "threads": threads,
+        "train_file": os.path.abspath(args.train),
+        "val_file": os.path.abspath(args.val),
     }
 
 
@@ -360,8 +385,9 @@ class _Run:
         self.ema = copy.deepcopy(self.model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config["lr"], betas=P.BETAS,
-                                     weight_decay=P.WEIGHT_DECAY)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=config["lr"], betas=P.BETAS, weight_decay=P.WEIGHT_DECAY
+        )
         self.scaler = _grad_scaler(use_amp)
         self.use_amp = use_amp
         self.start_epoch = 0
@@ -384,17 +410,31 @@ class _Run:
 
     def checkpoint(self, config: Dict[str, Any], epoch: int, cur_lr: float, wall_s: float) -> Dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch, "step": self.step,
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "config": config,
+            "epoch": epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
             "scaler": self.scaler.state_dict() if self.use_amp else None,
             "scheduler": {"kind": "warmup_cosine", "epoch": epoch, "step": self.step, "lr": cur_lr},
-            "rng": rng_state(), "history": self.history, "wall_s": wall_s,
+            "rng": rng_state(),
+            "history": self.history,
+            "wall_s": wall_s,
             "torch_version": torch.__version__,
         }
 
 
-def _validator(run: _Run, diffusion: Diffusion, val_x: torch.Tensor, shape: Tuple[int, ...], seed: int,
-               batch_size: int, device: torch.device) -> Callable[[], float]:
+def _validator(
+    run: _Run,
+    diffusion: Diffusion,
+    val_x: torch.Tensor,
+    shape: Tuple[int, ...],
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> Callable[[], float]:
     """The EMA model's validation loss on fixed draws: the same (sample, t, noise) triples every epoch."""
     n_val = val_x.shape[0]
     val_reps = max(1, min(32, math.ceil(256 / n_val)))
@@ -409,18 +449,26 @@ def _validator(run: _Run, diffusion: Diffusion, val_x: torch.Tensor, shape: Tupl
         run.ema.eval()
         total = 0.0
         for i in range(0, val_idx.numel(), val_bs):
-            idx = val_idx[i:i + val_bs]
+            idx = val_idx[i : i + val_bs]
             x0 = val_x[idx.to(device)]
-            t = val_t[i:i + val_bs].to(device)
-            nz = val_noise[i:i + val_bs].to(device)
+            t = val_t[i : i + val_bs].to(device)
+            nz = val_noise[i : i + val_bs].to(device)
             total += float(diffusion.loss(run.ema, x0, t, nz, reduce=False).sum())
         return total / val_idx.numel()
 
     return validate
 
 
-def _train_epoch(run: _Run, diffusion: Diffusion, train_x: torch.Tensor, epoch: int, config: Dict[str, Any],
-                 device: torch.device, emit: Callable[[Dict[str, Any]], None], t_start: float) -> Tuple[float, float]:
+def _train_epoch(
+    run: _Run,
+    diffusion: Diffusion,
+    train_x: torch.Tensor,
+    epoch: int,
+    config: Dict[str, Any],
+    device: torch.device,
+    emit: Callable[[Dict[str, Any]], None],
+    t_start: float,
+) -> Tuple[float, float]:
     """One pass over the training features; returns (mean loss, last learning rate)."""
     lr, epochs, warmup, batch_size = config["lr"], config["epochs"], config["warmup_epochs"], config["batch_size"]
     n_train = train_x.shape[0]
@@ -432,7 +480,7 @@ def _train_epoch(run: _Run, diffusion: Diffusion, train_x: torch.Tensor, epoch: 
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     cur_lr = lr
     for bi in range(steps_per_epoch):
-        idx = perm[bi * batch_size:(bi + 1) * batch_size]
+        idx = perm[bi * batch_size : (bi + 1) * batch_size]
         x0 = train_x[idx]
         cur_lr = lr_at((epoch - 1) + bi / steps_per_epoch, lr, epochs, warmup)
         for g in run.opt.param_groups:
@@ -459,9 +507,19 @@ def _train_epoch(run: _Run, diffusion: Diffusion, train_x: torch.Tensor, epoch: 
         if now - last_step_emit >= 2.0 and bi + 1 < steps_per_epoch:
             last_step_emit = now
             done_n = min(n_train, (bi + 1) * batch_size)
-            emit({"event": "step", "epoch": epoch, "epochs": epochs, "batch": bi + 1,
-                  "batches": steps_per_epoch, "loss": float(loss.detach()), "lr": cur_lr,
-                  "images_per_s": done_n / max(1e-9, now - t_ep), "elapsed_s": now - t_start})
+            emit(
+                {
+                    "event": "step",
+                    "epoch": epoch,
+                    "epochs": epochs,
+                    "batch": bi + 1,
+                    "batches": steps_per_epoch,
+                    "loss": float(loss.detach()),
+                    "lr": cur_lr,
+                    "images_per_s": done_n / max(1e-9, now - t_ep),
+                    "elapsed_s": now - t_start,
+                }
+            )
     train_loss = float(loss_sum) / n_train
     if not math.isfinite(train_loss):
         raise TrainError(f"training diverged at epoch {epoch} (loss {train_loss}); try a lower --lr")
@@ -508,11 +566,24 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
     validate = _validator(run, diffusion, val_x, shape, config["seed"], batch_size, device)
 
     n_params = count_params(run.model)
-    emit({"event": "start", "params": n_params, "config": config, "device": str(device.type), "epochs": epochs,
-          "train": int(n_train), "val": int(n_val), "resumed_from_epoch": run.start_epoch, "threads": threads,
-          "steps_per_epoch": max(1, math.ceil(n_train / batch_size))})
-    log(f"{n_params:,} params, data {list(shape)}, train {n_train}, val {n_val}, device {device}, "
-        f"threads {threads}, epochs {run.start_epoch}->{epochs}, batch {batch_size}, lr {lr:g}")
+    emit(
+        {
+            "event": "start",
+            "params": n_params,
+            "config": config,
+            "device": str(device.type),
+            "epochs": epochs,
+            "train": int(n_train),
+            "val": int(n_val),
+            "resumed_from_epoch": run.start_epoch,
+            "threads": threads,
+            "steps_per_epoch": max(1, math.ceil(n_train / batch_size)),
+        }
+    )
+    log(
+        f"{n_params:,} params, data {list(shape)}, train {n_train}, val {n_val}, device {device}, "
+        f"threads {threads}, epochs {run.start_epoch}->{epochs}, batch {batch_size}, lr {lr:g}"
+    )
 
     budget_s = float(args.max_minutes) * 60.0 if args.max_minutes else None
     stopped_early = False
@@ -526,25 +597,53 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
             torch.cuda.synchronize()
         ep_train_s = time.time() - t_ep
         val_loss = validate()
-        rec = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss, "lr": cur_lr,
-               "images_per_s": n_train / max(1e-9, ep_train_s), "epoch_s": time.time() - t_ep}
+        rec = {
+            "epoch": epoch,
+            "loss": train_loss,
+            "val_loss": val_loss,
+            "lr": cur_lr,
+            "images_per_s": n_train / max(1e-9, ep_train_s),
+            "epoch_s": time.time() - t_ep,
+        }
         run.history.append(rec)
         state = run.checkpoint(config, epoch, cur_lr, run.prior_wall + (time.time() - t_start))
         atomic_write_bytes(ckpt_path, lambda tmp: torch.save(state, tmp))
-        emit({"event": "epoch", "epoch": epoch, "epochs": epochs, "loss": train_loss, "val_loss": val_loss,
-              "lr": cur_lr, "images_per_s": rec["images_per_s"], "elapsed_s": time.time() - t_start})
+        emit(
+            {
+                "event": "epoch",
+                "epoch": epoch,
+                "epochs": epochs,
+                "loss": train_loss,
+                "val_loss": val_loss,
+                "lr": cur_lr,
+                "images_per_s": rec["images_per_s"],
+                "elapsed_s": time.time() - t_start,
+            }
+        )
         if budget_s is not None and time.time() - t_start >= budget_s and epoch < epochs:
             log(f"--max-minutes {args.max_minutes} spent after epoch {epoch}; stopping")
             stopped_early = True
             break
 
-    return _finish(run, config, shape, out_dir, ckpt_path, device, train_loss, val_loss, n_params,
-                   stopped_early, t_start, emit)
+    return _finish(
+        run, config, shape, out_dir, ckpt_path, device, train_loss, val_loss, n_params, stopped_early, t_start, emit
+    )
 
 
-def _finish(run: _Run, config: Dict[str, Any], shape: Tuple[int, ...], out_dir: str, ckpt_path: str,
-            device: torch.device, train_loss: float, val_loss: float, n_params: int, stopped_early: bool,
-            t_start: float, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+def _finish(
+    run: _Run,
+    config: Dict[str, Any],
+    shape: Tuple[int, ...],
+    out_dir: str,
+    ckpt_path: str,
+    device: torch.device,
+    train_loss: float,
+    val_loss: float,
+    n_params: int,
+    stopped_early: bool,
+    t_start: float,
+    emit: Callable[[Dict[str, Any]], None],
+) -> Dict[str, Any]:
     """Exports the EMA model, writes summary.json and emits the "done" event."""
     finished = run.history[-1]["epoch"] if run.history else run.start_epoch
     if device.type != "cuda":
@@ -552,9 +651,18 @@ def _finish(run: _Run, config: Dict[str, Any], shape: Tuple[int, ...], out_dir: 
     onnx_path = os.path.join(out_dir, "unet.onnx")
     res = export_from_ema(run.ema, shape, onnx_path, out_dir)
     wall = time.time() - t_start
-    done = {"event": "done", "epochs": int(finished), "train_loss": train_loss, "val_loss": val_loss,
-            "wall_s": wall, **res, "checkpoint": ckpt_path, "params": n_params,
-            "stopped_early": stopped_early, "target_epochs": config["epochs"]}
+    done = {
+        "event": "done",
+        "epochs": int(finished),
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "wall_s": wall,
+        **res,
+        "checkpoint": ckpt_path,
+        "params": n_params,
+        "stopped_early": stopped_early,
+        "target_epochs": config["epochs"],
+    }
     summary = dict(done)
     summary["config"] = config
     summary["history"] = run.history

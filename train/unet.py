@@ -13,6 +13,7 @@ timestep embedding) with two changes needed for feature maps of arbitrary size:
 
 Attention is plain matmul + softmax (no fused kernels) so it exports to any opset.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,9 +78,7 @@ def zero_module(module: nn.Module) -> nn.Module:
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """guided-diffusion's sinusoidal embedding: [cos(t*f), sin(t*f)], f = max_period^(-i/half)."""
     half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
-    )
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.to(torch.float32)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:

@@ -47,7 +47,8 @@ struct Table {
     slots[1] = reinterpret_cast<void*>(&ErrorCode);
     slots[2] = reinterpret_cast<void*>(&ErrorMessage);
     slots[3] = reinterpret_cast<void*>(&CreateEnv);
-    for (int i = 92; i <= 100; ++i) slots[i] = reinterpret_cast<void*>(&Nothing);  // ReleaseEnv .. ReleaseSessionOptions
+    for (int i = 92; i <= 100; ++i)
+      slots[i] = reinterpret_cast<void*>(&Nothing);  // ReleaseEnv .. ReleaseSessionOptions
     slots[135] = reinterpret_cast<void*>(&Nothing);  // ReleaseIoBinding
     slots[174] = reinterpret_cast<void*>(&Nothing);  // ReleaseTensorRTProviderOptions
     slots[208] = reinterpret_cast<void*>(&Nothing);  // ReleaseCUDAProviderOptions

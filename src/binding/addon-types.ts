@@ -294,22 +294,9 @@ export interface InvadAddonDiagnostics {
   /** channelNorm on the libuv pool. */
   channelNormAsync(x: Float32Array, shape: TensorShape): Promise<ChannelNormResult>;
   /** ddimLastStepReduce on the libuv pool. */
-  ddimLastStepReduceAsync(
-    x: Float32Array,
-    eps: Float32Array,
-    a: number,
-    b: number,
-    shape: TensorShape,
-  ): Promise<ChannelNormResult>;
+  ddimLastStepReduceAsync(x: Float32Array, eps: Float32Array, a: number, b: number, shape: TensorShape): Promise<ChannelNormResult>;
   /** resizeBilinear on the libuv pool. */
-  resizeBilinearAsync(
-    src: Float32Array,
-    planes: number,
-    inH: number,
-    inW: number,
-    outH: number,
-    outW: number,
-  ): Promise<Float32Array>;
+  resizeBilinearAsync(src: Float32Array, planes: number, inH: number, inW: number, outH: number, outW: number): Promise<Float32Array>;
   /**
    * The unfused two-pass path (step, then a separate reduction pass), kept only so
    * the kernel benchmark can compare it with the fused one. Same result.

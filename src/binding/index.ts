@@ -37,11 +37,9 @@ const REQUIRED_FUNCTIONS: ReadonlyArray<keyof InvadAddon> = [
   'ortProbe',
 ];
 
-const FIX =
-  'run `npm run build:native` (needs cmake and a C++17 compiler) or reinstall to get the prebuild';
+const FIX = 'run `npm run build:native` (needs cmake and a C++17 compiler) or reinstall to get the prebuild';
 
 let loaded: { addon: InvadAddon; source: AddonSource } | undefined;
-
 
 function kindOf(file: string, root: string): AddonSourceKind {
   const rel = path.relative(root, file).split(path.sep);
@@ -107,9 +105,7 @@ function load(): { addon: InvadAddon; source: AddonSource } {
   try {
     root = packageRoot();
   } catch (err) {
-    throw new BindingLoadError(`Cannot load the invad native addon: ${describeError(err)}; ${FIX}.`, [
-      { path: __dirname, error: describeError(err) },
-    ]);
+    throw new BindingLoadError(`Cannot load the invad native addon: ${describeError(err)}; ${FIX}.`, [{ path: __dirname, error: describeError(err) }]);
   }
   for (const c of candidates(root, attempts)) {
     try {

@@ -22,7 +22,8 @@ async function imagesIn(dir: string): Promise<string[]> {
 
 export async function loadTestSet(root: string): Promise<TestItem[]> {
   const test = join(root, 'test');
-  if (!existsSync(test)) throw new InvalidArgumentError('dataset', `${root} has no test/ folder (expected the MVTec AD layout: test/good, test/<defect>, ground_truth/<defect>)`);
+  if (!existsSync(test))
+    throw new InvalidArgumentError('dataset', `${root} has no test/ folder (expected the MVTec AD layout: test/good, test/<defect>, ground_truth/<defect>)`);
   return listLabelled(root, test);
 }
 
@@ -38,7 +39,10 @@ export async function loadLabelledImages(dir: string): Promise<{ normal: string[
 }
 
 async function listLabelled(root: string, test: string): Promise<TestItem[]> {
-  const types = (await readdir(test, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  const types = (await readdir(test, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
   if (!types.includes('good')) throw new InvalidArgumentError('dataset', `${test} has no good/ folder`);
   const items: TestItem[] = [];
   for (const label of types) {

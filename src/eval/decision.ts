@@ -39,7 +39,11 @@ export interface NormalPool {
  * The pools handed to `calibrate` carry no maps (the pixel thresholds are not used here).
  */
 export interface CalibrationRule {
-  calibrate: (steps: number, pool: { heldOut: readonly ScoreComponents[]; outOfFold?: readonly ScoreComponents[]; maps: { l2: readonly Float32Array[] } }, falseAlarmRate: number) => StepCalibration;
+  calibrate: (
+    steps: number,
+    pool: { heldOut: readonly ScoreComponents[]; outOfFold?: readonly ScoreComponents[]; maps: { l2: readonly Float32Array[] } },
+    falseAlarmRate: number,
+  ) => StepCalibration;
   poolsOutOfFold: (definition: ScoreDefinition) => boolean;
 }
 
@@ -101,7 +105,10 @@ function outcomeOf(scores: readonly number[], threshold: number, test: readonly 
 function bestRecalls(scores: readonly number[], test: readonly LabelledParts[], rates: readonly number[]): number[] {
   const good = test.filter((t) => !t.anomalous).length;
   if (good === 0 || good === test.length) return rates.map(() => NaN);
-  const roc = rocCurve(scores, test.map((t) => t.anomalous));
+  const roc = rocCurve(
+    scores,
+    test.map((t) => t.anomalous),
+  );
   return rates.map((rate) => {
     let best = 0;
     // fpr is k / good; compare counts so that 2/200 counts as 1%, rounding aside.
@@ -173,7 +180,11 @@ export function poolFromCalibrationScores(scores: CalibrationScores | undefined,
   const parts = (source: string) =>
     entry.samples
       .filter((s) => s.source === source)
-      .map((s): ScoreComponents => ({ spatialRange: s.spatialRange, nll: s.nll, ...(s.latentGaussian === undefined ? {} : { latentGaussian: s.latentGaussian }) }));
+      .map((s): ScoreComponents => ({
+        spatialRange: s.spatialRange,
+        nll: s.nll,
+        ...(s.latentGaussian === undefined ? {} : { latentGaussian: s.latentGaussian }),
+      }));
   return { heldOut: parts('held-out'), outOfFold: parts('out-of-fold') };
 }
 
@@ -211,7 +222,10 @@ export interface LabelledDecisionOptions {
  * lists of a folder in the MVTec AD test/ layout: an anomalous image's defect type is its folder.
  */
 export function labelledItems(set: { normal: readonly string[]; anomalous: readonly string[] }): Array<{ file: string; anomalous: boolean; label: string }> {
-  return [...set.normal.map((file) => ({ file, anomalous: false, label: 'good' })), ...set.anomalous.map((file) => ({ file, anomalous: true, label: basename(dirname(file)) }))];
+  return [
+    ...set.normal.map((file) => ({ file, anomalous: false, label: 'good' })),
+    ...set.anomalous.map((file) => ({ file, anomalous: true, label: basename(dirname(file)) })),
+  ];
 }
 
 /** The bundle's target false-alarm rate and threshold rule, for {@link DecisionInput.target}. */
@@ -227,7 +241,11 @@ export function bundleTarget(m: Pick<Manifest, 'calibration'>): DecisionInput['t
  *
  * @param items - the images, each labelled 'good' or with its defect type (as eval's TestItem)
  */
-export async function measureLabelledDecisions(model: string, items: readonly { file: string; anomalous: boolean; label: string }[], options: LabelledDecisionOptions = {}): Promise<DecisionReport> {
+export async function measureLabelledDecisions(
+  model: string,
+  items: readonly { file: string; anomalous: boolean; label: string }[],
+  options: LabelledDecisionOptions = {},
+): Promise<DecisionReport> {
   const bundle = await loadBundle(model);
   const m = bundle.manifest;
   const stepsList = [...(options.steps ?? m.calibration.bySteps?.map((s) => s.steps) ?? [m.schedule.defaultSteps])];
@@ -237,7 +255,10 @@ export async function measureLabelledDecisions(model: string, items: readonly { 
   try {
     for (const steps of stepsList) {
       options.onProgress?.(`measuring the decision at S = ${steps} on ${items.length} labelled images`);
-      const results = await det.scoreBatch(items.map((i) => i.file), { steps, allMaps: true });
+      const results = await det.scoreBatch(
+        items.map((i) => i.file),
+        { steps, allMaps: true },
+      );
       const test = results.map((r, i): LabelledParts => ({ components: r.components, anomalous: items[i].anomalous, label: items[i].label }));
       // Every definition whose parts the bundle scored at this S.
       const definitions = SCORE_DEFINITIONS.filter((d) => SCORES[d].parts.every((p) => test.every((t) => t.components[p] !== undefined)));

@@ -109,13 +109,16 @@ export function latencyRow(steps: number, batchSize: number, wallMs: number, per
 
 function definitionsAt(m: Manifest, steps: number, mode: 'inversion' | 'reconstruction', sample: Scored): Definition[] {
   if (mode === 'reconstruction') {
-    return [{ name: 'reconstruction', score: (s) => Math.max(...s.result.featureMaps.l2), map: (s) => s.result.featureMaps.l2, mapKind: 'l2', threshold: null }];
+    return [
+      { name: 'reconstruction', score: (s) => Math.max(...s.result.featureMaps.l2), map: (s) => s.result.featureMaps.l2, mapKind: 'l2', threshold: null },
+    ];
   }
   const cal = calibrationAt(m.calibration, steps);
   const norms = cal ?? m.calibration;
   const hasLatent = sample.result.featureMaps.latentGaussian !== undefined;
   // Each definition whose parts and map the bundle gave (the feature statistics of issue 17 are optional).
-  const available = (d: ScoreDefinition) => (!SCORES[d].needsLatent || hasLatent) && hasParts(d, sample.result.components) && sample.result.featureMaps[SCORES[d].map] !== undefined;
+  const available = (d: ScoreDefinition) =>
+    (!SCORES[d].needsLatent || hasLatent) && hasParts(d, sample.result.components) && sample.result.featureMaps[SCORES[d].map] !== undefined;
   return SCORE_DEFINITIONS.filter(available).map((d: ScoreDefinition) => ({
     name: d,
     score: (s: Scored) => imageScore(d, s.result.components, norms),
@@ -178,7 +181,11 @@ async function pixelMetrics(
   const bySubset = new Map<string, Pick<MetricSet, 'pixelAuroc' | 'pixelAp' | 'aupro'>>();
   for (const [k, a] of acc) {
     const ok = a.pixel.positives > 0 && a.pixel.negatives > 0;
-    bySubset.set(k, { pixelAuroc: ok ? a.pixel.auroc() : null, pixelAp: ok ? a.pixel.averagePrecision() : null, aupro: ok && a.pro.regions > 0 ? a.pro.aupro(0.3) : null });
+    bySubset.set(k, {
+      pixelAuroc: ok ? a.pixel.auroc() : null,
+      pixelAp: ok ? a.pixel.averagePrecision() : null,
+      aupro: ok && a.pro.regions > 0 ? a.pro.aupro(0.3) : null,
+    });
   }
   return { bySubset, roc: acc.get('all')!.pixel.rocCurve() };
 }
@@ -199,13 +206,24 @@ function histogram(scored: Scored[], def: Definition, steps: number, bins = 30):
 }
 
 /** Scores the test set in batches (decoding overlaps the model runs), timing the whole run and each image. */
-async function scoreAll(det: Detector, items: TestItem[], options: ScoreOptions, batchSize: number, steps: number, notes: string[], skipped: SkippedImage[]): Promise<{ scored: Scored[]; latency: LatencyRow }> {
+async function scoreAll(
+  det: Detector,
+  items: TestItem[],
+  options: ScoreOptions,
+  batchSize: number,
+  steps: number,
+  notes: string[],
+  skipped: SkippedImage[],
+): Promise<{ scored: Scored[]; latency: LatencyRow }> {
   const scored: Scored[] = [];
   const times: number[] = [];
   const t0 = performance.now();
   for (let i = 0; i < items.length; i += 64) {
     const part = items.slice(i, i + 64);
-    const results = await det.scoreBatch(part.map((p) => p.file), { ...options, batchSize, errors: 'collect' });
+    const results = await det.scoreBatch(
+      part.map((p) => p.file),
+      { ...options, batchSize, errors: 'collect' },
+    );
     results.forEach((r, j) => {
       if (r instanceof Error) {
         notes.push(`skipped ${part[j].file}: ${r.message}`);
@@ -229,15 +247,30 @@ async function latencyAtBatch1(det: Detector, items: TestItem[], options: ScoreO
   return latencyRow(steps, 1, performance.now() - t0, times);
 }
 
-async function galleryFor(masks: MaskCache, scored: Scored[], def: Definition, bundle: Pick<Manifest, 'features' | 'input' | 'mapSmoothing'>, count: number): Promise<GalleryItem[]> {
+async function galleryFor(
+  masks: MaskCache,
+  scored: Scored[],
+  def: Definition,
+  bundle: Pick<Manifest, 'features' | 'input' | 'mapSmoothing'>,
+  count: number,
+): Promise<GalleryItem[]> {
   if (def.threshold === null || count === 0) return [];
   const thr = def.threshold;
   const withScore = scored.map((s) => ({ s, score: def.score(s) }));
-  const fps = withScore.filter((x) => !x.s.item.anomalous && x.score > thr).sort((a, b) => b.score - a.score).slice(0, count);
-  const fns = withScore.filter((x) => x.s.item.anomalous && x.score <= thr).sort((a, b) => a.score - b.score).slice(0, count);
+  const fps = withScore
+    .filter((x) => !x.s.item.anomalous && x.score > thr)
+    .sort((a, b) => b.score - a.score)
+    .slice(0, count);
+  const fns = withScore
+    .filter((x) => x.s.item.anomalous && x.score <= thr)
+    .sort((a, b) => a.score - b.score)
+    .slice(0, count);
   const addon = loadAddon();
   const items: GalleryItem[] = [];
-  for (const [list, kind] of [[fps, 'false-positive'], [fns, 'false-negative']] as const) {
+  for (const [list, kind] of [
+    [fps, 'false-positive'],
+    [fns, 'false-negative'],
+  ] as const) {
     for (const { s, score } of list) {
       const { width, height } = s.result;
       const map = upsampleMap(addon, bundle, def.map(s), { width, height });
@@ -293,7 +326,9 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
       // A baseline bundle's UNet is a placeholder (invad baseline --backbone): only its backbone-only definitions mean anything.
       const placeholderUnet = m.provenance.training.placeholderUnet === true;
       const defs = definitionsAt(m, steps, mode, scored[0]).filter(
-        (d) => (!o.only || o.only.includes(d.name as ScoreDefinition)) && (!placeholderUnet || (d.name !== 'reconstruction' && SCORES[d.name].backboneOnly === true)),
+        (d) =>
+          (!o.only || o.only.includes(d.name as ScoreDefinition)) &&
+          (!placeholderUnet || (d.name !== 'reconstruction' && SCORES[d.name].backboneOnly === true)),
       );
       const pixelByMap = new Map<string, Awaited<ReturnType<typeof pixelMetrics>>>();
       for (const def of defs) {
@@ -314,11 +349,14 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
           rows.push({ scoreDefinition: def.name, steps, subset, metrics: { ...imageMetrics(part, def), ...px } });
         }
         const all = rows[rows.length - subsets.length].metrics;
-        say(`  ${def.name.padEnd(16)} S=${steps}  image AUROC ${all.imageAuroc.toFixed(4)}  AP ${all.imageAp.toFixed(4)}  F1max ${all.imageF1Max.toFixed(4)}` +
-          (all.pixelAuroc === null ? '' : `  pixel AUROC ${all.pixelAuroc.toFixed(4)}  AP ${all.pixelAp?.toFixed(4)}  AUPRO@0.3 ${all.aupro?.toFixed(4)}`));
+        say(
+          `  ${def.name.padEnd(16)} S=${steps}  image AUROC ${all.imageAuroc.toFixed(4)}  AP ${all.imageAp.toFixed(4)}  F1max ${all.imageF1Max.toFixed(4)}` +
+            (all.pixelAuroc === null ? '' : `  pixel AUROC ${all.pixelAuroc.toFixed(4)}  AP ${all.pixelAp?.toFixed(4)}  AUPRO@0.3 ${all.aupro?.toFixed(4)}`),
+        );
       }
       if (mode === 'inversion') {
-        const pool = normalsSource === 'folder' ? await scoreNormals(det, o.calibrationNormals!, steps, say) : poolFromCalibrationScores(bundle.calibrationScores, steps);
+        const pool =
+          normalsSource === 'folder' ? await scoreNormals(det, o.calibrationNormals!, steps, say) : poolFromCalibrationScores(bundle.calibrationScores, steps);
         const rows = measureDecisions({
           steps,
           definitions: defs.flatMap((d) => (d.name === 'reconstruction' ? [] : [d.name])),
@@ -330,7 +368,11 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
           rule: o.calibrationRule,
           rates,
         });
-        for (const r of rows) if (r.bundle) say(`  ${r.scoreDefinition.padEnd(16)} S=${steps}  threshold ${formatThreshold(r.bundle.threshold)} (target ${formatPercent(r.bundle.targetFalseAlarmRate)}): false alarms ${formatProportion(r.bundle.falseAlarms)}, recall ${formatProportion(r.bundle.recall)}`);
+        for (const r of rows)
+          if (r.bundle)
+            say(
+              `  ${r.scoreDefinition.padEnd(16)} S=${steps}  threshold ${formatThreshold(r.bundle.threshold)} (target ${formatPercent(r.bundle.targetFalseAlarmRate)}): false alarms ${formatProportion(r.bundle.falseAlarms)}, recall ${formatProportion(r.bundle.recall)}`,
+            );
         decisionRows.push(...rows);
       }
       const shown = defs.find((d) => d.name === m.score.definition) ?? defs[0];
@@ -360,7 +402,14 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
     dataset: resolve(o.dataset),
     model: resolve(o.model),
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version, providers: o.executionProviders ?? ['cpu'] },
-    settings: { mode, steps: stepsList, batchSize, ...(mode === 'reconstruction' ? { tStart: o.tStart ?? 0.2, reconSteps: stepsList[0] } : {}), bundle: basename(resolve(o.model)), calibration: m.calibration.status },
+    settings: {
+      mode,
+      steps: stepsList,
+      batchSize,
+      ...(mode === 'reconstruction' ? { tStart: o.tStart ?? 0.2, reconSteps: stepsList[0] } : {}),
+      bundle: basename(resolve(o.model)),
+      calibration: m.calibration.status,
+    },
     rows,
     rocImage,
     rocPixel,
@@ -369,7 +418,15 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalReport> {
     gallery,
     notes,
     skipped,
-    ...(mode === 'inversion' ? { decisions: { rates, normals: describeNormals(normalsSource, o.calibrationNormals?.length, o.calibrationRule !== undefined), rows: decisionRows } satisfies DecisionReport } : {}),
+    ...(mode === 'inversion'
+      ? {
+          decisions: {
+            rates,
+            normals: describeNormals(normalsSource, o.calibrationNormals?.length, o.calibrationRule !== undefined),
+            rows: decisionRows,
+          } satisfies DecisionReport,
+        }
+      : {}),
   };
   if (o.out) await writeReport(o.out, report);
   return report;

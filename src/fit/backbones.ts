@@ -58,8 +58,7 @@ export const BACKBONE_PRESETS: Readonly<Record<string, BackbonePreset>> = {
     source: 'file',
     modelFile: 'efficientnet-b4.onnx',
     howToGet:
-      'python3 train/export_efficientnet.py --weights imagenet --out models/efficientnet-b4.onnx ' +
-      '(--weights random for an offline, untrained model)',
+      'python3 train/export_efficientnet.py --weights imagenet --out models/efficientnet-b4.onnx ' + '(--weights random for an offline, untrained model)',
     // Graph outputs named by train/export_efficientnet.py.
     taps: ['tap_s2', 'tap_s4', 'tap_s8', 'tap_s16'],
     tapStrides: [2, 4, 8, 16],

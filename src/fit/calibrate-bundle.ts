@@ -123,7 +123,8 @@ function resolveFolds(options: CalibrateBundleOptions): number | undefined {
   const { training, outOfFold } = options;
   if (outOfFold === false) return undefined;
   if (outOfFold !== undefined) {
-    if (!training) throw new InvalidArgumentError('outOfFold', 'out-of-fold scores need the training normals the latent statistics were fitted on (options.training)');
+    if (!training)
+      throw new InvalidArgumentError('outOfFold', 'out-of-fold scores need the training normals the latent statistics were fitted on (options.training)');
     checkFolds(outOfFold, training.length);
     return outOfFold;
   }
@@ -159,18 +160,27 @@ function latentHashes(m: Manifest, steps: number): LatentHashes {
  */
 function storedSamples(dir: string, m: Manifest, stored: CalibrationScores | undefined, steps: readonly number[]): Map<number, CalibrationSample[]> {
   if (!stored) {
-    throw new InvalidArgumentError('append', `bundle ${dir} has no stored calibration sample (calibration.json) to append to: it was calibrated by an older invad; calibrate it once without append`);
+    throw new InvalidArgumentError(
+      'append',
+      `bundle ${dir} has no stored calibration sample (calibration.json) to append to: it was calibrated by an older invad; calibrate it once without append`,
+    );
   }
   const models = modelHashes(m);
   if (stored.models && (stored.models.backboneSha256 !== models.backboneSha256 || stored.models.unetSha256 !== models.unetSha256)) {
-    throw new InvalidArgumentError('append', 'the stored calibration sample was scored with other models than the bundle has now (replaced or quantized since); calibrate without append');
+    throw new InvalidArgumentError(
+      'append',
+      'the stored calibration sample was scored with other models than the bundle has now (replaced or quantized since); calibrate without append',
+    );
   }
   const out = new Map<number, CalibrationSample[]>();
   for (const s of steps) {
     const entry = stored.bySteps.find((e) => e.steps === s);
     if (!entry) continue;
     const now = latentHashes(m, s);
-    const same = entry.latent === undefined || now === undefined ? entry.latent === now : entry.latent.meanSha256 === now.meanSha256 && entry.latent.precisionSha256 === now.precisionSha256;
+    const same =
+      entry.latent === undefined || now === undefined
+        ? entry.latent === now
+        : entry.latent.meanSha256 === now.meanSha256 && entry.latent.precisionSha256 === now.precisionSha256;
     if (!same) {
       throw new InvalidArgumentError(
         'append',
@@ -198,7 +208,10 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   // Before any scoring, so bad options fail at once.
   if (validation) requireBothClasses(validation.normal.length, validation.anomalous.length);
   if (options.append && options.training) {
-    throw new InvalidArgumentError('append', 'append pools with the stored sample, which already holds the out-of-fold scores of the training normals; pass training without append');
+    throw new InvalidArgumentError(
+      'append',
+      'append pools with the stored sample, which already holds the out-of-fold scores of the training normals; pass training without append',
+    );
   }
   const folds = resolveFolds(options);
   const stored = options.append ? storedSamples(dir, m, bundle.calibrationScores, steps) : new Map<number, CalibrationSample[]>();
@@ -227,7 +240,9 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
       const samples = [...old, ...results.map((r) => sampleOf('held-out', r.components)), ...(oof?.components ?? []).map((c) => sampleOf('out-of-fold', c))];
       const heldOut = samples.filter((x) => x.source === 'held-out').map(componentsOf);
       const outOfFold = samples.filter((x) => x.source === 'out-of-fold').map(componentsOf);
-      const latentMaps = results.every((r) => r.featureMaps.latentGaussian) ? [...results.map((r) => r.featureMaps.latentGaussian!), ...(oof?.maps ?? [])] : undefined;
+      const latentMaps = results.every((r) => r.featureMaps.latentGaussian)
+        ? [...results.map((r) => r.featureMaps.latentGaussian!), ...(oof?.maps ?? [])]
+        : undefined;
       // Pixel thresholds on the maps as the detector will show them: smoothed when the bundle smooths.
       const pixelValues = (maps: readonly Float32Array[]) => calibrationMapValues(addon, m, smoothing, maps);
       const l2Maps = pixelValues(results.map((r) => r.featureMaps.l2));
@@ -242,7 +257,12 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   }
   const main = counts.find((c) => c.steps === m.schedule.defaultSteps)!;
   const oofFolds = folds ?? m.calibration.outOfFold?.folds;
-  const scoresFile = await writeCalibrationScores(dir, { format: CALIBRATION_SCORES_FORMAT, version: CALIBRATION_SCORES_VERSION, models: modelHashes(m), bySteps: entries });
+  const scoresFile = await writeCalibrationScores(dir, {
+    format: CALIBRATION_SCORES_FORMAT,
+    version: CALIBRATION_SCORES_VERSION,
+    models: modelHashes(m),
+    bySteps: entries,
+  });
   const calibration = calibrationSpec(
     bySteps,
     { steps: m.schedule.defaultSteps, definition: m.score.definition, samples: main.heldOut, falseAlarmRate: far },
@@ -265,7 +285,10 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
 export async function compareBundleSources(dir: string): Promise<SourceComparison[]> {
   const bundle = await loadBundle(dir);
   if (!bundle.calibrationScores) {
-    throw new InvalidArgumentError('dir', `bundle ${dir} stores no calibration sample (calibration.json): it was calibrated by an older invad; calibrate it with the training normals (invad calibrate --refit-latent) first`);
+    throw new InvalidArgumentError(
+      'dir',
+      `bundle ${dir} stores no calibration sample (calibration.json): it was calibrated by an older invad; calibrate it with the training normals (invad calibrate --refit-latent) first`,
+    );
   }
   return compareSources(bundle.calibrationScores);
 }

@@ -16,7 +16,15 @@
  * thresholds can instead be set where F1 is highest on it (anomalib's
  * F1-adaptive threshold); the normalizations still come from normals alone.
  */
-import { type CalibrationSpec, type ImageThresholdMethod, type ModelFileSpec, type PartNormalization, SCORE_DEFINITIONS, type ScoreDefinition, type StepCalibration } from '../runtime/bundle/manifest';
+import {
+  type CalibrationSpec,
+  type ImageThresholdMethod,
+  type ModelFileSpec,
+  type PartNormalization,
+  SCORE_DEFINITIONS,
+  type ScoreDefinition,
+  type StepCalibration,
+} from '../runtime/bundle/manifest';
 import { type CalibrationScores, smallSampleWarning } from '../runtime/bundle/calibration-scores';
 import { fitLatentGaussian, mahalanobisMap, type Regularization } from '../runtime/latent-gaussian';
 import { InvalidArgumentError } from '../util/errors';
@@ -97,7 +105,8 @@ export function calibratePool(steps: number, pool: CalibrationPool, falseAlarmRa
   if (heldOut.length < 2) throw new InvalidArgumentError('normals', `calibration needs at least 2 held-out normal images, got ${heldOut.length}`);
   checkFar(falseAlarmRate);
   const hasLatent = [...heldOut, ...outOfFold].every((c) => c.latentGaussian !== undefined);
-  if (!hasLatent && outOfFold.length > 0) throw new InvalidArgumentError('outOfFold', 'out-of-fold normals calibrate the latent-Gaussian part, but the held-out normals have none at this S');
+  if (!hasLatent && outOfFold.length > 0)
+    throw new InvalidArgumentError('outOfFold', 'out-of-fold normals calibrate the latent-Gaussian part, but the held-out normals have none at this S');
   const latentPool = [...heldOut, ...outOfFold];
   const latentMaps = pool.maps.latentGaussian ?? [];
   const step: StepCalibration = {
@@ -114,7 +123,10 @@ export function calibratePool(steps: number, pool: CalibrationPool, falseAlarmRa
     const sample = poolsOutOfFold(definition) ? latentPool : heldOut;
     // Definitions on feature statistics (issue 17) are calibrated by invad baseline, not here.
     if (SCORES[definition].features !== undefined || !sample.every((c) => hasParts(definition, c))) continue;
-    step.imageThresholds[definition] = conformalThreshold(sample.map((c) => imageScore(definition, c, step)), falseAlarmRate).threshold;
+    step.imageThresholds[definition] = conformalThreshold(
+      sample.map((c) => imageScore(definition, c, step)),
+      falseAlarmRate,
+    ).threshold;
   }
   return step;
 }
@@ -167,7 +179,9 @@ export function conformalWarnings(bySteps: readonly StepCalibration[], counts: r
       groups.set(key, group);
     }
   }
-  return [...groups.values()].map((g) => smallSampleWarning(`The ${listWords(g.definitions)} threshold${g.definitions.length > 1 ? 's' : ''} at S = ${g.steps.join(', ')}`, g.n, falseAlarmRate));
+  return [...groups.values()].map((g) =>
+    smallSampleWarning(`The ${listWords(g.definitions)} threshold${g.definitions.length > 1 ? 's' : ''} at S = ${g.steps.join(', ')}`, g.n, falseAlarmRate),
+  );
 }
 
 /** SP and NLL of one latent x_T [channels, positions], by the engines' formulas (finishSamples), in float64. */
@@ -200,9 +214,14 @@ export interface OutOfFoldScores {
  * @throws InvalidArgumentError (`outOfFold`)
  */
 export function checkFolds(folds: number, n: number): void {
-  if (!Number.isInteger(folds) || folds < 2) throw new InvalidArgumentError('outOfFold', `outOfFold must be an integer number of folds >= 2 (or false), got ${folds}`);
+  if (!Number.isInteger(folds) || folds < 2)
+    throw new InvalidArgumentError('outOfFold', `outOfFold must be an integer number of folds >= 2 (or false), got ${folds}`);
   if (folds > n) throw new InvalidArgumentError('outOfFold', `${folds} folds need at least ${folds} training normals, got ${n}`);
-  if (n - Math.ceil(n / folds) < 2) throw new InvalidArgumentError('outOfFold', `${n} training normals in ${folds} folds leave ${n - Math.ceil(n / folds)} to fit a Gaussian on; it needs at least 2`);
+  if (n - Math.ceil(n / folds) < 2)
+    throw new InvalidArgumentError(
+      'outOfFold',
+      `${n} training normals in ${folds} folds leave ${n - Math.ceil(n / folds)} to fit a Gaussian on; it needs at least 2`,
+    );
 }
 
 /**
@@ -215,7 +234,14 @@ export function checkFolds(folds: number, n: number): void {
  * @param latents - the training normals' x_T, [n, channels, positions] (NCHW)
  * @throws InvalidArgumentError for a bad fold count (see {@link checkFolds}) or latent size
  */
-export function outOfFoldScores(latents: Float32Array, n: number, channels: number, positions: number, folds: number, regularization: Regularization): OutOfFoldScores {
+export function outOfFoldScores(
+  latents: Float32Array,
+  n: number,
+  channels: number,
+  positions: number,
+  folds: number,
+  regularization: Regularization,
+): OutOfFoldScores {
   checkFolds(folds, n);
   const per = channels * positions;
   if (latents.length !== n * per) throw new InvalidArgumentError('latents', `expected ${n * per} values for ${n} latents, got ${latents.length}`);
@@ -287,7 +313,10 @@ export function compareSources(scores: CalibrationScores): SourceComparison[] {
 /** @throws InvalidArgumentError unless the validation set has normal and anomalous images */
 export function requireBothClasses(normal: number, anomalous: number): void {
   if (normal === 0 || anomalous === 0) {
-    throw new InvalidArgumentError('validation', `an F1-optimal threshold needs normal and anomalous validation images, got ${normal} normal and ${anomalous} anomalous`);
+    throw new InvalidArgumentError(
+      'validation',
+      `an F1-optimal threshold needs normal and anomalous validation images, got ${normal} normal and ${anomalous} anomalous`,
+    );
   }
 }
 

@@ -185,7 +185,8 @@ export function readFeatureScaling(saved: { scaling?: unknown; normalization?: u
       return new Error(`its feature scaling record is version ${r.version}, written by a newer invad (this one reads version ${FEATURE_SCALING_VERSION})`);
     }
     if (r && r.version === 1 && r.normalization === 'none' && r.scale === null) return featureScalingRecord('none');
-    if (r && r.version === 1 && r.normalization === 'standardize' && typeof r.scale === 'number' && r.scale > 0) return featureScalingRecord('standardize', r.scale);
+    if (r && r.version === 1 && r.normalization === 'standardize' && typeof r.scale === 'number' && r.scale > 0)
+      return featureScalingRecord('standardize', r.scale);
     return new Error(`its feature scaling record ${JSON.stringify(rec)} is not valid`);
   }
   const sentence = saved.normalization;

@@ -23,7 +23,16 @@ import { checkFolds } from './calibrate';
 import { expandImagePaths } from '../util/image-files';
 import type { ExecutionProvider } from '../runtime/engine/protocol';
 import { AbortedError, InvalidArgumentError, TrainingError } from '../util/errors';
-import { channelStats, type ExtractedFeatures, FeatureExtractor, type FeatureScalingRecord, featureScalingRecord, formatFeatureScaling, readFeatureScaling, sameFeatureScaling } from './features';
+import {
+  channelStats,
+  type ExtractedFeatures,
+  FeatureExtractor,
+  type FeatureScalingRecord,
+  featureScalingRecord,
+  formatFeatureScaling,
+  readFeatureScaling,
+  sameFeatureScaling,
+} from './features';
 import { writeNpy } from '../util/npy';
 import { buildFeatureBackbone, type TapInfo } from './onnx/backbone';
 import { mulberry32 } from '../util/prng';
@@ -184,7 +193,10 @@ function checkOptions(o: FitOptions): void {
   // Checked before indexing the table: JS callers can pass any string.
   const score = o.score === undefined ? undefined : oneOf('score', o.score, SCORE_DEFINITIONS);
   if (score !== undefined && SCORES[score].needsLatent && !latentSteps.includes(steps)) {
-    throw new InvalidArgumentError('score', `score '${score}' needs latent statistics for the default steps ${steps}; add it to latentSteps (${latentSteps.join(', ')})`);
+    throw new InvalidArgumentError(
+      'score',
+      `score '${score}' needs latent statistics for the default steps ${steps}; add it to latentSteps (${latentSteps.join(', ')})`,
+    );
   }
   if (o.featureNormalization !== undefined) oneOf('featureNormalization', o.featureNormalization, FEATURE_NORMALIZATIONS);
   if (o.featureScale !== undefined) {
@@ -195,12 +207,7 @@ function checkOptions(o: FitOptions): void {
   }
 }
 
-async function extractSplit(
-  extractor: FeatureExtractor,
-  files: string[],
-  split: 'train' | 'val',
-  o: FitOptions,
-): Promise<ExtractedFeatures> {
+async function extractSplit(extractor: FeatureExtractor, files: string[], split: 'train' | 'val', o: FitOptions): Promise<ExtractedFeatures> {
   const r = await extractor.extract(files, {
     strict: o.strict,
     onProgress: (done, total) => o.onProgress?.({ stage: 'extract', split, done, total }),
@@ -239,7 +246,7 @@ function featureNormalizationFor(trainF: ExtractedFeatures, o: FitOptions): { me
 
 /** The human-readable line the bundle's provenance records (featureStandardization); never compared. */
 function describeNormalization(o: FitOptions): string {
-  if (resolvedNormalization(o) === 'none') return 'none: the backbone\'s raw features';
+  if (resolvedNormalization(o) === 'none') return "none: the backbone's raw features";
   const scale = o.featureScale ?? 1;
   return `per-channel mean/std of the training features${scale === 1 ? '' : ` scaled to std ${scale}`}, baked into backbone.onnx`;
 }
@@ -346,7 +353,20 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   await writeNpy(join(work, 'val.npy'), valF.features, valF.shape);
   await writeFile(
     join(work, 'features.json'),
-    JSON.stringify({ shape: trainF.shape.slice(1), train: trainF.files, val: valF.files, skipped: [...trainF.skipped, ...valF.skipped], scaling: scalingFor(o), normalization: describeNormalization(o), mean: normalization ? [...normalization.mean] : null, std: normalization ? [...normalization.std] : null }, null, 1),
+    JSON.stringify(
+      {
+        shape: trainF.shape.slice(1),
+        train: trainF.files,
+        val: valF.files,
+        skipped: [...trainF.skipped, ...valF.skipped],
+        scaling: scalingFor(o),
+        normalization: describeNormalization(o),
+        mean: normalization ? [...normalization.mean] : null,
+        std: normalization ? [...normalization.std] : null,
+      },
+      null,
+      1,
+    ),
   );
   aborted();
 
@@ -368,7 +388,8 @@ export async function fit(options: FitOptions): Promise<FitResult> {
     signal: o.signal,
     onEvent: (e) => {
       if (e.event === 'start') emit({ stage: 'train-start', params: e.params, device: e.device, epochs: e.epochs });
-      else if (e.event === 'epoch') emit({ stage: 'epoch', epoch: e.epoch, epochs: e.epochs, loss: e.loss, valLoss: e.val_loss, lr: e.lr, imagesPerS: e.images_per_s });
+      else if (e.event === 'epoch')
+        emit({ stage: 'epoch', epoch: e.epoch, epochs: e.epochs, loss: e.loss, valLoss: e.val_loss, lr: e.lr, imagesPerS: e.images_per_s });
     },
     onLog: (message) => emit({ stage: 'log', message }),
   });
@@ -394,7 +415,11 @@ export async function fit(options: FitOptions): Promise<FitResult> {
       preset: unetPreset,
       backboneModel: modelPath,
       taps: final.taps,
-      featureGrid: { height: final.featureShape.height, width: final.featureShape.width, chosenBy: o.grid === undefined ? 'the coarsest tap' : 'the grid option' },
+      featureGrid: {
+        height: final.featureShape.height,
+        width: final.featureShape.width,
+        chosenBy: o.grid === undefined ? 'the coarsest tap' : 'the grid option',
+      },
       featureStandardization: describeNormalization(o),
       images: { train: trainF.files.length, val: valF.files.length, skipped: trainF.skipped.length + valF.skipped.length },
       seed: o.seed ?? 0,

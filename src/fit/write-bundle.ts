@@ -130,10 +130,7 @@ export async function writeBundle(dir: string, contents: BundleContents, options
   }
   const tmp = await mkdtemp(join(dirname(target), `.${basename(target)}.tmp-`));
   try {
-    const [backbone, unet] = await Promise.all([
-      placeModel(contents.backbone, join(tmp, 'backbone.onnx')),
-      placeModel(contents.unet, join(tmp, 'unet.onnx')),
-    ]);
+    const [backbone, unet] = await Promise.all([placeModel(contents.backbone, join(tmp, 'backbone.onnx')), placeModel(contents.unet, join(tmp, 'unet.onnx'))]);
     const manifest = buildManifest(contents, { backbone, unet });
     await writeFile(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     await commitFolder(tmp, target, options.overwrite === true);

@@ -13,7 +13,19 @@ import { type CalibrationSummary, calibrationSummary } from './bundle/calibratio
 import { type Manifest, SCORE_DEFINITIONS, type ScoreDefinition } from './bundle/manifest';
 import { EngineClient } from './engine/client';
 import { ortLibraryPath } from './engine/ort-library';
-import { checkIntraOpThreads, DEFAULT_THREAD_SPINNING, THREAD_SPINNING, type EngineKind, type EngineReady, type ExecutionProvider, type FeatureMaps, type RunResult, type ScorePlan, type TensorRtOptions, type ThreadSpinning } from './engine/protocol';
+import {
+  checkIntraOpThreads,
+  DEFAULT_THREAD_SPINNING,
+  THREAD_SPINNING,
+  type EngineKind,
+  type EngineReady,
+  type ExecutionProvider,
+  type FeatureMaps,
+  type RunResult,
+  type ScorePlan,
+  type TensorRtOptions,
+  type ThreadSpinning,
+} from './engine/protocol';
 import { DisposedError, InferenceError, InvadError, reviveError } from '../util/errors';
 import { asInputError, describeInput, type ImageInput, preprocess, type PreprocessedImage, stackTensors, takeInput } from './preprocess';
 import { calibrationAt, imageThresholdAt } from './calibration';
@@ -239,7 +251,8 @@ function resolveTensorRt(raw: unknown): TensorRtOptions | undefined {
 function resolveOptions(raw: unknown): Omit<Resolved, 'steps'> & { steps: number | undefined } {
   const o = plainObject('options', raw ?? {});
   const rawProviders = o.executionProviders ?? ['cpu'];
-  if (!Array.isArray(rawProviders) || rawProviders.length === 0) throw invalidArgument('options.executionProviders', 'a non-empty array of providers', rawProviders);
+  if (!Array.isArray(rawProviders) || rawProviders.length === 0)
+    throw invalidArgument('options.executionProviders', 'a non-empty array of providers', rawProviders);
   const providers = rawProviders.map((p, i) => oneOf(`options.executionProviders[${i}]`, p, PROVIDERS));
   return {
     providers,
@@ -324,7 +337,8 @@ export class Detector {
     const bundle = await loadBundle(dir, { skipHashCheck: !o.verifyHashes });
     checkScoreSetup(bundle.manifest, { scoreDefinition: o.scoreDefinition, steps: o.steps });
     const steps = o.steps ?? bundle.manifest.schedule.defaultSteps;
-    if (steps > maxSteps(bundle.manifest.schedule.trainSteps)) throw invalidArgument('options.steps', `at most ${maxSteps(bundle.manifest.schedule.trainSteps)}`, steps);
+    if (steps > maxSteps(bundle.manifest.schedule.trainSteps))
+      throw invalidArgument('options.steps', `at most ${maxSteps(bundle.manifest.schedule.trainSteps)}`, steps);
     const { client, ready } = await EngineClient.start({
       backbonePath: bundle.backbonePath,
       unetPath: bundle.unetPath,
@@ -549,7 +563,11 @@ export class Detector {
     }
     const definition: ScoreDefinitionSpec = SCORES[this.scoreDefinition];
     if (definition.needsLatent && !this.manifest.latentGaussian?.some((g) => g.steps === steps)) {
-      throw invalidArgument('options.steps', `a step count with latent-Gaussian statistics in the bundle (${(this.manifest.latentGaussian ?? []).map((g) => g.steps).join(', ') || 'none'})`, steps);
+      throw invalidArgument(
+        'options.steps',
+        `a step count with latent-Gaussian statistics in the bundle (${(this.manifest.latentGaussian ?? []).map((g) => g.steps).join(', ') || 'none'})`,
+        steps,
+      );
     }
     const allMaps = o.allMaps === true || definition.needsLatent;
     // Feature-statistics maps (issue 17): the definition's own, or every one the bundle has with allMaps.
@@ -558,7 +576,8 @@ export class Detector {
     if (stats?.gaussian && (o.allMaps === true || definition.features?.includes('gaussian'))) featureMaps.push('featureGaussian');
     if (stats?.memoryBank && (o.allMaps === true || definition.features?.includes('memoryBank'))) featureMaps.push('patchcore');
     const cal = calibrationAt(this.manifest.calibration, steps) ?? this.manifest.calibration;
-    const fuse = definition.map === 'fused' && cal.latentGaussian && cal.featureGaussian ? { fuse: { latent: cal.latentGaussian, feature: cal.featureGaussian } } : {};
+    const fuse =
+      definition.map === 'fused' && cal.latentGaussian && cal.featureGaussian ? { fuse: { latent: cal.latentGaussian, feature: cal.featureGaussian } } : {};
     // The engine computes the latent part only along with every map.
     return {
       mode: 'inversion',
@@ -588,7 +607,9 @@ export class Detector {
       const per = channels * height * width;
       const out = new Float32Array(inputs.length * per);
       for (let from = 0; from < inputs.length; from += size) {
-        const pres = await Promise.all(inputs.slice(from, from + size).map((input, j) => preprocess(input, this.manifest.input, describeInput(input, from + j))));
+        const pres = await Promise.all(
+          inputs.slice(from, from + size).map((input, j) => preprocess(input, this.manifest.input, describeInput(input, from + j))),
+        );
         out.set(await this.engine.latents(stackTensors(pres), pres.length, steps), from * per);
       }
       return out;
@@ -639,7 +660,9 @@ export class Detector {
         : imageScore(this.scoreDefinition, out.components, calibrationAt(this.manifest.calibration, steps) ?? this.manifest.calibration);
     // NaN > threshold is false: a non-finite score would pass as a good part.
     if (!Number.isFinite(score)) {
-      throw new InferenceError(`${label}: the image score is ${score} (${plan.mode === 'reconstruction' ? 'reconstruction error' : this.scoreDefinition}, S = ${steps}); the model output or the bundle's calibration is out of range`);
+      throw new InferenceError(
+        `${label}: the image score is ${score} (${plan.mode === 'reconstruction' ? 'reconstruction error' : this.scoreDefinition}, S = ${steps}); the model output or the bundle's calibration is out of range`,
+      );
     }
     const threshold = plan.mode === 'reconstruction' ? null : this.thresholdAt(steps);
     const isAnomalous = threshold !== null && score > threshold;

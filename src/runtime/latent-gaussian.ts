@@ -67,8 +67,15 @@ function invertSpd(a: Float64Array, c: number): void {
 }
 
 /** Fits the per-position Gaussians to latents [n, c, h, w] (NCHW, as the pipeline holds them). */
-export function fitLatentGaussian(latents: Float32Array, n: number, c: number, positions: number, regularization: Regularization = DEFAULT_REGULARIZATION): LatentGaussian {
-  if (!(regularization.amount >= 0 && Number.isFinite(regularization.amount))) throw new InvalidArgumentError('regularization', `the regularization amount must be a finite number >= 0, got ${regularization.amount}`);
+export function fitLatentGaussian(
+  latents: Float32Array,
+  n: number,
+  c: number,
+  positions: number,
+  regularization: Regularization = DEFAULT_REGULARIZATION,
+): LatentGaussian {
+  if (!(regularization.amount >= 0 && Number.isFinite(regularization.amount)))
+    throw new InvalidArgumentError('regularization', `the regularization amount must be a finite number >= 0, got ${regularization.amount}`);
   if (n < 2) throw new InvalidArgumentError('latents', `fitting a Gaussian needs at least 2 samples, got ${n}`);
   if (latents.length !== n * c * positions) throw new InvalidArgumentError('latents', `expected ${n * c * positions} values, got ${latents.length}`);
   const mean = new Float32Array(positions * c);

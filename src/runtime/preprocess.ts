@@ -154,7 +154,10 @@ function takeRaw(raw: object, label: string): OwnedImage {
   if (!isBytes(data)) {
     throw new InvalidArgumentError(`${label}.data`, `Expected Uint8Array for ${label}.data but received ${data === null ? 'null' : typeof data}`);
   }
-  for (const [name, v] of [['width', width], ['height', height]] as const) {
+  for (const [name, v] of [
+    ['width', width],
+    ['height', height],
+  ] as const) {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
       // invalidArgument describes the value without converting it: String() of a null-prototype
       // object or one whose toString throws is itself a TypeError (found by npm run fuzz).
@@ -231,10 +234,7 @@ export async function decodeImage(input: ImageInput | OwnedImage, label: string,
   const owned = takeInput(input, label);
   try {
     const img = await openImage(owned, label);
-    const { data, info } = await alphaStep(img, alpha)
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    const { data, info } = await alphaStep(img, alpha).toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
     return { rgb: data, width: info.width, height: info.height };
   } catch (cause) {

@@ -226,16 +226,35 @@ export function reviveError(s: SerializedError): Error {
   const p = (s.props ?? {}) as Record<string, never>;
   let err: Error;
   switch (s.name) {
-    case 'InvalidArgumentError': err = new InvalidArgumentError(p.argument, s.message); break;
-    case 'InvalidInputError': err = new InvalidInputError(p.input, s.message); break;
-    case 'ModelBundleError': err = new ModelBundleError(p.file, p.field, s.message); break;
-    case 'ModelMismatchError': err = new ModelMismatchError(p.file, p.field, s.message); break;
-    case 'ProviderError': err = new ProviderError(s.message, p.attempts); break;
-    case 'BindingLoadError': err = new BindingLoadError(s.message, p.attempts); break;
-    case 'EngineBrokenError': err = new EngineBrokenError(s.message); break;
-    case 'TypeError': err = new TypeError(s.message); break;
-    case 'RangeError': err = new RangeError(s.message); break;
-    default: err = new InferenceError(s.message);
+    case 'InvalidArgumentError':
+      err = new InvalidArgumentError(p.argument, s.message);
+      break;
+    case 'InvalidInputError':
+      err = new InvalidInputError(p.input, s.message);
+      break;
+    case 'ModelBundleError':
+      err = new ModelBundleError(p.file, p.field, s.message);
+      break;
+    case 'ModelMismatchError':
+      err = new ModelMismatchError(p.file, p.field, s.message);
+      break;
+    case 'ProviderError':
+      err = new ProviderError(s.message, p.attempts);
+      break;
+    case 'BindingLoadError':
+      err = new BindingLoadError(s.message, p.attempts);
+      break;
+    case 'EngineBrokenError':
+      err = new EngineBrokenError(s.message);
+      break;
+    case 'TypeError':
+      err = new TypeError(s.message);
+      break;
+    case 'RangeError':
+      err = new RangeError(s.message);
+      break;
+    default:
+      err = new InferenceError(s.message);
   }
   if (s.stack) err.stack = s.stack;
   if (s.cause) Object.defineProperty(err, 'cause', { value: reviveCause(s.cause), writable: true, configurable: true });

@@ -38,7 +38,11 @@ export function decodeNpy(buf: Buffer, name = 'array'): NpyArray {
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (descr !== '<f4' && descr !== '<i8') throw new Error(`${name}: dtype ${descr} is not supported (float32 or int64 only)`);
   if (fortran !== 'False') throw new Error(`${name}: Fortran-order arrays are not supported`);
-  const shape = (shapeText ?? '').split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = (shapeText ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   const offset = start + headerLen;
   const bytes = buf.subarray(offset);

@@ -36,7 +36,10 @@ export function numberInRange(name: string, v: unknown, min: number, max: number
 export function pathString(name: string, v: unknown, expected = 'a file path'): string {
   if (typeof v !== 'string' || v.length === 0) throw invalidArgument(name, expected, v);
   if (v.includes('\0')) {
-    throw new InvalidArgumentError(name, `Expected ${expected} without NUL bytes for ${name} but received ${JSON.stringify(v.length > 80 ? v.slice(0, 80) + '...' : v)}`);
+    throw new InvalidArgumentError(
+      name,
+      `Expected ${expected} without NUL bytes for ${name} but received ${JSON.stringify(v.length > 80 ? v.slice(0, 80) + '...' : v)}`,
+    );
   }
   return v;
 }

@@ -107,8 +107,7 @@ export function referenceScore(tensor: Float32Array, outW: number, outH: number,
     const [y0, y1, ly] = src(oy, h, outH);
     for (let ox = 0; ox < outW; ox++) {
       const [x0, x1, lx] = src(ox, w, outW);
-      map[oy * outW + ox] =
-        (1 - ly) * ((1 - lx) * l2[y0 * w + x0] + lx * l2[y0 * w + x1]) + ly * ((1 - lx) * l2[y1 * w + x0] + lx * l2[y1 * w + x1]);
+      map[oy * outW + ox] = (1 - ly) * ((1 - lx) * l2[y0 * w + x0] + lx * l2[y0 * w + x1]) + ly * ((1 - lx) * l2[y1 * w + x0] + lx * l2[y1 * w + x1]);
     }
   }
   return { spatialRange, nll, map, sumSq };

@@ -12,12 +12,17 @@ export function randomRaw(width: number, height: number, channels: RawImage['cha
 }
 
 export function pngOf(raw: RawImage): Promise<Buffer> {
-  return sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: raw.channels } }).png().toBuffer();
+  return sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: raw.channels } })
+    .png()
+    .toBuffer();
 }
 
 export async function png16(width: number, height: number): Promise<Buffer> {
   const raw = randomRaw(width, height, 3, 5);
-  return sharp(raw.data, { raw: { width, height, channels: 3 } }).toColourspace('rgb16').png().toBuffer();
+  return sharp(raw.data, { raw: { width, height, channels: 3 } })
+    .toColourspace('rgb16')
+    .png()
+    .toBuffer();
 }
 
 function chunk(type: string, data: Buffer): Buffer {
@@ -36,5 +41,10 @@ export function pngDeclaring(width: number, height: number): Buffer {
   ihdr.writeUInt32BE(height, 4);
   ihdr[8] = 8; // bit depth
   ihdr[9] = 2; // RGB
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', Buffer.alloc(16)), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', Buffer.alloc(16)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }

@@ -17,7 +17,8 @@ def tiny_run(toy_data, tmp_path_factory):
     """One tiny-preset fit shared by the loss and export tests."""
     tr, va = toy_data
     out = tmp_path_factory.mktemp("tiny_run")
-    rc, events, err = run_cli("fit", "--train", tr, "--val", va, "--out", out, "--preset", "tiny",
-                              "--epochs", 6, "--seed", 7)
+    rc, events, err = run_cli(
+        "fit", "--train", tr, "--val", va, "--out", out, "--preset", "tiny", "--epochs", 6, "--seed", 7
+    )
     assert rc == 0, err
     return out, events

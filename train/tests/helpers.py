@@ -1,4 +1,5 @@
 """Shared helpers for the trainer tests."""
+
 import json
 import os
 import subprocess
@@ -19,8 +20,15 @@ def run_cli(*args, env_extra=None, timeout=120):
     env = dict(os.environ)
     if env_extra:
         env.update(env_extra)
-    p = subprocess.run([PYTHON, "-m", "train", *map(str, args)], cwd=ROOT, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    p = subprocess.run(
+        [PYTHON, "-m", "train", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
     events = []
     for line in p.stdout.splitlines():
         events.append(json.loads(line))  # stdout must be JSON lines only

@@ -95,8 +95,16 @@ def test_export_subcommand(tiny_run, tmp_path):
 def test_export_attention_odd_sizes_randomized_weights(tmp_path, shape):
     """Attention + odd sizes + every layer non-zero, so parity is a real check."""
     torch.manual_seed(0)
-    m = UNet(UNetConfig(in_channels=shape[0], model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-                        attention_ds=(2, 4), num_heads=4))
+    m = UNet(
+        UNetConfig(
+            in_channels=shape[0],
+            model_channels=32,
+            channel_mult=(1, 2, 2),
+            num_res_blocks=1,
+            attention_ds=(2, 4),
+            num_heads=4,
+        )
+    )
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.05)

@@ -1,4 +1,5 @@
 """Feature grids (issue 17, item 1): every UNet preset at 14 x 14 and 28 x 28, and the grids refused."""
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +21,7 @@ def _randomize(m):
 def _sizes_seen(m, x, t):
     """The spatial sizes seen by each attention block and each down-sampling, in forward order."""
     seen = []
+
     def record(mod, inp, out):
         seen.append((type(mod).__name__, tuple(inp[0].shape[-2:])))
 
@@ -54,7 +56,7 @@ def test_every_preset_takes_14_and_28(preset, grid):
     # Down-sampling goes through every level, ceil(size / 2) each time.
     assert [s for k, s in seen if k == "Downsample"] == sizes[:-1]
     # Attention sits on the levels the preset asks for, plus the middle block at the deepest.
-    want = {sizes[[2 ** k for k in range(levels)].index(ds)] for ds in model["attention_ds"]} | {sizes[-1]}
+    want = {sizes[[2**k for k in range(levels)].index(ds)] for ds in model["attention_ds"]} | {sizes[-1]}
     assert {s for k, s in seen if k == "AttentionBlock"} == want
     if grid == 28:
         assert sizes[-1] == {1: (28, 28), 2: (14, 14), 3: (7, 7), 4: (4, 4)}[levels]
@@ -83,8 +85,9 @@ def test_grids_a_preset_cannot_take():
 def test_trainer_refuses_a_grid_its_preset_cannot_take(tmp_path):
     data = tmp_path / "f.npy"
     np.save(data, toy_features(6, 0, c=4, h=2, w=2))
-    rc, ev, err = run_cli("fit", "--train", data, "--val", data, "--out", tmp_path / "o", "--preset", "tiny",
-                          "--epochs", 1)
+    rc, ev, err = run_cli(
+        "fit", "--train", data, "--val", data, "--out", tmp_path / "o", "--preset", "tiny", "--epochs", 1
+    )
     assert rc == 1 and ev[-1]["event"] == "error", err
     assert "2 x 2 feature grid is too small for preset 'tiny'" in ev[-1]["message"]
     assert not (tmp_path / "o" / "checkpoint.pt").exists()

@@ -58,8 +58,9 @@ def test_resume_continues(toy_data, tmp_path):
     # mismatched data shape or preset: clear error, JSON error line, non-zero exit
     bad = tmp_path / "bad.npy"
     np.save(bad, toy_features(8, 3, c=5))
-    rc, ev, err = run_cli("fit", "--train", bad, "--val", bad, "--out", tmp_path, "--preset", "tiny",
-                          "--epochs", 4, "--resume")
+    rc, ev, err = run_cli(
+        "fit", "--train", bad, "--val", bad, "--out", tmp_path, "--preset", "tiny", "--epochs", 4, "--resume"
+    )
     assert rc != 0 and ev[-1]["event"] == "error" and "shape" in ev[-1]["message"]
     rc, ev, err = run_cli("fit", *common[:-1], "small", "--epochs", 4, "--resume")
     assert rc != 0 and ev[-1]["event"] == "error" and "preset" in ev[-1]["message"]
@@ -67,8 +68,21 @@ def test_resume_continues(toy_data, tmp_path):
 
 def test_max_minutes_stops_after_first_epoch_and_exports(toy_data, tmp_path):
     tr, va = toy_data
-    rc, ev, err = run_cli("fit", "--train", tr, "--val", va, "--out", tmp_path, "--preset", "tiny",
-                          "--epochs", 50, "--max-minutes", 0.0001)
+    rc, ev, err = run_cli(
+        "fit",
+        "--train",
+        tr,
+        "--val",
+        va,
+        "--out",
+        tmp_path,
+        "--preset",
+        "tiny",
+        "--epochs",
+        50,
+        "--max-minutes",
+        0.0001,
+    )
     assert rc == 0, err
     assert len(_by(ev, "epoch")) == 1
     assert ev[-1]["event"] == "done" and ev[-1]["epochs"] == 1 and ev[-1]["stopped_early"]
@@ -77,11 +91,29 @@ def test_max_minutes_stops_after_first_epoch_and_exports(toy_data, tmp_path):
 
 def test_bad_inputs_are_clear_errors(tmp_path):
     np.save(tmp_path / "three_d.npy", np.zeros((4, 4, 4), np.float32))
-    rc, ev, err = run_cli("fit", "--train", tmp_path / "three_d.npy", "--val", tmp_path / "three_d.npy",
-                          "--out", tmp_path / "o", "--preset", "tiny")
+    rc, ev, err = run_cli(
+        "fit",
+        "--train",
+        tmp_path / "three_d.npy",
+        "--val",
+        tmp_path / "three_d.npy",
+        "--out",
+        tmp_path / "o",
+        "--preset",
+        "tiny",
+    )
     assert rc == 1 and ev[-1]["event"] == "error" and "[N,C,h,w]" in ev[-1]["message"]
-    rc, ev, err = run_cli("fit", "--train", tmp_path / "missing.npy", "--val", tmp_path / "missing.npy",
-                          "--out", tmp_path / "o", "--preset", "tiny")
+    rc, ev, err = run_cli(
+        "fit",
+        "--train",
+        tmp_path / "missing.npy",
+        "--val",
+        tmp_path / "missing.npy",
+        "--out",
+        tmp_path / "o",
+        "--preset",
+        "tiny",
+    )
     assert rc == 1 and "not found" in ev[-1]["message"]
     rc, ev, err = run_cli("fit", "--train", "x", "--val", "y", "--out", "z", "--preset", "huge")
     assert rc == 2 and ev[-1]["event"] == "error"

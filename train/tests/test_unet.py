@@ -14,8 +14,15 @@ def _model(preset, c, **over):
 
 @pytest.mark.parametrize(
     "preset,shape",
-    [("tiny", (6, 4, 4)), ("small", (152, 14, 14)), ("small", (8, 7, 7)), ("tiny", (5, 7, 7)),
-     ("small", (4, 13, 9)), ("small", (3, 1, 1)), ("medium", (152, 14, 14))],
+    [
+        ("tiny", (6, 4, 4)),
+        ("small", (152, 14, 14)),
+        ("small", (8, 7, 7)),
+        ("tiny", (5, 7, 7)),
+        ("small", (4, 13, 9)),
+        ("small", (3, 1, 1)),
+        ("medium", (152, 14, 14)),
+    ],
 )
 def test_output_shape(preset, shape):
     torch.manual_seed(0)
@@ -31,8 +38,16 @@ def test_output_shape(preset, shape):
 
 
 def test_odd_sizes_deep_with_attention_everywhere():
-    m = UNet(UNetConfig(in_channels=10, model_channels=32, channel_mult=(1, 1, 2, 2), num_res_blocks=2,
-                        attention_ds=(1, 2, 4, 8), num_heads=8)).eval()
+    m = UNet(
+        UNetConfig(
+            in_channels=10,
+            model_channels=32,
+            channel_mult=(1, 1, 2, 2),
+            num_res_blocks=2,
+            attention_ds=(1, 2, 4, 8),
+            num_heads=8,
+        )
+    ).eval()
     for p in m.parameters():  # make every layer matter (zero-init layers would hide shape bugs)
         torch.nn.init.normal_(p, std=0.02)
     for hw in [(7, 7), (14, 14), (5, 11), (16, 16)]:

@@ -105,10 +105,7 @@ export function connectedComponents(mask: Uint8Array, width: number, height: num
   intInRange('height', height, 1, 2 ** 31 - 1);
   if (mask == null || typeof mask.length !== 'number') throw invalidArgument('mask', 'a Uint8Array', mask);
   if (mask.length !== width * height) {
-    throw new InvalidArgumentError(
-      'mask',
-      `Expected mask of length width * height (${width * height}) but received length ${mask.length}`,
-    );
+    throw new InvalidArgumentError('mask', `Expected mask of length width * height (${width * height}) but received length ${mask.length}`);
   }
   return label(mask, width, height);
 }

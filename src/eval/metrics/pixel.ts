@@ -22,14 +22,7 @@
 import { InvalidArgumentError } from '../../util/errors';
 import { intInRange, invalidArgument, plainObject } from '../../util/validate';
 import { averagePrecisionFromCounts, requirePositives } from './pr';
-import {
-  aurocFromCounts,
-  countsFromScores,
-  requireBothClasses,
-  rocFromCounts,
-  type RocCurve,
-  type ThresholdCounts,
-} from './roc';
+import { aurocFromCounts, countsFromScores, requireBothClasses, rocFromCounts, type RocCurve, type ThresholdCounts } from './roc';
 
 /** Options of {@link PixelMetricsAccumulator}. */
 export interface PixelMetricsOptions {
@@ -252,10 +245,7 @@ export class PixelMetricsAccumulator {
 }
 
 /** Splits images' pixels by their masks into two score arrays. */
-function splitPixels(
-  maps: ReadonlyArray<ArrayLike<number>>,
-  masks: ReadonlyArray<ArrayLike<number>>,
-): { positives: Float64Array; negatives: Float64Array } {
+function splitPixels(maps: ReadonlyArray<ArrayLike<number>>, masks: ReadonlyArray<ArrayLike<number>>): { positives: Float64Array; negatives: Float64Array } {
   // (as unknown: Array.isArray would narrow a readonly array to any[])
   if (!Array.isArray(maps as unknown)) throw invalidArgument('maps', 'an array of anomaly maps', maps);
   if (!Array.isArray(masks as unknown)) throw invalidArgument('masks', 'an array of masks', masks);
@@ -300,10 +290,7 @@ function splitPixels(
  * @param maps anomaly maps; `masks[k]` has the length of `maps[k]`, nonzero = anomalous
  * @throws InvalidArgumentError on a count or length mismatch, a NaN value, or a single class
  */
-export function pixelAurocExact(
-  maps: ReadonlyArray<ArrayLike<number>>,
-  masks: ReadonlyArray<ArrayLike<number>>,
-): number {
+export function pixelAurocExact(maps: ReadonlyArray<ArrayLike<number>>, masks: ReadonlyArray<ArrayLike<number>>): number {
   const { positives, negatives } = splitPixels(maps, masks);
   const c = countsFromScores(positives, negatives);
   requireBothClasses(c, 'masks');
@@ -314,10 +301,7 @@ export function pixelAurocExact(
  * Exact pixel AP by sorting every pixel (sklearn's `average_precision_score` on the flattened
  * maps). As {@link pixelAurocExact}, but needs only one anomalous pixel.
  */
-export function pixelAveragePrecisionExact(
-  maps: ReadonlyArray<ArrayLike<number>>,
-  masks: ReadonlyArray<ArrayLike<number>>,
-): number {
+export function pixelAveragePrecisionExact(maps: ReadonlyArray<ArrayLike<number>>, masks: ReadonlyArray<ArrayLike<number>>): number {
   const { positives, negatives } = splitPixels(maps, masks);
   const c = countsFromScores(positives, negatives);
   requirePositives(c, 'masks');

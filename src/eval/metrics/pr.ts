@@ -27,10 +27,7 @@ export interface F1Max {
 /** @internal Throws unless at least one positive is present (recall is undefined otherwise). */
 export function requirePositives(c: ThresholdCounts, argument: string): void {
   if (totals(c).positives === 0) {
-    throw new InvalidArgumentError(
-      argument,
-      `Expected at least one positive in ${argument} but received only negatives; recall is undefined`,
-    );
+    throw new InvalidArgumentError(argument, `Expected at least one positive in ${argument} but received only negatives; recall is undefined`);
   }
 }
 
@@ -107,10 +104,7 @@ function counts(scores: ArrayLike<number>, labels: ArrayLike<number | boolean>):
  * @throws InvalidArgumentError on a length mismatch, an empty input, a non-finite score, a bad
  *   label, or no positive
  */
-export function precisionRecallCurve(
-  scores: ArrayLike<number>,
-  labels: ArrayLike<number | boolean>,
-): PrecisionRecallCurve {
+export function precisionRecallCurve(scores: ArrayLike<number>, labels: ArrayLike<number | boolean>): PrecisionRecallCurve {
   return prFromCounts(counts(scores, labels));
 }
 

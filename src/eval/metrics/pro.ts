@@ -194,10 +194,7 @@ export class ProAccumulator {
     const { labels, count } = connectedComponents(mask, width, height);
     if (map == null || typeof map.length !== 'number') throw invalidArgument('map', 'a Float32Array', map);
     if (map.length !== labels.length) {
-      throw new InvalidArgumentError(
-        'map',
-        `Expected map of length width * height (${labels.length}) but received length ${map.length}`,
-      );
+      throw new InvalidArgumentError('map', `Expected map of length width * height (${labels.length}) but received length ${map.length}`);
     }
     for (let i = 0; i < map.length; i++) {
       if (Number.isNaN(map[i])) throw invalidArgument(`map[${i}]`, 'a number (not NaN)', map[i]);
@@ -292,7 +289,10 @@ export class ProAccumulator {
     while (i >= 0 || j >= 0) {
       const t = i < 0 ? neg[j] : j < 0 ? pv[order[i]] : Math.max(pv[order[i]], neg[j]);
       while (i >= 0 && pv[order[i]] === t) ov += pw[order[i--]];
-      while (j >= 0 && neg[j] === t) { fp++; j--; }
+      while (j >= 0 && neg[j] === t) {
+        fp++;
+        j--;
+      }
       thresholds[k] = t;
       fps[k] = fp;
       overlap[k] = ov;

@@ -42,18 +42,12 @@ export function totals(c: ThresholdCounts): { positives: number; negatives: numb
  * @internal Validates scores and labels and splits the scores by class. Scores must be finite;
  * labels 0, 1, false or true.
  */
-export function splitByLabel(
-  scores: ArrayLike<number>,
-  labels: ArrayLike<number | boolean>,
-): { positives: Float64Array; negatives: Float64Array } {
+export function splitByLabel(scores: ArrayLike<number>, labels: ArrayLike<number | boolean>): { positives: Float64Array; negatives: Float64Array } {
   if (scores == null || typeof scores.length !== 'number') throw invalidArgument('scores', 'an array of numbers', scores);
   if (labels == null || typeof labels.length !== 'number') throw invalidArgument('labels', 'an array of 0/1 labels', labels);
   const n = scores.length;
   if (labels.length !== n) {
-    throw new InvalidArgumentError(
-      'labels',
-      `Expected labels to have the length of scores (${n}) but received length ${labels.length}`,
-    );
+    throw new InvalidArgumentError('labels', `Expected labels to have the length of scores (${n}) but received length ${labels.length}`);
   }
   if (n === 0) throw new InvalidArgumentError('scores', 'Expected at least one score but received an empty array');
   let p = 0;
@@ -97,8 +91,14 @@ export function countsFromScores(positives: Float64Array, negatives: Float64Arra
   let fp = 0;
   while (i >= 0 || j >= 0) {
     const t = i < 0 ? negatives[j] : j < 0 ? positives[i] : Math.max(positives[i], negatives[j]);
-    while (i >= 0 && positives[i] === t) { tp++; i--; }
-    while (j >= 0 && negatives[j] === t) { fp++; j--; }
+    while (i >= 0 && positives[i] === t) {
+      tp++;
+      i--;
+    }
+    while (j >= 0 && negatives[j] === t) {
+      fp++;
+      j--;
+    }
     thresholds[k] = t;
     tps[k] = tp;
     fps[k] = fp;
@@ -114,8 +114,7 @@ export function requireBothClasses(c: ThresholdCounts, argument: string): void {
   if (positives === 0 || negatives === 0) {
     throw new InvalidArgumentError(
       argument,
-      `Expected both classes in ${argument} but received only ${positives === 0 ? 'negatives' : 'positives'}; ` +
-        'ROC is undefined with one class',
+      `Expected both classes in ${argument} but received only ${positives === 0 ? 'negatives' : 'positives'}; ` + 'ROC is undefined with one class',
     );
   }
 }

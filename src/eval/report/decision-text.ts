@@ -70,7 +70,16 @@ export function decisionMarkdown(report: DecisionReport, imageSet = 'the test se
         withBundle.map((r) => {
           const b = r.bundle!;
           const byType = new Map(b.recallByType.map((t) => [t.type, t.recall]));
-          return [r.scoreDefinition, String(r.steps), formatPercent(b.targetFalseAlarmRate), b.method ?? DASH, formatThreshold(b.threshold), formatProportion(b.falseAlarms), formatProportion(b.recall), ...types.map((t) => formatProportion(byType.get(t), true))];
+          return [
+            r.scoreDefinition,
+            String(r.steps),
+            formatPercent(b.targetFalseAlarmRate),
+            b.method ?? DASH,
+            formatThreshold(b.threshold),
+            formatProportion(b.falseAlarms),
+            formatProportion(b.recall),
+            ...types.map((t) => formatProportion(byType.get(t), true)),
+          ];
         }),
       ),
       '',

@@ -93,6 +93,8 @@ export async function galleryItem(file: string, map: Float32Array, mask: Uint8Ar
     }
   }
 
-  const png = await sharp(pixels, { raw: { width: ow, height: oh, channels: 3 } }).png({ compressionLevel: 9 }).toBuffer();
+  const png = await sharp(pixels, { raw: { width: ow, height: oh, channels: 3 } })
+    .png({ compressionLevel: 9 })
+    .toBuffer();
   return { file, kind: opts.kind, score: opts.score, threshold: opts.threshold, label: opts.label, overlayPng: png.toString('base64') };
 }

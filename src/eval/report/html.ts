@@ -126,13 +126,23 @@ function decisionMarkers(report: EvalReport): Map<string, RocMarker[]> {
   for (const r of report.decisions?.rows ?? []) {
     const list: RocMarker[] = [];
     if (r.bundle) list.push(point(r.bundle, 'bundle', `bundle threshold (target ${formatPercent(r.bundle.targetFalseAlarmRate)})`));
-    for (const op of r.operatingPoints ?? []) if (op.outcome) list.push(point(op.outcome, 'operating', `calibrated for ${formatPercent(op.targetFalseAlarmRate)}`));
-    markers.set(seriesKey(r.scoreDefinition, r.steps), list.filter((m) => isNum(m.fpr) && isNum(m.tpr)));
+    for (const op of r.operatingPoints ?? [])
+      if (op.outcome) list.push(point(op.outcome, 'operating', `calibrated for ${formatPercent(op.targetFalseAlarmRate)}`));
+    markers.set(
+      seriesKey(r.scoreDefinition, r.steps),
+      list.filter((m) => isNum(m.fpr) && isNum(m.tpr)),
+    );
   }
   return markers;
 }
 
-function rocChart(title: string, series: RocSeries[], styles: Map<string, SeriesStyle>, auroc: Map<string, number | null>, markers = new Map<string, RocMarker[]>()): string {
+function rocChart(
+  title: string,
+  series: RocSeries[],
+  styles: Map<string, SeriesStyle>,
+  auroc: Map<string, number | null>,
+  markers = new Map<string, RocMarker[]>(),
+): string {
   const { left, top, size, right } = ROC;
   const width = left + size + right;
   const legendTop = top + size + 46;
@@ -366,7 +376,10 @@ function metricsTable(report: EvalReport): string {
   // best value of each metric among the 'all' rows, to highlight (higher is better for all of them)
   const best = new Map<keyof MetricSet, number>();
   for (const c of columns) {
-    const vals = rows.filter((r) => r.subset === 'all').map((r) => r.metrics?.[c.key]).filter(isNum);
+    const vals = rows
+      .filter((r) => r.subset === 'all')
+      .map((r) => r.metrics?.[c.key])
+      .filter(isNum);
     if (vals.length > 1) best.set(c.key, Math.max(...vals));
   }
   const head = `<thead><tr><th scope="col">Subset</th>${columns.map((c) => `<th scope="col">${c.title}</th>`).join('')}</tr></thead>`;
@@ -398,7 +411,15 @@ function decisionSection(report: EvalReport): string {
   const d = report.decisions;
   if (!d?.rows?.length) return '';
   const types = defectTypes(d.rows);
-  const head = ['Threshold set by', 'Threshold', 'Normals (needed)', 'False alarms (good)', 'Recall (defective)', ...types.map((t) => `Recall: ${t}`), 'Best recall on the ROC'];
+  const head = [
+    'Threshold set by',
+    'Threshold',
+    'Normals (needed)',
+    'False alarms (good)',
+    'Recall (defective)',
+    ...types.map((t) => `Recall: ${t}`),
+    'Best recall on the ROC',
+  ];
   const line = (what: string, o: DecisionOutcome | null, normals: string, best: number | null, cls: string, note?: string) => {
     const byType = new Map((o?.recallByType ?? []).map((t) => [t.type, t.recall]));
     const cells = [
@@ -420,7 +441,14 @@ function decisionSection(report: EvalReport): string {
         ? line(`bundle (${b.method ?? DASH}, target ${formatPercent(b.targetFalseAlarmRate)})`, b, DASH, null, 'decision-bundle')
         : line('bundle', null, DASH, null, 'decision-bundle', 'no threshold at this S');
       const ops = (r.operatingPoints ?? []).map((op) =>
-        line(`calibrated for ${formatPercent(op.targetFalseAlarmRate)}`, op.outcome, `${op.normals} (${op.normalsNeeded})`, op.bestRecall, 'decision-operating', op.note),
+        line(
+          `calibrated for ${formatPercent(op.targetFalseAlarmRate)}`,
+          op.outcome,
+          `${op.normals} (${op.normalsNeeded})`,
+          op.bestRecall,
+          'decision-operating',
+          op.note,
+        ),
       );
       return `<tbody>${title}${bundle}${ops.join('')}</tbody>`;
     })
@@ -467,7 +495,9 @@ function histogramSection(report: EvalReport): string {
     list.push(h);
     byDef.set(h.scoreDefinition, list);
   }
-  const parts = [`<section id="histograms"><h2>Score histograms</h2><p class="small">Image scores of normal and anomalous test images; each class's bars sum to 1.</p>`];
+  const parts = [
+    `<section id="histograms"><h2>Score histograms</h2><p class="small">Image scores of normal and anomalous test images; each class's bars sum to 1.</p>`,
+  ];
   for (const [def, list] of byDef) {
     parts.push(`<h3>${escapeHtml(def)}</h3><div class="charts">`);
     for (const h of [...list].sort((a, b) => a.steps - b.steps)) {
@@ -489,7 +519,9 @@ function latencySection(report: EvalReport): string {
       return `<tr>${cells.join('')}${ms.join('')}</tr>`;
     })
     .join('');
-  const head = ['S', 'Batch size', 'Images', 'Mean ms/image', 'Latency median ms', 'Latency p90 ms', 'Latency p99 ms'].map((h) => `<th scope="col">${h}</th>`).join('');
+  const head = ['S', 'Batch size', 'Images', 'Mean ms/image', 'Latency median ms', 'Latency p90 ms', 'Latency p99 ms']
+    .map((h) => `<th scope="col">${h}</th>`)
+    .join('');
   const note =
     '<p class="small">Mean ms/image is the run\'s wall time over its images (1 / throughput). Latency is each image\'s time from the start of its decoding to its result; in a batch it includes waiting for the batch. Percentiles are nearest-rank over the images timed.</p>';
   return `<section id="latency"><h2>Latency</h2>${note}<table class="latency"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></section>`;

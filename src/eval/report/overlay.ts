@@ -34,5 +34,7 @@ export async function renderOverlay(image: DecodedImage, map: Float32Array, opti
     const rgb = jet((map[i] - lo) / span);
     for (let c = 0; c < 3; c++) out[3 * i + c] = Math.round((1 - alpha) * image.rgb[3 * i + c] + alpha * rgb[c]);
   }
-  return sharp(out, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
+  return sharp(out, { raw: { width: image.width, height: image.height, channels: 3 } })
+    .png()
+    .toBuffer();
 }

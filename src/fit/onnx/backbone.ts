@@ -13,20 +13,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InvalidArgumentError } from '../../util/errors';
-import {
-  DataType,
-  type Dim,
-  attr,
-  encodeModel,
-  decodeModel,
-  floatTensor,
-  int64Vector,
-  makeNode,
-  onnx,
-  opsetVersion,
-  valueInfo,
-  valueInfoShape,
-} from './proto';
+import { DataType, type Dim, attr, encodeModel, decodeModel, floatTensor, int64Vector, makeNode, onnx, opsetVersion, valueInfo, valueInfoShape } from './proto';
 
 export const FEATURES_OUTPUT = 'features';
 export const BATCH_DIM = 'N';
@@ -123,10 +110,7 @@ class GraphIndex {
   constructor(graph: onnx.IGraphProto) {
     this.graph = graph;
     this.nodes = graph.node ?? [];
-    this.initializers = new Set([
-      ...(graph.initializer ?? []).map((t) => t.name ?? ''),
-      ...(graph.sparseInitializer ?? []).map((t) => t.values?.name ?? ''),
-    ]);
+    this.initializers = new Set([...(graph.initializer ?? []).map((t) => t.name ?? ''), ...(graph.sparseInitializer ?? []).map((t) => t.values?.name ?? '')]);
     this.realInputs = (graph.input ?? []).filter((i) => !this.initializers.has(i.name ?? ''));
     for (const n of this.initializers) this.allNames.add(n);
     for (const i of graph.input ?? []) this.allNames.add(i.name ?? '');
@@ -302,9 +286,10 @@ function resolveTaps(index: GraphIndex, taps: readonly string[], taken: Set<stri
     else if (index.producer.has(name + QUANTIZED_SUFFIX) && index.quantParams(name + QUANTIZED_SUFFIX)) tensor = name + QUANTIZED_SUFFIX;
     if (tensor === undefined) {
       const near = nearestNames(name, pool());
-      const hint = index.realInputs.some((inp) => inp.name === name) || index.initializers.has(name)
-        ? `"${name}" is a graph input or initializer, not an intermediate tensor`
-        : `Unknown tap "${name}"`;
+      const hint =
+        index.realInputs.some((inp) => inp.name === name) || index.initializers.has(name)
+          ? `"${name}" is a graph input or initializer, not an intermediate tensor`
+          : `Unknown tap "${name}"`;
       throw new InvalidArgumentError('taps', `${hint}: nearest tensors are ${near.join(', ')}`);
     }
     if (seenTaps.has(tensor)) throw new InvalidArgumentError('taps', `tap "${name}" is listed twice`);
@@ -322,10 +307,7 @@ function resolveTaps(index: GraphIndex, taps: readonly string[], taken: Set<stri
 function nodeReads(node: onnx.INodeProto): string[] {
   const names = (node.input ?? []).filter((n) => n !== '');
   const visitGraph = (g: onnx.IGraphProto): void => {
-    const local = new Set<string>([
-      ...(g.input ?? []).map((i) => i.name ?? ''),
-      ...(g.initializer ?? []).map((t) => t.name ?? ''),
-    ]);
+    const local = new Set<string>([...(g.input ?? []).map((i) => i.name ?? ''), ...(g.initializer ?? []).map((t) => t.name ?? '')]);
     for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
     for (const n of g.node ?? []) {
       for (const r of nodeReads(n)) if (!local.has(r)) names.push(r);
@@ -373,7 +355,8 @@ function imageInput(input: onnx.IValueInfoProto, inputSize: Size2D): { vi: onnx.
   const { elemType, dims } = valueInfoShape(input);
   // elemType is the int32 read from the file, not necessarily one of DataType's members.
   if (elemType !== (DataType.FLOAT as number)) throw new InvalidArgumentError('inputName', `input "${name}" is not float32 (element type ${elemType})`);
-  if (dims !== undefined && dims.length !== 4) throw new InvalidArgumentError('inputName', `input "${name}" has rank ${dims.length}, expected an NCHW image [N,C,H,W]`);
+  if (dims !== undefined && dims.length !== 4)
+    throw new InvalidArgumentError('inputName', `input "${name}" has rank ${dims.length}, expected an NCHW image [N,C,H,W]`);
   const fixed = (d: Dim | undefined, want: number, what: string): void => {
     if (typeof d === 'number' && d > 0 && d !== want) {
       throw new InvalidArgumentError('inputSize', `input "${name}" has a fixed ${what} of ${d}, but inputSize.${what} is ${want}`);
@@ -385,7 +368,13 @@ function imageInput(input: onnx.IValueInfoProto, inputSize: Size2D): { vi: onnx.
   return { vi: valueInfo(name, DataType.FLOAT, [BATCH_DIM, c, inputSize.height, inputSize.width]), channels: typeof c === 'number' ? c : 3 };
 }
 
-async function runProbe(bytes: Uint8Array, inputName: string, channels: number, inputSize: Size2D, outputs: readonly string[]): Promise<Record<string, ort.Tensor>> {
+async function runProbe(
+  bytes: Uint8Array,
+  inputName: string,
+  channels: number,
+  inputSize: Size2D,
+  outputs: readonly string[],
+): Promise<Record<string, ort.Tensor>> {
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'basic', logSeverityLevel: 3 });
@@ -398,7 +387,9 @@ async function runProbe(bytes: Uint8Array, inputName: string, channels: number, 
     try {
       return await session.run(feeds, [...outputs]);
     } catch (err) {
-      throw new InvalidArgumentError('model', `onnxruntime cannot run the tapped model at ${inputSize.height}x${inputSize.width}: ${(err as Error).message}`, { cause: err });
+      throw new InvalidArgumentError('model', `onnxruntime cannot run the tapped model at ${inputSize.height}x${inputSize.width}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   } finally {
     await session.release();
@@ -421,7 +412,10 @@ function prepare(modelBytes: Uint8Array, inputName: string | undefined, inputSiz
   const index = new GraphIndex(graph);
   const opset = opsetVersion(model, '') ?? 0;
   if (opset < 11) {
-    throw new InvalidArgumentError('model', `the model imports ONNX opset ${opset}; tapping needs opset 11 or later (Resize with half_pixel). Re-export or convert it.`);
+    throw new InvalidArgumentError(
+      'model',
+      `the model imports ONNX opset ${opset}; tapping needs opset 11 or later (Resize with half_pixel). Re-export or convert it.`,
+    );
   }
   if (index.realInputs.length === 0) throw new InvalidArgumentError('model', 'the model has no graph inputs');
   const input = inputName === undefined ? index.realInputs[0] : index.realInputs.find((i) => i.name === inputName);
@@ -433,7 +427,10 @@ function prepare(modelBytes: Uint8Array, inputName: string | undefined, inputSiz
 }
 
 /** The pruned graph plus DequantizeLinear nodes: computes every tap's float tensor. */
-function tapGraphNodes(s: Surgery, resolved: readonly ResolvedTap[]): { nodes: onnx.INodeProto[]; initializers: onnx.ITensorProto[]; inputs: onnx.IValueInfoProto[] } {
+function tapGraphNodes(
+  s: Surgery,
+  resolved: readonly ResolvedTap[],
+): { nodes: onnx.INodeProto[]; initializers: onnx.ITensorProto[]; inputs: onnx.IValueInfoProto[] } {
   const targets = resolved.flatMap((r) => (r.quant ? [r.tensor, r.quant.scale, r.quant.zeroPoint] : [r.tensor]));
   const { keep, needed } = prune(s.index, targets);
   const inputName = s.input.name ?? '';
@@ -444,7 +441,9 @@ function tapGraphNodes(s: Surgery, resolved: readonly ResolvedTap[]): { nodes: o
   const nodes: onnx.INodeProto[] = keep.map((i) => s.index.nodes[i]);
   for (const r of resolved) {
     if (r.quant) {
-      nodes.push(makeNode('DequantizeLinear', [r.tensor, r.quant.scale, r.quant.zeroPoint], [r.floatName], { name: uniqueName(`invad_dequantize_${r.name}`, s.taken) }));
+      nodes.push(
+        makeNode('DequantizeLinear', [r.tensor, r.quant.scale, r.quant.zeroPoint], [r.floatName], { name: uniqueName(`invad_dequantize_${r.name}`, s.taken) }),
+      );
     }
   }
   const initializers = (s.graph.initializer ?? []).filter((t) => needed.has(t.name ?? ''));
@@ -488,7 +487,13 @@ async function runTapProbe(s: Surgery, resolved: readonly ResolvedTap[], tapGrap
     initializer: tapGraph.initializers,
     sparseInitializer: s.graph.sparseInitializer,
   });
-  return runProbe(withGraph(s, graph, 'invad tap probe'), s.input.name ?? '', s.channels, inputSize, resolved.map((r) => r.floatName));
+  return runProbe(
+    withGraph(s, graph, 'invad tap probe'),
+    s.input.name ?? '',
+    s.channels,
+    inputSize,
+    resolved.map((r) => r.floatName),
+  );
 }
 
 /** A probed tensor's NCHW shape, or undefined when it is not a float 4-D feature map. */
@@ -571,11 +576,15 @@ function checkNormalization(norm: FeatureBackboneOptions['normalization'], chann
     throw new InvalidArgumentError('normalization', 'normalization.mean and .std must be Float32Arrays');
   }
   if (norm.mean.length !== channels || norm.std.length !== channels) {
-    throw new InvalidArgumentError('normalization', `normalization.mean and .std must hold ${channels} values (one per feature channel), got ${norm.mean.length} and ${norm.std.length}`);
+    throw new InvalidArgumentError(
+      'normalization',
+      `normalization.mean and .std must hold ${channels} values (one per feature channel), got ${norm.mean.length} and ${norm.std.length}`,
+    );
   }
   for (let c = 0; c < channels; c++) {
     if (!Number.isFinite(norm.mean[c])) throw new InvalidArgumentError('normalization', `normalization.mean[${c}] is not finite`);
-    if (!(norm.std[c] > 0) || !Number.isFinite(norm.std[c])) throw new InvalidArgumentError('normalization', `normalization.std[${c}] must be positive and finite, got ${norm.std[c]}`);
+    if (!(norm.std[c] > 0) || !Number.isFinite(norm.std[c]))
+      throw new InvalidArgumentError('normalization', `normalization.std[${c}] must be positive and finite, got ${norm.std[c]}`);
   }
 }
 
@@ -624,8 +633,13 @@ export async function buildFeatureBackbone(model: Uint8Array, opts: FeatureBackb
   const norm = opts.normalization;
   checkNormalization(norm, channels);
 
-  const kept = new Set([inputName, ...tapGraph.initializers.map((t) => t.name ?? ''), ...tapGraph.nodes.flatMap((n) => [...(n.input ?? []), ...(n.output ?? [])])]);
-  if (kept.has(outputName)) throw new InvalidArgumentError('outputName', `outputName "${outputName}" is already a tensor of the backbone graph; choose another`);
+  const kept = new Set([
+    inputName,
+    ...tapGraph.initializers.map((t) => t.name ?? ''),
+    ...tapGraph.nodes.flatMap((n) => [...(n.input ?? []), ...(n.output ?? [])]),
+  ]);
+  if (kept.has(outputName))
+    throw new InvalidArgumentError('outputName', `outputName "${outputName}" is already a tensor of the backbone graph; choose another`);
   s.taken.add(outputName);
   const fresh = (base: string): string => uniqueName(base, s.taken);
   const add: GraphAdditions = { nodes: [...tapGraph.nodes], initializers: [] };

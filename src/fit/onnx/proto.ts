@@ -44,11 +44,7 @@ export function floatTensor(name: string, dims: readonly number[], data: Float32
 }
 
 /** An int64 tensor; numbers must be safe integers. */
-export function int64Tensor(
-  name: string,
-  dims: readonly number[],
-  data: BigInt64Array | readonly (number | bigint)[],
-): onnx.TensorProto {
+export function int64Tensor(name: string, dims: readonly number[], data: BigInt64Array | readonly (number | bigint)[]): onnx.TensorProto {
   const arr = data instanceof BigInt64Array ? data : BigInt64Array.from(data, (v) => BigInt(v));
   checkCount(name, dims, arr.length);
   return onnx.TensorProto.create({ name, dims: [...dims], dataType: DataType.INT64, rawData: littleEndianBytes(arr) });
@@ -125,12 +121,7 @@ export interface NodeOptions {
 }
 
 /** A node. An empty-string input marks an omitted optional input, as in ONNX. */
-export function makeNode(
-  opType: string,
-  inputs: readonly string[],
-  outputs: readonly string[],
-  opts: NodeOptions = {},
-): onnx.NodeProto {
+export function makeNode(opType: string, inputs: readonly string[], outputs: readonly string[], opts: NodeOptions = {}): onnx.NodeProto {
   return onnx.NodeProto.create({
     opType,
     input: [...inputs],

@@ -4,23 +4,9 @@
  */
 import { mulberry32 } from '../../util/prng';
 import { InvalidArgumentError } from '../../util/errors';
-import {
-  DataType,
-  Dim,
-  attr,
-  encodeModel,
-  floatScalar,
-  floatTensor,
-  int64Vector,
-  makeGraph,
-  makeModel,
-  makeNode,
-  onnx,
-  valueInfo,
-} from './proto';
+import { DataType, Dim, attr, encodeModel, floatScalar, floatTensor, int64Vector, makeGraph, makeModel, makeNode, onnx, valueInfo } from './proto';
 
 export const BATCH_DIM = 'N';
-
 
 function positiveInt(name: string, v: number): void {
   if (!Number.isInteger(v) || v <= 0) throw new InvalidArgumentError(name, `${name} must be a positive integer, got ${v}`);
@@ -153,10 +139,7 @@ export function linearUnet(opts: LinearUnetOptions): Uint8Array {
 
   const graph = makeGraph({
     name: 'linear_unet',
-    inputs: [
-      valueInfo(xName, DataType.FLOAT, [n, c, h, w]),
-      valueInfo(tName, opts.tElemType === 'float32' ? DataType.FLOAT : DataType.INT64, [n]),
-    ],
+    inputs: [valueInfo(xName, DataType.FLOAT, [n, c, h, w]), valueInfo(tName, opts.tElemType === 'float32' ? DataType.FLOAT : DataType.INT64, [n])],
     outputs: [valueInfo(outName, DataType.FLOAT, [n, outC, h, w])],
     initializers,
     nodes,

@@ -141,7 +141,8 @@ export function decodeCalibrationScores(bytes: Buffer, file: string, field: stri
     if (seen.has(entry.steps)) fail(`repeats S = ${entry.steps} (/bySteps/${i}/steps); each S may have one entry`);
     seen.add(entry.steps);
     entry.samples.forEach((s, j) => {
-      for (const v of [s.spatialRange, s.nll, s.latentGaussian]) if (v !== undefined && !Number.isFinite(v)) fail(`holds a non-finite score (${v}) at /bySteps/${i}/samples/${j}`);
+      for (const v of [s.spatialRange, s.nll, s.latentGaussian])
+        if (v !== undefined && !Number.isFinite(v)) fail(`holds a non-finite score (${v}) at /bySteps/${i}/samples/${j}`);
     });
   });
   return json;

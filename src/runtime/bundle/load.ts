@@ -43,7 +43,8 @@ export interface LoadBundleOptions {
 async function readManifest(dir: string): Promise<Manifest> {
   // stat never opens the path: reading a FIFO named manifest.json would block forever.
   const st = await stat(join(dir, MANIFEST_FILE)).catch(() => undefined);
-  if (st && !st.isFile()) throw new ModelBundleError(MANIFEST_FILE, undefined, `${MANIFEST_FILE} in bundle ${dir} is not a regular file (it is ${fileKind(st)})`);
+  if (st && !st.isFile())
+    throw new ModelBundleError(MANIFEST_FILE, undefined, `${MANIFEST_FILE} in bundle ${dir} is not a regular file (it is ${fileKind(st)})`);
   let text: string;
   try {
     text = await readFile(join(dir, MANIFEST_FILE), 'utf8');
@@ -102,7 +103,11 @@ function checkSemantics(m: Manifest): void {
   checkCalibration(m.calibration, fail);
   if (m.mapSmoothing) {
     const sigma = sigmaAtInput(m.mapSmoothing, input);
-    if (!(sigma <= MAX_BLUR_SIGMA)) fail('/mapSmoothing/atInputSize', `makes sigma ${sigma} px at the ${input.width} x ${input.height} model input (sigmaPx x the input's shorter side / atInputSize); it must be at most ${MAX_BLUR_SIGMA}`);
+    if (!(sigma <= MAX_BLUR_SIGMA))
+      fail(
+        '/mapSmoothing/atInputSize',
+        `makes sigma ${sigma} px at the ${input.width} x ${input.height} model input (sigmaPx x the input's shorter side / atInputSize); it must be at most ${MAX_BLUR_SIGMA}`,
+      );
   }
   const seen = new Set<number>();
   (m.latentGaussian ?? []).forEach((g, i) => {
@@ -118,7 +123,8 @@ function checkCalibration(cal: CalibrationSpec, fail: Fail): void {
   const normalization = (path: string, n: PartNormalization | undefined) => {
     if (n === undefined) return;
     if (!(Math.abs(n.center) <= limit)) fail(`${path}/center`, `is ${n.center}; a center must lie within +-${limit} so that scores stay finite`);
-    if (!(n.scale >= 1 / limit && n.scale <= limit)) fail(`${path}/scale`, `is ${n.scale}; a scale must lie between ${1 / limit} and ${limit} so that scores stay finite`);
+    if (!(n.scale >= 1 / limit && n.scale <= limit))
+      fail(`${path}/scale`, `is ${n.scale}; a scale must lie between ${1 / limit} and ${limit} so that scores stay finite`);
   };
   const threshold = (path: string, v: number | null | undefined) => {
     if (v !== null && v !== undefined && !(Math.abs(v) <= limit)) fail(path, `is ${v}; a threshold must be null or lie within +-${limit}`);
@@ -155,10 +161,16 @@ export function checkScoreSetup(m: Manifest, options: { scoreDefinition?: ScoreD
   if (definition !== 'latent-gaussian' || have.includes(steps)) return;
   const available = have.length > 0 ? `only for S = ${have.join(', ')}` : 'for no S';
   if (options.steps !== undefined) {
-    throw new InvalidArgumentError('options.steps', `options.steps is ${steps}, but the latent-gaussian score needs latent statistics for that S and the bundle has them ${available}`);
+    throw new InvalidArgumentError(
+      'options.steps',
+      `options.steps is ${steps}, but the latent-gaussian score needs latent statistics for that S and the bundle has them ${available}`,
+    );
   }
   if (options.scoreDefinition !== undefined) {
-    throw new InvalidArgumentError('options.scoreDefinition', `the latent-gaussian score needs latent statistics for the default S = ${steps}, and the bundle has them ${available}`);
+    throw new InvalidArgumentError(
+      'options.scoreDefinition',
+      `the latent-gaussian score needs latent statistics for the default S = ${steps}, and the bundle has them ${available}`,
+    );
   }
   throw new ModelBundleError(
     MANIFEST_FILE,
@@ -198,7 +210,16 @@ async function checkModelFile(dir: string, file: string, field: string, expected
  * A latent-statistics file must match its sha256 (unless skipped) and hold float32 values of
  * the shape the features imply, all finite; it is small enough to read whole, once for both.
  */
-async function checkLatentFile(dir: string, file: string, field: string, shaField: string, expectedSha: string, skipHash: boolean, shape: readonly number[], what?: string): Promise<void> {
+async function checkLatentFile(
+  dir: string,
+  file: string,
+  field: string,
+  shaField: string,
+  expectedSha: string,
+  skipHash: boolean,
+  shape: readonly number[],
+  what?: string,
+): Promise<void> {
   const { path } = await regularFile(dir, file, field);
   const bytes = await readFile(path);
   if (!skipHash) compareSha(file, shaField, sha256Bytes(bytes), expectedSha);
@@ -221,7 +242,16 @@ function checkFeatureStatistics(dir: string, m: Manifest, skip: boolean): Array<
     const g = f.gaussian;
     checks.push(
       checkLatentFile(dir, g.meanFile, `${at}/gaussian/meanFile`, `${at}/gaussian/meanSha256`, g.meanSha256, skip, [height * width, c], what),
-      checkLatentFile(dir, g.precisionFile, `${at}/gaussian/precisionFile`, `${at}/gaussian/precisionSha256`, g.precisionSha256, skip, [height * width, c, c], what),
+      checkLatentFile(
+        dir,
+        g.precisionFile,
+        `${at}/gaussian/precisionFile`,
+        `${at}/gaussian/precisionSha256`,
+        g.precisionSha256,
+        skip,
+        [height * width, c, c],
+        what,
+      ),
     );
   }
   if (f.memoryBank) {
@@ -235,7 +265,12 @@ function checkFeatureStatistics(dir: string, m: Manifest, skip: boolean): Array<
 async function checkCalibrationScoresFile(dir: string, file: string, expectedSha: string, skipHash: boolean): Promise<CalibrationScores> {
   const field = '/calibration/scoresFile';
   const { path, size } = await regularFile(dir, file, `${field}/file`);
-  if (size > MAX_CALIBRATION_SCORES_BYTES) throw new ModelBundleError(file, `${field}/file`, `calibration sample ${file} in bundle ${dir} is ${size} bytes, over the ${MAX_CALIBRATION_SCORES_BYTES}-byte limit`);
+  if (size > MAX_CALIBRATION_SCORES_BYTES)
+    throw new ModelBundleError(
+      file,
+      `${field}/file`,
+      `calibration sample ${file} in bundle ${dir} is ${size} bytes, over the ${MAX_CALIBRATION_SCORES_BYTES}-byte limit`,
+    );
   const bytes = await readFile(path);
   if (!skipHash) compareSha(file, `${field}/sha256`, sha256Bytes(bytes), expectedSha);
   return decodeCalibrationScores(bytes, file, `${field}/file`);
@@ -260,7 +295,11 @@ export async function loadBundle(dir: string, options: LoadBundleOptions = {}): 
   const latents = Promise.all(
     (manifest.latentGaussian ?? []).flatMap((g, i) => [
       checkLatentFile(dir, g.meanFile, `/latentGaussian/${i}/meanFile`, `/latentGaussian/${i}/meanSha256`, g.meanSha256, skip, [positions, c]),
-      checkLatentFile(dir, g.precisionFile, `/latentGaussian/${i}/precisionFile`, `/latentGaussian/${i}/precisionSha256`, g.precisionSha256, skip, [positions, c, c]),
+      checkLatentFile(dir, g.precisionFile, `/latentGaussian/${i}/precisionFile`, `/latentGaussian/${i}/precisionSha256`, g.precisionSha256, skip, [
+        positions,
+        c,
+        c,
+      ]),
     ]),
   );
   const features = Promise.all(checkFeatureStatistics(dir, manifest, skip));

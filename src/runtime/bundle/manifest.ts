@@ -273,7 +273,14 @@ export const manifestSchema = {
         width: positiveInt,
         height: positiveInt,
         mean: triple,
-        std: { ...triple, items: [{ type: 'number', exclusiveMinimum: 0 }, { type: 'number', exclusiveMinimum: 0 }, { type: 'number', exclusiveMinimum: 0 }] },
+        std: {
+          ...triple,
+          items: [
+            { type: 'number', exclusiveMinimum: 0 },
+            { type: 'number', exclusiveMinimum: 0 },
+            { type: 'number', exclusiveMinimum: 0 },
+          ],
+        },
         alpha: { type: 'string', enum: ['drop', 'flatten-black', 'flatten-white'] },
         resizeKernel: { type: 'string', enum: ['nearest', 'linear', 'cubic', 'mitchell', 'lanczos2', 'lanczos3'] },
       },

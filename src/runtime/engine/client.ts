@@ -11,7 +11,17 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { InferenceError, reviveError } from '../../util/errors';
 import { packageRoot } from '../../util/package-info';
-import { checkIntraOpThreads, type EngineConfig, type EngineReady, type FeaturesRequest, type FeaturesResult, type RunRequest, type RunResult, type ScorePlan, type WorkerToMain } from './protocol';
+import {
+  checkIntraOpThreads,
+  type EngineConfig,
+  type EngineReady,
+  type FeaturesRequest,
+  type FeaturesResult,
+  type RunRequest,
+  type RunResult,
+  type ScorePlan,
+  type WorkerToMain,
+} from './protocol';
 
 /** The compiled worker script. Under ts-jest this file is .ts, so use the build in dist/. */
 function workerScript(): string {

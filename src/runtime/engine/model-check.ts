@@ -62,7 +62,11 @@ function checkOnlyFedInputs(file: string, field: string, metas: readonly Inferen
   const extra = metas.filter((meta) => !fed.includes(meta.name)).map((meta) => `"${meta.name}"`);
   if (extra.length === 0) return;
   const fedList = fed.map((name) => `"${name}"`).join(' and ');
-  throw new ModelMismatchError(file, field, `${file} has ${extra.length === 1 ? 'an input' : 'inputs'} ${extra.join(', ')} that invad does not feed (it feeds only ${fedList}), so every run would fail`);
+  throw new ModelMismatchError(
+    file,
+    field,
+    `${file} has ${extra.length === 1 ? 'an input' : 'inputs'} ${extra.join(', ')} that invad does not feed (it feeds only ${fedList}), so every run would fail`,
+  );
 }
 
 export function checkBackbone(session: SessionMetadata, m: Manifest): number | null {
@@ -89,9 +93,27 @@ export function checkBackbone(session: SessionMetadata, m: Manifest): number | n
 export function checkUnet(session: SessionMetadata, m: Manifest): number | null {
   const file = m.models.unet.file;
   const { channels: C, height: h, width: w } = m.features;
-  const x = checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.xName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/xName', shapeField: '/features' });
-  checkValue(file, 'input', session.inputMetadata, { name: m.models.unet.tName, type: 'int64', dims: [null], field: '/models/unet/tName', shapeField: '/models/unet/tName' });
-  const eps = checkValue(file, 'output', session.outputMetadata, { name: m.models.unet.outputName, type: 'float32', dims: [null, C, h, w], field: '/models/unet/outputName', shapeField: '/features' });
+  const x = checkValue(file, 'input', session.inputMetadata, {
+    name: m.models.unet.xName,
+    type: 'float32',
+    dims: [null, C, h, w],
+    field: '/models/unet/xName',
+    shapeField: '/features',
+  });
+  checkValue(file, 'input', session.inputMetadata, {
+    name: m.models.unet.tName,
+    type: 'int64',
+    dims: [null],
+    field: '/models/unet/tName',
+    shapeField: '/models/unet/tName',
+  });
+  const eps = checkValue(file, 'output', session.outputMetadata, {
+    name: m.models.unet.outputName,
+    type: 'float32',
+    dims: [null, C, h, w],
+    field: '/models/unet/outputName',
+    shapeField: '/features',
+  });
   checkOnlyFedInputs(file, '/models/unet', session.inputMetadata, [m.models.unet.xName, m.models.unet.tName]);
   return x ?? eps;
 }

@@ -54,7 +54,9 @@ export function nativePipelineOptions(config: EngineConfig, unetPath: string, pr
 /** The native metadata in onnxruntime-node's form, for the shared model checks. */
 export function sessionMetadata(meta: NativeSessionMetadata): SessionMetadata {
   const convert = (values: NativeSessionMetadata['inputs']) =>
-    values.map((v) => (v.isTensor ? { name: v.name, isTensor: true, type: v.type, shape: v.shape ?? [] } : { name: v.name, isTensor: false })) as unknown as InferenceSession.ValueMetadata[];
+    values.map((v) =>
+      v.isTensor ? { name: v.name, isTensor: true, type: v.type, shape: v.shape ?? [] } : { name: v.name, isTensor: false },
+    ) as unknown as InferenceSession.ValueMetadata[];
   return { inputMetadata: convert(meta.inputs), outputMetadata: convert(meta.outputs) };
 }
 
@@ -114,15 +116,24 @@ export class NativeEngine {
     const skipped = config.executionProviders
       .filter((p) => !NATIVE_PROVIDERS.includes(p))
       .flatMap((p) =>
-        (['backbone', 'unet'] as const).map((session) => ({ session, provider: p, error: `the native engine supports ${NATIVE_PROVIDERS.join(', ')}, not ${p}` })),
+        (['backbone', 'unet'] as const).map((session) => ({
+          session,
+          provider: p,
+          error: `the native engine supports ${NATIVE_PROVIDERS.join(', ')}, not ${p}`,
+        })),
       );
     if (providers.length === 0) {
-      throw new ProviderError(`No execution provider of ${config.executionProviders.join(', ')} is supported by the native engine (it supports ${NATIVE_PROVIDERS.join(', ')})`, skipped);
+      throw new ProviderError(
+        `No execution provider of ${config.executionProviders.join(', ')} is supported by the native engine (it supports ${NATIVE_PROVIDERS.join(', ')})`,
+        skipped,
+      );
     }
     const pipeline = openPipeline(addon, nativePipelineOptions(config, unetPath, providers));
     try {
       const meta = pipeline.metadata();
-      const fixed = [checkBackbone(sessionMetadata(meta.backbone), config.manifest), checkUnet(sessionMetadata(meta.unet), config.manifest)].filter((b): b is number => b !== null);
+      const fixed = [checkBackbone(sessionMetadata(meta.backbone), config.manifest), checkUnet(sessionMetadata(meta.unet), config.manifest)].filter(
+        (b): b is number => b !== null,
+      );
       const p = pipeline.providers();
       const ready: EngineReady = {
         type: 'ready',

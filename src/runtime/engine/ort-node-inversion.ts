@@ -145,7 +145,7 @@ export async function runReconstruction(
     const t2 = performance.now();
     // DDIM update to tPrev: the same a*x + b*eps form as the inversion.
     const a = Math.sqrt(abar[tPrev] / abar[t]);
-    const b = Math.sqrt(1 - abar[tPrev]) - Math.sqrt(abar[tPrev]) * Math.sqrt(1 - abar[t]) / Math.sqrt(abar[t]);
+    const b = Math.sqrt(1 - abar[tPrev]) - (Math.sqrt(abar[tPrev]) * Math.sqrt(1 - abar[t])) / Math.sqrt(abar[t]);
     addon.ddimStep(x, eps, a, b);
     unetMs.push(t2 - t1);
     kernelMs += performance.now() - t2;
@@ -202,7 +202,10 @@ export function finishSamples(
     const latentGaussian = maha.reduce((a, v) => Math.max(a, v), -Infinity);
     // A finite latent can still overflow float32 in the Mahalanobis map (huge precision or mean).
     if (!Number.isFinite(latentGaussian)) {
-      return failedSample(base, `the latent-Gaussian map of sample ${i} is not finite (max ${latentGaussian}): the latent statistics or the model output are out of range`);
+      return failedSample(
+        base,
+        `the latent-Gaussian map of sample ${i} is not finite (max ${latentGaussian}): the latent statistics or the model output are out of range`,
+      );
     }
     const maps: FeatureMaps = { l2, latentGaussian: maha, ...feats.maps };
     if (extra.fuse && maps.featureGaussian) maps.fused = fusedMap(maha, maps.featureGaussian, extra.fuse);
@@ -222,7 +225,9 @@ export interface FeatureExtras {
   fuse?: Extract<ScorePlan, { mode: 'inversion' }>['fuse'];
 }
 
-type FeatureParts = { ok: true; parts: { featureGaussian?: number; patchcore?: number }; maps: Pick<FeatureMaps, 'featureGaussian' | 'patchcore'> } | { ok: false; error: string };
+type FeatureParts =
+  | { ok: true; parts: { featureGaussian?: number; patchcore?: number }; maps: Pick<FeatureMaps, 'featureGaussian' | 'patchcore'> }
+  | { ok: false; error: string };
 
 /** The feature-statistics maps of one sample's x_0 [c, h*w], and their maxima. */
 function featureParts(x0: Float32Array | undefined, m: Manifest, extra: FeatureExtras): FeatureParts {

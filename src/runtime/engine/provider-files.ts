@@ -79,7 +79,9 @@ export function providerFix(platform: NodeJS.Platform = process.platform, forOve
       '  or: npm approve-scripts onnxruntime-node && ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node',
     );
   } else {
-    lines.push(`onnxruntime-node has no CUDA provider download for ${platform}-${process.arch}: point INVAD_ORT_LIBRARY at a GPU build of ONNX Runtime whose folder holds these files (native engine).`);
+    lines.push(
+      `onnxruntime-node has no CUDA provider download for ${platform}-${process.arch}: point INVAD_ORT_LIBRARY at a GPU build of ONNX Runtime whose folder holds these files (native engine).`,
+    );
   }
   lines.push(`They need ${GPU_PROVIDER_REQUIREMENTS} on the library path (LD_LIBRARY_PATH on Linux).`);
   if (!forOverride) lines.push('Or set INVAD_ORT_LIBRARY to a GPU build of libonnxruntime of your own whose folder holds them (the native engine only).');
@@ -91,7 +93,11 @@ export function providerFix(platform: NodeJS.Platform = process.platform, forOve
  * the files the ONNX Runtime folder lacks and the fix, or, when every file is
  * there, what else the provider needs. null when no GPU provider was tried.
  */
-export function gpuProviderHelp(libraryPath: string, attempted: ReadonlyArray<{ provider: string }>, platform: NodeJS.Platform = process.platform): string | null {
+export function gpuProviderHelp(
+  libraryPath: string,
+  attempted: ReadonlyArray<{ provider: string }>,
+  platform: NodeJS.Platform = process.platform,
+): string | null {
   const tried = GPU_PROVIDERS.filter((p) => attempted.some((a) => a.provider === p));
   if (tried.length === 0) return null;
   const check = checkProviderFiles(dirname(libraryPath), platform);

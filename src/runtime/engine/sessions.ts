@@ -47,10 +47,18 @@ export async function openSession(path: string, providers: ExecutionProvider[], 
 /** The backbone and, unless `unetPath` is null, the UNet session; neither is left open on failure. */
 export async function openSessionPair(config: EngineConfig, unetPath: string | null): Promise<{ backbone: OpenedSession; unet: OpenedSession | null }> {
   const spinning = sessionSpinning(config.threadSpinning ?? DEFAULT_THREAD_SPINNING);
-  const backbone = await openSession(config.backbonePath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning.backbone }, 'backbone');
+  const backbone = await openSession(
+    config.backbonePath,
+    config.executionProviders,
+    { intraOpThreads: config.intraOpThreads, spinning: spinning.backbone },
+    'backbone',
+  );
   if (unetPath === null) return { backbone, unet: null };
   try {
-    return { backbone, unet: await openSession(unetPath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning.unet }, 'UNet') };
+    return {
+      backbone,
+      unet: await openSession(unetPath, config.executionProviders, { intraOpThreads: config.intraOpThreads, spinning: spinning.unet }, 'UNet'),
+    };
   } catch (err) {
     await backbone.session.release();
     throw err;
@@ -60,7 +68,12 @@ export async function openSessionPair(config: EngineConfig, unetPath: string | n
 /** ORT's error when it opens `path` on its built-in CPU provider, or undefined when it opens. */
 async function cpuOpenError(path: string): Promise<Error | undefined> {
   try {
-    const session = await ort.InferenceSession.create(path, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 1, logSeverityLevel: 4 });
+    const session = await ort.InferenceSession.create(path, {
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: 1,
+      logSeverityLevel: 4,
+    });
     await session.release();
     return undefined;
   } catch (err) {
@@ -84,7 +97,13 @@ export async function blameModelFile(err: unknown, config: EngineConfig): Promis
   ];
   for (const model of models) {
     const cause = await cpuOpenError(model.path);
-    if (cause) return new ModelBundleError(model.file, model.field, `model file ${model.file} cannot be loaded by ONNX Runtime ${ort.env.versions.common}: ${cause.message}`, { cause });
+    if (cause)
+      return new ModelBundleError(
+        model.file,
+        model.field,
+        `model file ${model.file} cannot be loaded by ONNX Runtime ${ort.env.versions.common}: ${cause.message}`,
+        { cause },
+      );
   }
   return err;
 }

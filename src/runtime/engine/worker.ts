@@ -15,7 +15,16 @@ import { inversionSteps, type InversionStep } from '../schedule';
 import { checkBackbone, checkUnet } from './model-check';
 import { batchTimings, extractFeatures, finishSamples, type PipelineSessions, runInversion, runReconstruction } from './ort-node-inversion';
 import { NativeEngine } from './native-engine';
-import { type EngineConfig, type EngineReady, type ExecutionProvider, type FeaturesRequest, type MainToWorker, type RunRequest, sampleTransferList, type WorkerToMain } from './protocol';
+import {
+  type EngineConfig,
+  type EngineReady,
+  type ExecutionProvider,
+  type FeaturesRequest,
+  type MainToWorker,
+  type RunRequest,
+  sampleTransferList,
+  type WorkerToMain,
+} from './protocol';
 import { blameModelFile, openSessionPair } from './sessions';
 
 const port = parentPort!;
@@ -172,7 +181,14 @@ async function main(): Promise<void> {
         const t0 = performance.now();
         const features = native ? await native.features(req.batch, req.n) : await extractFeatures(sessions!.backbone, config.manifest, req.batch, req.n);
         const empty = new Float32Array(0);
-        const out = { latents: empty, reduced: { l2: empty, min: empty, max: empty, sumSq: new Float64Array(0) }, backboneMs: performance.now() - t0, unetMs: [], kernelMs: 0, features };
+        const out = {
+          latents: empty,
+          reduced: { l2: empty, min: empty, max: empty, sumSq: new Float64Array(0) },
+          backboneMs: performance.now() - t0,
+          unetMs: [],
+          kernelMs: 0,
+          features,
+        };
         const resizeStart = performance.now();
         const samples = finishSamples(addon, config.manifest, out, req.sizes, plan.map, undefined, { stats, featureMaps, backboneOnly: true });
         post({ type: 'result', id: req.id, samples, timings: batchTimings(out, start, resizeStart) }, sampleTransferList(samples));

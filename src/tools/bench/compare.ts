@@ -192,7 +192,12 @@ export interface CompareResult {
   rows: CompareRow[];
   /** end-to-end Detector numbers per engine */
   endToEnd: Array<{ engine: EngineKind; rows: StageBenchRow[] }> | null;
-  profile: null | { batch: number; steps: number; torch: Array<{ variant: TorchVariant; wallMs: number; ops: ProfileOp[] }>; invad: { wallMs: number; ops: ProfileOp[] } };
+  profile: null | {
+    batch: number;
+    steps: number;
+    torch: Array<{ variant: TorchVariant; wallMs: number; ops: ProfileOp[] }>;
+    invad: { wallMs: number; ops: ProfileOp[] };
+  };
   peakRssMiB: number;
 }
 
@@ -351,7 +356,11 @@ function benchBundleContents(o: CompareOptions, ready: TorchReady): BundleConten
     input: { width: width * stride, height: height * stride },
     features: { channels, height, width },
     defaultSteps: Math.max(...o.steps),
-    backbone: { bytes: convBackbone({ height: height * stride, width: width * stride, channels, stride, seed: o.seed + 1 }), name: 'synthetic-conv (benchmark)', taps: ['conv'] },
+    backbone: {
+      bytes: convBackbone({ height: height * stride, width: width * stride, channels, stride, seed: o.seed + 1 }),
+      name: 'synthetic-conv (benchmark)',
+      taps: ['conv'],
+    },
     unet: { path: ready.onnx },
     training: { synthetic: true, benchmark: `${o.preset} preset, ${ready.weights}` },
   };
@@ -383,7 +392,11 @@ async function openEngineSides(
   const standInInput = { height: 4, width: 4 };
   writeFileSync(standIn, constantFeaturesBackbone(features, { batch: ready.maxBatch, channels, height, width }, standInInput));
   const standInManifest = buildManifest(
-    { ...contents, input: { width: standInInput.width, height: standInInput.height }, backbone: { ...contents.backbone, inputName: STAND_IN_INPUT, outputName: STAND_IN_OUTPUT } },
+    {
+      ...contents,
+      input: { width: standInInput.width, height: standInInput.height },
+      backbone: { ...contents.backbone, inputName: STAND_IN_INPUT, outputName: STAND_IN_OUTPUT },
+    },
     { backbone: '0'.repeat(64), unet: '0'.repeat(64) },
   );
   const standInImages = new Map<number, Float32Array>();
@@ -509,7 +522,12 @@ function compareRow(
 }
 
 /** invad end to end through Detector.score/scoreBatch, per engine, on the benchmark bundle. */
-async function endToEndRows(o: CompareOptions, contents: BundleContents, engines: readonly EngineKind[], work: string): Promise<NonNullable<CompareResult['endToEnd']>> {
+async function endToEndRows(
+  o: CompareOptions,
+  contents: BundleContents,
+  engines: readonly EngineKind[],
+  work: string,
+): Promise<NonNullable<CompareResult['endToEnd']>> {
   const rows: NonNullable<CompareResult['endToEnd']> = [];
   const dir = join(work, 'bundle');
   await writeBundle(dir, contents, { overwrite: true });
@@ -518,9 +536,23 @@ async function endToEndRows(o: CompareOptions, contents: BundleContents, engines
   const maxBatchSize = Math.max(...o.batches);
   for (const engine of engines) {
     o.onProgress?.(`compare: end-to-end invad through the Detector, ${engine} engine (one-Conv backbone, raw frames)`);
-    const det = await Detector.load(dir, { executionProviders: o.providers, intraOpThreads: o.threads, threadSpinning, verifyHashes: false, maxBatchSize, engine });
+    const det = await Detector.load(dir, {
+      executionProviders: o.providers,
+      intraOpThreads: o.threads,
+      threadSpinning,
+      verifyHashes: false,
+      maxBatchSize,
+      engine,
+    });
     try {
-      const stageRows = await benchStages(det, imgs, { batches: o.batches, steps: o.steps, inputs: ['raw'], runs: Math.max(3, Math.ceil(o.reps / 2)), warmup: Math.max(1, o.warmup), onProgress: o.onProgress });
+      const stageRows = await benchStages(det, imgs, {
+        batches: o.batches,
+        steps: o.steps,
+        inputs: ['raw'],
+        runs: Math.max(3, Math.ceil(o.reps / 2)),
+        warmup: Math.max(1, o.warmup),
+        onProgress: o.onProgress,
+      });
       rows.push({ engine: det.info().engine, rows: stageRows });
     } finally {
       await det.dispose();
@@ -543,10 +575,12 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
     const contents = benchBundleContents(o, ready);
     const opened = await openEngineSides(o, ready, features, contents, work, res);
     const engines = opened.sides.map((e) => e.engine);
-    const torchSide = (server: TorchServer): Side => async (n, steps) => {
-      const r = await server.request({ cmd: 'run', batch: n, steps, reps: 1 });
-      return { ms: (r.ms as number[])[0], sumSq: r.sumSq as number[] };
-    };
+    const torchSide =
+      (server: TorchServer): Side =>
+      async (n, steps) => {
+        const r = await server.request({ cmd: 'run', batch: n, steps, reps: 1 });
+        return { ms: (r.ms as number[])[0], sumSq: r.sumSq as number[] };
+      };
     // One "side" per stack: the engines first, then the PyTorch variants (compareRow relies on the order).
     const sides: Side[] = [...opened.sides.map((e) => e.run), ...res.servers.map(({ server }) => torchSide(server))];
     const preferred = defaultEngine(o.providers);
@@ -556,7 +590,9 @@ export async function benchCompare(o: CompareOptions): Promise<CompareResult> {
     const rows: CompareRow[] = [];
     for (const steps of o.steps) {
       for (const batch of o.batches) {
-        o.onProgress?.(`compare: batch ${batch}, S=${steps}: ${o.warmup} warm-up + ${o.reps} reps alternating ${[...engines.map((e) => `invad/${e}`), ...variants.map((v) => `PyTorch/${v}`)].join(', ')}`);
+        o.onProgress?.(
+          `compare: batch ${batch}, S=${steps}: ${o.warmup} warm-up + ${o.reps} reps alternating ${[...engines.map((e) => `invad/${e}`), ...variants.map((v) => `PyTorch/${v}`)].join(', ')}`,
+        );
         const got = await alternate(sides, batch, steps, o, cpu);
         rows.push(compareRow(got, engines, variants, batch, steps, o.reps, targetEngine, cpu.read()));
       }
@@ -649,7 +685,10 @@ async function profileInvad(
     // keep the second (timed) inversion: node events after the start of its first model_run
     const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => (a.ts ?? 0) - (b.ts ?? 0));
     const from = runs[sched.length]?.ts;
-    const ops = from === undefined ? ortProfileByOp(events).map((r) => ({ ...r, calls: r.calls / 2, selfMs: r.selfMs / 2 })) : ortProfileByOp(events.filter((e) => (e.ts ?? 0) >= from));
+    const ops =
+      from === undefined
+        ? ortProfileByOp(events).map((r) => ({ ...r, calls: r.calls / 2, selfMs: r.selfMs / 2 }))
+        : ortProfileByOp(events.filter((e) => (e.ts ?? 0) >= from));
     await rm(dir, { recursive: true, force: true });
     return { wallMs, ops: ops.slice(0, 15) };
   } finally {

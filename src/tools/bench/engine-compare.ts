@@ -41,8 +41,22 @@ export interface BenchPreset {
 
 export const PRESETS: BenchPreset[] = [
   { name: 'tiny', description: '32x32 input, 6x4x4 features, linear UNet (the test bundle)', input: 32, stride: 8, channels: 6, unet: 'linear' },
-  { name: 'paper-shape', description: '256x256 input, 272x16x16 features (the paper feature shape), conv backbone, linear UNet', input: 256, stride: 16, channels: 272, unet: 'linear' },
-  { name: 'paper-shape-matmul', description: 'as paper-shape, UNet with 8 chained 256x256 MatMuls per sample (compute-bound)', input: 256, stride: 16, channels: 272, unet: 'matmul' },
+  {
+    name: 'paper-shape',
+    description: '256x256 input, 272x16x16 features (the paper feature shape), conv backbone, linear UNet',
+    input: 256,
+    stride: 16,
+    channels: 272,
+    unet: 'linear',
+  },
+  {
+    name: 'paper-shape-matmul',
+    description: 'as paper-shape, UNet with 8 chained 256x256 MatMuls per sample (compute-bound)',
+    input: 256,
+    stride: 16,
+    channels: 272,
+    unet: 'matmul',
+  },
 ];
 
 export function presetContents(p: BenchPreset): BundleContents {
@@ -52,7 +66,11 @@ export function presetContents(p: BenchPreset): BundleContents {
     input: { width: p.input, height: p.input, resizeKernel: 'linear' },
     features: shape,
     defaultSteps: 3,
-    backbone: { bytes: convBackbone({ height: p.input, width: p.input, channels: p.channels, stride: p.stride, seed: 7 }), name: 'synthetic-conv', taps: ['conv'] },
+    backbone: {
+      bytes: convBackbone({ height: p.input, width: p.input, channels: p.channels, stride: p.stride, seed: 7 }),
+      name: 'synthetic-conv',
+      taps: ['conv'],
+    },
     unet: { bytes: p.unet === 'linear' ? linearUnet({ ...shape, k: 0.7, m: 1e-4 }) : slowUnet({ ...shape, k: 0.7, size: 256, repeats: 8 }) },
     training: { synthetic: true, preset: p.name },
   };
@@ -70,7 +88,6 @@ export function randomBatch(n: number, plane: number, seed: number): Float32Arra
   for (let i = 0; i < out.length; i++) out[i] = r() * 4 - 2;
   return out;
 }
-
 
 /** Runs the variants interleaved (rotating order); returns milliseconds per call. */
 export async function interleave(variants: Array<() => Promise<unknown>>, warmup: number, reps: number): Promise<Summary[]> {
@@ -120,7 +137,10 @@ async function engineLevel(tmp: string, presets: BenchPreset[], reps: number, wa
     const m = b.manifest;
     const plane = 3 * m.input.width * m.input.height;
     const sessionOptions: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
-    const sessions = { backbone: await ort.InferenceSession.create(b.backbonePath, sessionOptions), unet: await ort.InferenceSession.create(b.unetPath, sessionOptions) };
+    const sessions = {
+      backbone: await ort.InferenceSession.create(b.backbonePath, sessionOptions),
+      unet: await ort.InferenceSession.create(b.unetPath, sessionOptions),
+    };
     const config = { backbonePath: b.backbonePath, unetPath: b.unetPath, manifest: m, executionProviders: ['cpu' as const], intraOpThreads: 0 };
     const pipeline: DeviceResidentPipeline = new addon.DeviceResidentPipeline(nativePipelineOptions(config, b.unetPath, ['cpu']));
     try {

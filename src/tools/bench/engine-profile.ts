@@ -72,7 +72,20 @@ interface Ready {
 /** Builds the preset's UNet (random weights) and exports it with train/bench_torch.py; returns its ready line. */
 async function exportUnet(o: EngineProfileOptions, work: string): Promise<Ready> {
   const python = findPython(o.python);
-  const args = ['-m', 'train.bench_torch', '--preset', o.preset, '--out', work, '--threads', '1', '--seed', String(o.seed), '--max-batch', String(Math.max(...o.batches))];
+  const args = [
+    '-m',
+    'train.bench_torch',
+    '--preset',
+    o.preset,
+    '--out',
+    work,
+    '--threads',
+    '1',
+    '--seed',
+    String(o.seed),
+    '--max-batch',
+    String(Math.max(...o.batches)),
+  ];
   const child = spawn(python, args, { cwd: packageRoot(), stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1' } });
   const stderr: string[] = [];
   createInterface({ input: child.stderr }).on('line', (l) => stderr.push(l) > 20 && stderr.shift());
@@ -118,7 +131,13 @@ async function openEngines(o: EngineProfileOptions, ready: Ready, work: string, 
     input: { width: standInInput.width, height: standInInput.height },
     features: { channels, height, width },
     defaultSteps: o.steps,
-    backbone: { bytes: convBackbone({ height: height * 16, width: width * 16, channels, stride: 16, seed: o.seed + 1 }), name: 'stand-in', taps: ['conv'], inputName: STAND_IN_INPUT, outputName: STAND_IN_OUTPUT },
+    backbone: {
+      bytes: convBackbone({ height: height * 16, width: width * 16, channels, stride: 16, seed: o.seed + 1 }),
+      name: 'stand-in',
+      taps: ['conv'],
+      inputName: STAND_IN_INPUT,
+      outputName: STAND_IN_OUTPUT,
+    },
     unet: { path: ready.onnx },
     training: { synthetic: true, benchmark: `${o.preset} preset, random weights` },
   };
@@ -230,7 +249,9 @@ function profiledCalls(file: string): ProfiledCall[] {
     let sameCore = 0;
     for (const e of inside) {
       const st = (e.args as { thread_scheduling_stats?: SchedulingStats } | undefined)?.thread_scheduling_stats;
-      const cores = Object.values(st?.sub_threads ?? {}).filter((t) => (t.num_run ?? 0) > 0).map((t) => t.core);
+      const cores = Object.values(st?.sub_threads ?? {})
+        .filter((t) => (t.num_run ?? 0) > 0)
+        .map((t) => t.core);
       if (cores.length === 0 || st?.main_thread?.core === undefined) continue;
       pooled++;
       if (cores.every((c) => c === st.main_thread!.core)) sameCore++;
@@ -254,7 +275,11 @@ function medianNodes(calls: ProfiledCall[]): ProfileEvent[] {
 
 const fmt = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 const pad = (s: string, w: number) => (s.length >= w ? s : ' '.repeat(w - s.length) + s);
-const load = () => os.loadavg().map((v) => v.toFixed(2)).join(' / ');
+const load = () =>
+  os
+    .loadavg()
+    .map((v) => v.toFixed(2))
+    .join(' / ');
 
 export async function engineProfile(o: EngineProfileOptions, log: (line: string) => void = console.log): Promise<void> {
   const work = mkdtempSync(join(os.tmpdir(), 'invad-engine-profile-'));
@@ -264,7 +289,9 @@ export async function engineProfile(o: EngineProfileOptions, log: (line: string)
     const ready = await exportUnet(o, work);
     const [c, h, w] = ready.shape;
     log(`engine-profile: ${ready.params.toLocaleString('en-US')} parameters, features ${c}x${h}x${w}, S=${o.steps}, onnxruntime ${ort.env.versions.common}`);
-    log(`engine-profile: both engines: CPU provider, intra-op threads ${o.threads === 0 ? "0 (ORT's choice, the Detector default)" : o.threads}, spinning '${o.spinning}' (backbone ${sessionSpinning(o.spinning).backbone}, UNet ${sessionSpinning(o.spinning).unet})`);
+    log(
+      `engine-profile: both engines: CPU provider, intra-op threads ${o.threads === 0 ? "0 (ORT's choice, the Detector default)" : o.threads}, spinning '${o.spinning}' (backbone ${sessionSpinning(o.spinning).backbone}, UNet ${sessionSpinning(o.spinning).unet})`,
+    );
 
     // ---- timing, unprofiled ----
     const timed = await openEngines(o, ready, work);
@@ -303,7 +330,8 @@ export async function engineProfile(o: EngineProfileOptions, log: (line: string)
       for (const e of ENGINES) log(`  ${e}: ${files[e]}`);
       const calls = { native: profiledCalls(files.native), 'onnxruntime-node': profiledCalls(files['onnxruntime-node']) };
       for (const e of ENGINES) {
-        if (calls[e].length !== order.length * o.steps) throw new Error(`${e}: ${calls[e].length} model_run events in the UNet profile, expected ${order.length * o.steps}`);
+        if (calls[e].length !== order.length * o.steps)
+          throw new Error(`${e}: ${calls[e].length} model_run events in the UNet profile, expected ${order.length * o.steps}`);
       }
       for (const n of o.batches) {
         // the timed calls of this batch: skip the warm-up inversion's S runs
@@ -315,7 +343,17 @@ export async function engineProfile(o: EngineProfileOptions, log: (line: string)
         for (const e of ENGINES) {
           const p = pick(e);
           log(
-            `${pad(e, 18)} ${pad(fmt(median(p.map((x) => x.runMs))), 10)} ${pad(fmt(median(p.map((x) => x.kernelMs))), 9)} ${pad(fmt(median(p.map((x) => x.runMs - x.kernelMs))), 7)} ${pad(String(p[0]?.nodes.length ?? 0), 6)} ${pad(`${fmt((100 * p.reduce((q, x) => q + x.sameCore, 0)) / Math.max(1, p.reduce((q, x) => q + x.pooled, 0)), 0)}%`, 20)}`,
+            `${pad(e, 18)} ${pad(fmt(median(p.map((x) => x.runMs))), 10)} ${pad(fmt(median(p.map((x) => x.kernelMs))), 9)} ${pad(fmt(median(p.map((x) => x.runMs - x.kernelMs))), 7)} ${pad(String(p[0]?.nodes.length ?? 0), 6)} ${pad(
+              `${fmt(
+                (100 * p.reduce((q, x) => q + x.sameCore, 0)) /
+                  Math.max(
+                    1,
+                    p.reduce((q, x) => q + x.pooled, 0),
+                  ),
+                0,
+              )}%`,
+              20,
+            )}`,
           );
         }
         // Per node the median over the calls (a preempted node on a shared machine is one outlier,
@@ -346,7 +384,16 @@ export async function engineProfile(o: EngineProfileOptions, log: (line: string)
 }
 
 function parseArgs(argv: string[]): EngineProfileOptions {
-  const o: EngineProfileOptions = { preset: 'small', batches: [1, 8], steps: 2, reps: 8, profileReps: 3, threads: 0, spinning: DEFAULT_THREAD_SPINNING, seed: 0 };
+  const o: EngineProfileOptions = {
+    preset: 'small',
+    batches: [1, 8],
+    steps: 2,
+    reps: 8,
+    profileReps: 3,
+    threads: 0,
+    spinning: DEFAULT_THREAD_SPINNING,
+    seed: 0,
+  };
   const ints = (s: string, name: string) =>
     s.split(',').map((v) => {
       const n = Number(v);
@@ -385,7 +432,7 @@ if (require.main === module) {
   engineProfile(parseArgs(process.argv.slice(2)))
     .then(() => console.log(`engine-profile: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`))
     .catch((err: unknown) => {
-      console.error(err instanceof Error ? err.stack ?? err.message : String(err));
+      console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
       process.exitCode = 1;
     });
 }

@@ -20,7 +20,8 @@ export function constantFeaturesBackbone(
   input: { height: number; width: number },
 ): Uint8Array {
   const { batch, channels, height, width } = shape;
-  if (features.length !== batch * channels * height * width) throw new RangeError(`features hold ${features.length} values, expected ${batch}x${channels}x${height}x${width}`);
+  if (features.length !== batch * channels * height * width)
+    throw new RangeError(`features hold ${features.length} values, expected ${batch}x${channels}x${height}x${width}`);
   const graph = makeGraph({
     name: 'constant_features_backbone',
     inputs: [valueInfo(STAND_IN_INPUT, DataType.FLOAT, ['N', 3, input.height, input.width])],

@@ -11,7 +11,11 @@ const pct = (v: number) => `${(v * 100).toFixed(0)}%`;
 
 function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
 
@@ -49,7 +53,16 @@ export function formatStageRow(r: StageBenchRow): string {
 export function formatStages(rows: StageBenchRow[]): string {
   const summary = table(
     ['input', 'batch', 'S', 'images/s', 'e2e med', 'e2e p90', 'e2e p99', 'call med', 'unet/img', 'others'],
-    rows.map((r) => [r.input, String(r.batch), String(r.steps), r.imagesPerSecond.toFixed(1), ...tri(r.stages.endToEnd), ms(r.stages.call.median), ms(r.stages.unetTotal.perImage.median), pct(r.cpu.others)]),
+    rows.map((r) => [
+      r.input,
+      String(r.batch),
+      String(r.steps),
+      r.imagesPerSecond.toFixed(1),
+      ...tri(r.stages.endToEnd),
+      ms(r.stages.call.median),
+      ms(r.stages.unetTotal.perImage.median),
+      pct(r.cpu.others),
+    ]),
   );
   return `${rows.map(formatStageRow).join('\n\n')}\n\nsummary (ms; "others" = CPU share of other processes during the row)\n${summary}`;
 }
@@ -94,7 +107,10 @@ export function formatSoak(r: SoakResult): string {
       .join(' ') || '-',
   ]);
   const g = r.growth;
-  const res = Object.entries(g.resources).map(([k, v]) => `${k} ${v > 0 ? '+' : ''}${v}`).join(', ') || 'none';
+  const res =
+    Object.entries(g.resources)
+      .map(([k, v]) => `${k} ${v > 0 ? '+' : ''}${v}`)
+      .join(', ') || 'none';
   return [
     `soak: ${r.images} images in sequence (${r.input} inputs), ${r.imagesPerSecond.toFixed(1)} images/s, latency median ${ms(r.latency.median)} p99 ${ms(r.latency.p99)} ms${r.gc ? '; full GC before each sample' : ''}`,
     table(['images', 's', 'RSS MiB', 'heap MiB', 'external', 'fds', 'active handles'], rows),
@@ -126,18 +142,47 @@ export function formatCompare(r: CompareResult): string {
       e.parityRelDiff.toExponential(1),
       i === 0 ? pct(x.cpu.others) : '',
     ]);
-    const torchRows = x.references.map((ref) => ['', '', `PyTorch/${ref.variant}`, ms(ref.torch.median), ms(ref.torch.p90), ...r.torchVariants.map(() => ''), '', '', '', '']);
+    const torchRows = x.references.map((ref) => [
+      '',
+      '',
+      `PyTorch/${ref.variant}`,
+      ms(ref.torch.median),
+      ms(ref.torch.p90),
+      ...r.torchVariants.map(() => ''),
+      '',
+      '',
+      '',
+      '',
+    ]);
     return [...engineRows, ...torchRows];
   });
   const out = [
     ...head,
-    table(['batch', 'S', 'stack', 'median', 'p90', ...r.torchVariants.map((v) => `vs ${v} (per rep)`), 'target', 'stand-in | UNet calls | kernels', 'parity', 'others'], rows),
+    table(
+      [
+        'batch',
+        'S',
+        'stack',
+        'median',
+        'p90',
+        ...r.torchVariants.map((v) => `vs ${v} (per rep)`),
+        'target',
+        'stand-in | UNet calls | kernels',
+        'parity',
+        'others',
+      ],
+      rows,
+    ),
     `(ms per inversion of the whole batch; vs X = PyTorch/X median / invad median, in parentheses the median of the ratios within each rep; the stand-in backbone only copies the features; the target is checked for invad/${r.rows[0]?.targetEngine ?? '?'} (the Detector's default engine) against the faster PyTorch variant; parity = max relative difference of sum(x_T^2) against PyTorch/${r.torchVariants[0]}; others = CPU share of other processes)`,
   ];
   for (const e of r.engineErrors) out.push(`invad/${e.engine} not timed: ${e.error}`);
   if (r.profile) {
     const p = r.profile;
-    const list = (ops: Array<{ op: string; calls: number; selfMs: number }>) => ops.slice(0, 8).map((o) => `${o.op} ${ms(o.selfMs)} ms (${o.calls})`).join(', ');
+    const list = (ops: Array<{ op: string; calls: number; selfMs: number }>) =>
+      ops
+        .slice(0, 8)
+        .map((o) => `${o.op} ${ms(o.selfMs)} ms (${o.calls})`)
+        .join(', ');
     for (const tp of p.torch) out.push(`profile (batch ${p.batch}, S=${p.steps}): PyTorch/${tp.variant} ${ms(tp.wallMs)} ms wall: ${list(tp.ops)}`);
     out.push(`profile (batch ${p.batch}, S=${p.steps}): invad/ORT ${ms(p.invad.wallMs)} ms wall: ${list(p.invad.ops)}`);
   }

@@ -86,7 +86,10 @@ function save(): void {
 
 function nvidiaSmi(): string | null {
   try {
-    return execFileSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total,compute_cap', '--format=csv,noheader'], { encoding: 'utf8', timeout: 20_000 }).trim();
+    return execFileSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total,compute_cap', '--format=csv,noheader'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    }).trim();
   } catch {
     return null;
   }
@@ -143,7 +146,11 @@ async function makeBundle(dir: string): Promise<LoadedBundle> {
       input: { width: PAPER.input, height: PAPER.input, resizeKernel: 'linear' },
       features,
       defaultSteps: 3,
-      backbone: { bytes: convBackbone({ height: PAPER.input, width: PAPER.input, channels: PAPER.channels, stride: PAPER.stride, seed: 7 }), name: 'synthetic-conv', taps: ['conv'] },
+      backbone: {
+        bytes: convBackbone({ height: PAPER.input, width: PAPER.input, channels: PAPER.channels, stride: PAPER.stride, seed: 7 }),
+        name: 'synthetic-conv',
+        taps: ['conv'],
+      },
       unet,
       training: { synthetic: true, purpose: 'gpu-check' },
     },
@@ -198,7 +205,15 @@ interface Candidate {
 const GPU_LOG_LEVEL = 'warning' as const;
 
 function open(b: LoadedBundle, c: Candidate, maxBatch: number): { pipeline?: DeviceResidentPipeline; error?: string } {
-  const config = { backbonePath: b.backbonePath, unetPath: b.unetPath, manifest: b.manifest, executionProviders: c.providers, intraOpThreads: 0, maxBatch, ...(c.tensorrt ? { tensorrt: c.tensorrt } : {}) };
+  const config = {
+    backbonePath: b.backbonePath,
+    unetPath: b.unetPath,
+    manifest: b.manifest,
+    executionProviders: c.providers,
+    intraOpThreads: 0,
+    maxBatch,
+    ...(c.tensorrt ? { tensorrt: c.tensorrt } : {}),
+  };
   try {
     const opts = nativePipelineOptions(config, b.unetPath, c.providers);
     const gpu = c.providers.some((p) => p !== 'cpu');
@@ -233,7 +248,9 @@ async function latency(p: DeviceResidentPipeline, plane: number, batches: number
       };
       const row = { steps: S, batch: n, wallMs: stats, imagesPerSecond: (1000 * n) / stats.median, stagesMedian: stage };
       rows.push(row);
-      log(`  S=${S} n=${String(n).padEnd(2)} median ${stats.median.toFixed(2)} ms (p90 ${stats.p90.toFixed(2)}), ${row.imagesPerSecond.toFixed(1)} images/s; stages ${JSON.stringify(stage)}`);
+      log(
+        `  S=${S} n=${String(n).padEnd(2)} median ${stats.median.toFixed(2)} ms (p90 ${stats.p90.toFixed(2)}), ${row.imagesPerSecond.toFixed(1)} images/s; stages ${JSON.stringify(stage)}`,
+      );
       save();
     }
   }
@@ -257,10 +274,23 @@ async function cpuOnly(b: LoadedBundle): Promise<void> {
         const batch = randomBatch(n, plane, 11 * n + S);
         const got = await native.pipeline.runAsync(batch, n, steps);
         const want = (await runInversion(sessions, addon, m, batch, n, steps)).reduced;
-        const [nat, node] = await interleave([() => native.pipeline!.runAsync(batch, n, steps), () => runInversion(sessions, addon, m, batch, n, steps)], 1, reps);
-        const row = { steps: S, batch: n, parityNativeVsOnnxruntimeNode: parity(got, want, d), nativeMs: nat, onnxruntimeNodeMs: node, ratio: node.median / nat.median };
+        const [nat, node] = await interleave(
+          [() => native.pipeline!.runAsync(batch, n, steps), () => runInversion(sessions, addon, m, batch, n, steps)],
+          1,
+          reps,
+        );
+        const row = {
+          steps: S,
+          batch: n,
+          parityNativeVsOnnxruntimeNode: parity(got, want, d),
+          nativeMs: nat,
+          onnxruntimeNodeMs: node,
+          ratio: node.median / nat.median,
+        };
         results.push(row);
-        log(`S=${S} n=${n}: parity ${JSON.stringify(row.parityNativeVsOnnxruntimeNode)}; native ${nat.median.toFixed(2)} ms, onnxruntime-node ${node.median.toFixed(2)} ms (${row.ratio.toFixed(2)}x)`);
+        log(
+          `S=${S} n=${n}: parity ${JSON.stringify(row.parityNativeVsOnnxruntimeNode)}; native ${nat.median.toFixed(2)} ms, onnxruntime-node ${node.median.toFixed(2)} ms (${row.ratio.toFixed(2)}x)`,
+        );
         report.cpu = results;
         save();
       }
@@ -296,7 +326,10 @@ async function gpu(b: LoadedBundle, work: string): Promise<void> {
   const runnable = candidates.filter((c) => {
     const provider = c.providers[0];
     if (loads.has(provider)) return true;
-    gpus[c.name] = skip(`pipelines.${c.name}`, `the ${provider} provider does not load: ${probe.providers.find((p) => p.name === provider)?.error ?? 'not reported by ortProbe'}`);
+    gpus[c.name] = skip(
+      `pipelines.${c.name}`,
+      `the ${provider} provider does not load: ${probe.providers.find((p) => p.name === provider)?.error ?? 'not reported by ortProbe'}`,
+    );
     return false;
   });
   save();
@@ -433,7 +466,10 @@ async function main(): Promise<void> {
       report.unet = { kind: 'given bundle', dir: resolve(bundleDir) };
     } else if (CPU_ONLY && !flag('--paper')) {
       // On the CPU the paper-size UNet takes seconds per call; the synthetic one shows the engines.
-      b = await makeBenchBundle(work, PRESETS.find((p) => p.name === 'paper-shape')!);
+      b = await makeBenchBundle(
+        work,
+        PRESETS.find((p) => p.name === 'paper-shape')!,
+      );
       report.unet = { kind: 'synthetic linear UNet at the paper feature shape (bench/engine.ts paper-shape); --paper for the paper-size one' };
     } else {
       b = await makeBundle(work);
@@ -452,7 +488,9 @@ async function main(): Promise<void> {
   report.elapsedSeconds = (performance.now() - STARTED) / 1000;
   save();
   const gaps = Object.keys(skipped);
-  log(`done in ${(report.elapsedSeconds as number).toFixed(0)} s; ${gaps.length ? `skipped: ${gaps.join(', ')} (reasons in the report's "skipped")` : 'nothing skipped'}`);
+  log(
+    `done in ${(report.elapsedSeconds as number).toFixed(0)} s; ${gaps.length ? `skipped: ${gaps.join(', ')} (reasons in the report's "skipped")` : 'nothing skipped'}`,
+  );
   log(`wrote ${OUT_FILE}`);
 }
 

@@ -35,7 +35,7 @@ export function syntheticFrame(width: number, height: number, seed: number): Raw
   const fy = 2 + rand() * 6;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const base = 128 + 60 * Math.sin((fx * x) / width * Math.PI) * Math.cos((fy * y) / height * Math.PI);
+      const base = 128 + 60 * Math.sin(((fx * x) / width) * Math.PI) * Math.cos(((fy * y) / height) * Math.PI);
       const stripe = ((x + y * 3) >> 3) & 1 ? 20 : -20;
       for (let c = 0; c < 3; c++) {
         const v = base + stripe + (c - 1) * 15 + (rand() - 0.5) * 40;
@@ -48,7 +48,13 @@ export function syntheticFrame(width: number, height: number, seed: number): Raw
 
 export async function syntheticImages(width: number, height: number, count: number, seed = 1): Promise<BenchImages> {
   const raw = Array.from({ length: count }, (_, i) => syntheticFrame(width, height, seed + i));
-  const encoded = await Promise.all(raw.map((r) => sharp(r.data, { raw: { width, height, channels: 3 } }).png().toBuffer()));
+  const encoded = await Promise.all(
+    raw.map((r) =>
+      sharp(r.data, { raw: { width, height, channels: 3 } })
+        .png()
+        .toBuffer(),
+    ),
+  );
   return {
     source: `synthetic ${width}x${height} RGB (${count} distinct frames; encoded as PNG)`,
     width,

@@ -75,7 +75,6 @@ interface Variant {
   run: (x: Float32Array, eps: Float32Array) => unknown;
 }
 
-
 /** Runs every variant once per repetition, rotating the order; returns microseconds per variant. */
 async function measure(variants: Variant[], x0: Float32Array, eps: Float32Array): Promise<Map<string, Summary>> {
   const work = variants.map(() => new Float32Array(x0.length));
@@ -98,9 +97,7 @@ function printTable(title: string, stats: Map<string, Summary>): void {
   console.log(`\n${title}`);
   console.log(`  ${'variant'.padEnd(34)} ${'median us'.padStart(11)} ${'p90 us'.padStart(11)} ${'min us'.padStart(11)}`);
   for (const [name, s] of stats) {
-    console.log(
-      `  ${name.padEnd(34)} ${s.median.toFixed(1).padStart(11)} ${s.p90.toFixed(1).padStart(11)} ${s.min.toFixed(1).padStart(11)}`,
-    );
+    console.log(`  ${name.padEnd(34)} ${s.median.toFixed(1).padStart(11)} ${s.p90.toFixed(1).padStart(11)} ${s.min.toFixed(1).padStart(11)}`);
   }
 }
 

@@ -94,7 +94,9 @@ export async function benchLine(det: Detector, images: BenchImages, o: LineOptio
     await Promise.all(Array.from({ length: o.concurrency }, (_, k) => det.score(pick(images, o.input, i * o.concurrency + k), steps)));
   }
 
-  o.onProgress?.(`line: ${o.concurrency} producers, ${o.fpsMode === 'each' ? `${o.fps} fps each` : `${o.fps} fps shared`}, ${(o.durationMs / 1000).toFixed(1)} s`);
+  o.onProgress?.(
+    `line: ${o.concurrency} producers, ${o.fpsMode === 'each' ? `${o.fps} fps each` : `${o.fps} fps shared`}, ${(o.durationMs / 1000).toFixed(1)} s`,
+  );
   const latencies: number[] = [];
   const lags: number[] = [];
   const batchSizes: number[] = [];
@@ -194,7 +196,14 @@ export async function benchLine(det: Detector, images: BenchImages, o: LineOptio
       }),
     );
     const elapsed = performance.now() - t0;
-    saturation = { concurrency: o.concurrency, durationMs: elapsed, images: n, imagesPerSecond: (n / elapsed) * 1000, latency: summarize(satLat), batchSize: summarize(satBatch) };
+    saturation = {
+      concurrency: o.concurrency,
+      durationMs: elapsed,
+      images: n,
+      imagesPerSecond: (n / elapsed) * 1000,
+      latency: summarize(satLat),
+      batchSize: summarize(satBatch),
+    };
   }
 
   const perSecond: LineSecond[] = [...seconds.entries()]
@@ -217,7 +226,12 @@ export async function benchLine(det: Detector, images: BenchImages, o: LineOptio
     dispatchLag: summarize(lags),
     batchSize: summarize(batchSizes),
     completedFps: (completed / o.durationMs) * 1000,
-    queueDepth: { sampleMs: o.sampleMs, samples, max: depth.length ? Math.max(...depth) : 0, mean: depth.length ? depth.reduce((a, b) => a + b, 0) / depth.length : 0 },
+    queueDepth: {
+      sampleMs: o.sampleMs,
+      samples,
+      max: depth.length ? Math.max(...depth) : 0,
+      mean: depth.length ? depth.reduce((a, b) => a + b, 0) / depth.length : 0,
+    },
     perSecond,
     saturation,
     peakRssMiB: peakRssMiB(),

@@ -48,7 +48,10 @@ export interface BenchReport {
   command: string | null;
   machine: MachineInfo;
   settings: Record<string, unknown>;
-  detector: Pick<DetectorInfo, 'bundle' | 'providers' | 'fallbacks' | 'steps' | 'maxBatchSize' | 'inputSize' | 'featureShape' | 'scoreDefinition' | 'engine' | 'device' | 'engineFallback'> | null;
+  detector: Pick<
+    DetectorInfo,
+    'bundle' | 'providers' | 'fallbacks' | 'steps' | 'maxBatchSize' | 'inputSize' | 'featureShape' | 'scoreDefinition' | 'engine' | 'device' | 'engineFallback'
+  > | null;
   inputs: { source: string; width: number; height: number; encodedBytes: number } | null;
   result: StageBenchRow[] | LineResult | SoakResult | CompareResult;
 }
@@ -98,7 +101,14 @@ export async function runBench(req: BenchRequest, onProgress?: (line: string) =>
     };
     let result: BenchReport['result'];
     if (req.mode === 'stages') {
-      result = await benchStages(det, images, { batches: req.batches, steps: req.steps ?? [info.steps], inputs: req.inputs, runs: req.runs, warmup: req.warmup, onProgress });
+      result = await benchStages(det, images, {
+        batches: req.batches,
+        steps: req.steps ?? [info.steps],
+        inputs: req.inputs,
+        runs: req.runs,
+        warmup: req.warmup,
+        onProgress,
+      });
     } else if (req.mode === 'line') {
       result = await benchLine(det, images, { ...req, onProgress });
     } else {

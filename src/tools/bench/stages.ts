@@ -64,7 +64,14 @@ function shared(perBatch: number[], batchSizes: number[]): SharedStage {
   return { perBatch: summarize(perBatch), perImage: summarize(perBatch.map((v, i) => v / batchSizes[i])) };
 }
 
-async function runOnce(det: Detector, images: BenchImages, kind: InputKind, batch: number, steps: number, index: number): Promise<{ wall: number; results: ScoreResult[] }> {
+async function runOnce(
+  det: Detector,
+  images: BenchImages,
+  kind: InputKind,
+  batch: number,
+  steps: number,
+  index: number,
+): Promise<{ wall: number; results: ScoreResult[] }> {
   const t0 = performance.now();
   if (batch === 1) {
     const r = await det.score(pick(images, kind, index), { steps });
@@ -109,13 +116,32 @@ export async function benchStages(det: Detector, images: BenchImages, o: StageBe
             decode: summarize(perImage.map((t) => t.decodeMs)),
             preprocess: summarize(perImage.map((t) => t.preprocessMs)),
             queue: summarize(perImage.map((t) => t.queueMs)),
-            backbone: shared(batchRuns.map((t) => t.backboneMs), sizes),
-            unet: Array.from({ length: unetCalls }, (_, k) => shared(batchRuns.map((t) => t.unetMs[k] ?? 0), sizes)),
-            unetTotal: shared(batchRuns.map((t) => t.unetMs.reduce((a, b) => a + b, 0)), sizes),
-            kernels: shared(batchRuns.map((t) => t.kernelMs), sizes),
-            resize: shared(batchRuns.map((t) => t.resizeMs), sizes),
+            backbone: shared(
+              batchRuns.map((t) => t.backboneMs),
+              sizes,
+            ),
+            unet: Array.from({ length: unetCalls }, (_, k) =>
+              shared(
+                batchRuns.map((t) => t.unetMs[k] ?? 0),
+                sizes,
+              ),
+            ),
+            unetTotal: shared(
+              batchRuns.map((t) => t.unetMs.reduce((a, b) => a + b, 0)),
+              sizes,
+            ),
+            kernels: shared(
+              batchRuns.map((t) => t.kernelMs),
+              sizes,
+            ),
+            resize: shared(
+              batchRuns.map((t) => t.resizeMs),
+              sizes,
+            ),
             other: summarize(
-              perImage.map((t) => t.totalMs - t.decodeMs - t.preprocessMs - t.queueMs - t.backboneMs - t.unetMs.reduce((a, b) => a + b, 0) - t.kernelMs - t.resizeMs),
+              perImage.map(
+                (t) => t.totalMs - t.decodeMs - t.preprocessMs - t.queueMs - t.backboneMs - t.unetMs.reduce((a, b) => a + b, 0) - t.kernelMs - t.resizeMs,
+              ),
             ),
             endToEnd: summarize(perImage.map((t) => t.totalMs)),
             call: summarize(walls),

@@ -22,7 +22,10 @@ export function parseSize(value: string): Size2D {
 }
 
 function parseTaps(value: string): string[] {
-  const taps = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const taps = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (taps.length === 0) throw new CommanderArgError('expected comma-separated tensor names');
   return taps;
 }
@@ -41,10 +44,18 @@ interface BackboneCommandOptions {
   json?: boolean;
 }
 
-
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c])))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 function fmtStride(s: number): string {
@@ -65,7 +76,11 @@ async function readModel(path: string, preset: BackbonePreset | undefined): Prom
  * The value of an option that replaced a deprecated one: warns (one line on stderr) when the
  * old name is used, and refuses the two with different values.
  */
-export function deprecatedAlias<T>(command: string, current: { flag: string; value: T | undefined }, old: { flag: string; value: T | undefined }): T | undefined {
+export function deprecatedAlias<T>(
+  command: string,
+  current: { flag: string; value: T | undefined },
+  old: { flag: string; value: T | undefined },
+): T | undefined {
   if (old.value === undefined) return current.value;
   process.stderr.write(`invad ${command}: warning: ${old.flag} is deprecated; use ${current.flag}\n`);
   if (current.value !== undefined && current.value !== old.value) {
@@ -81,7 +96,8 @@ async function run(o: BackboneCommandOptions): Promise<number> {
     preset = BACKBONE_PRESETS[presetName];
     if (!preset) throw new UsageError(`unknown preset "${presetName}"; presets are ${Object.keys(BACKBONE_PRESETS).join(', ')}`);
   }
-  if (o.model === undefined && presetName === undefined) throw new UsageError('--model <classifier.onnx> is required (or a --backbone-preset, whose model file is looked for in $INVAD_MODELS_DIR and ./models)');
+  if (o.model === undefined && presetName === undefined)
+    throw new UsageError('--model <classifier.onnx> is required (or a --backbone-preset, whose model file is looked for in $INVAD_MODELS_DIR and ./models)');
   const modelPath = o.model ?? resolveBackboneModel(presetName!, undefined, { flag: '--model' });
   const inputSize = o.inputSize ?? preset?.inputSize ?? { height: 224, width: 224 };
   const bytes = await readModel(modelPath, preset);
@@ -107,7 +123,9 @@ async function run(o: BackboneCommandOptions): Promise<number> {
   await writeFile(o.out, fb.bytes);
   const { channels, height, width } = fb.featureShape;
   if (o.json) {
-    process.stdout.write(JSON.stringify({ out: o.out, model: modelPath, preset: presetName ?? null, inputSize, featureShape: fb.featureShape, taps: fb.taps }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify({ out: o.out, model: modelPath, preset: presetName ?? null, inputSize, featureShape: fb.featureShape, taps: fb.taps }, null, 2) + '\n',
+    );
   } else {
     process.stdout.write(
       `wrote ${o.out} (${(fb.bytes.length / 1e6).toFixed(1)} MB): ${fb.inputName} [N,3,${inputSize.height},${inputSize.width}] -> ` +
@@ -120,7 +138,9 @@ async function run(o: BackboneCommandOptions): Promise<number> {
   }
   const exp = preset?.expectedFeatureShape;
   if (preset && exp && o.taps === undefined && o.grid === undefined && (exp.channels !== channels || exp.height !== height || exp.width !== width)) {
-    process.stderr.write(`invad backbone: note: preset "${presetName}" expects ${exp.channels} x ${exp.height} x ${exp.width} at ${preset.inputSize.height}x${preset.inputSize.width}\n`);
+    process.stderr.write(
+      `invad backbone: note: preset "${presetName}" expects ${exp.channels} x ${exp.height} x ${exp.width} at ${preset.inputSize.height}x${preset.inputSize.width}\n`,
+    );
   }
   return 0;
 }
@@ -131,10 +151,10 @@ export function backboneCommand(): Command {
     .option('-m, --model <file>', `the classifier ONNX model (default: the preset's model file in $${MODELS_DIR_ENV}, then ./models)`)
     .option('--backbone-preset <name>', `taps, input size and model file of a known backbone: ${Object.keys(BACKBONE_PRESETS).join(', ')}`)
     .addOption(new Option('--preset <name>', 'deprecated: use --backbone-preset').hideHelp())
-    .option('--taps <list>', 'comma-separated tensor names, fine to coarse (overrides the preset\'s)', parseTaps)
+    .option('--taps <list>', "comma-separated tensor names, fine to coarse (overrides the preset's)", parseTaps)
     .option('-o, --out <file>', 'where to write the backbone ONNX model')
-    .option('--input-size <n>', 'input image size, N or HxW (default: the preset\'s, else 224)', parseSize)
-    .option('--grid <n>', 'feature grid, N or HxW (default: the last tap\'s size)', parseSize)
+    .option('--input-size <n>', "input image size, N or HxW (default: the preset's, else 224)", parseSize)
+    .option('--grid <n>', "feature grid, N or HxW (default: the last tap's size)", parseSize)
     .option('--input-name <name>', 'the image input (default: the first graph input)')
     .option('--list', 'list the tensors usable as taps, with their shapes, and exit')
     .option('--json', 'print JSON instead of tables')

@@ -38,7 +38,8 @@ function parseNonNegativeNumber(value: string): number {
 
 export function parseIntList(value: string): number[] {
   const list = value.split(',').map((s) => Number(s.trim()));
-  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1)) throw new CommanderArgError('expected a comma-separated list of positive integers, e.g. 1,8,32');
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1))
+    throw new CommanderArgError('expected a comma-separated list of positive integers, e.g. 1,8,32');
   return [...new Set(list)];
 }
 
@@ -185,7 +186,9 @@ function requests(o: BenchCliOptions): BenchRequest[] {
 
 function textReport(report: BenchReport): string {
   const head = formatMachine(report.machine);
-  const inputs = report.inputs ? `\ninputs: ${report.inputs.source}${report.inputs.encodedBytes ? `, ${(report.inputs.encodedBytes / 1024).toFixed(0)} KiB encoded on average` : ''}` : '';
+  const inputs = report.inputs
+    ? `\ninputs: ${report.inputs.source}${report.inputs.encodedBytes ? `, ${(report.inputs.encodedBytes / 1024).toFixed(0)} KiB encoded on average` : ''}`
+    : '';
   const det = report.detector
     ? `\nbundle: ${report.detector.bundle} (input ${report.detector.inputSize.width}x${report.detector.inputSize.height}, features ${report.detector.featureShape.channels}x${report.detector.featureShape.height}x${report.detector.featureShape.width}, ${report.detector.engine} engine${report.detector.engineFallback ? ` (native fell back: ${report.detector.engineFallback})` : ''}, providers ${report.detector.providers.backbone}/${report.detector.providers.unet}, default S=${report.detector.steps})`
     : '';
@@ -233,7 +236,8 @@ async function run(o: BenchCliOptions): Promise<number> {
 
 function parseVariants(value: string): TorchVariant[] {
   const list = value.split(',').map((s) => s.trim());
-  for (const v of list) if (!TORCH_VARIANTS.includes(v as TorchVariant)) throw new CommanderArgError(`expected ${TORCH_VARIANTS.join(', ')} (comma-separated), got "${v}"`);
+  for (const v of list)
+    if (!TORCH_VARIANTS.includes(v as TorchVariant)) throw new CommanderArgError(`expected ${TORCH_VARIANTS.join(', ')} (comma-separated), got "${v}"`);
   return [...new Set(list)] as TorchVariant[];
 }
 
@@ -258,8 +262,16 @@ export function benchCommand(): Command {
     .option('-b, --batch <list>', 'batch sizes, e.g. 1,8,32 (default 1,8)', parseIntList)
     .option('-s, --steps <list>', "inversion steps S, e.g. 2,3,5 (default: the bundle's; compare: 2,3)", parseIntList)
     .option('-p, --providers <list>', 'execution providers to try in order', parseProviders, ['cpu'] as ExecutionProvider[])
-    .option('-e, --engine <engine>', "the Detector's engine: native or onnxruntime-node (default: the Detector's choice); compare: the invad engines to time (default both)", parseEngines)
-    .addOption(new Option('--thread-spinning <whose>', "whose ORT intra-op threads spin between runs: none, unet, all (the Detector's threadSpinning)").choices([...THREAD_SPINNING]).default(DEFAULT_THREAD_SPINNING))
+    .option(
+      '-e, --engine <engine>',
+      "the Detector's engine: native or onnxruntime-node (default: the Detector's choice); compare: the invad engines to time (default both)",
+      parseEngines,
+    )
+    .addOption(
+      new Option('--thread-spinning <whose>', "whose ORT intra-op threads spin between runs: none, unet, all (the Detector's threadSpinning)")
+        .choices([...THREAD_SPINNING])
+        .default(DEFAULT_THREAD_SPINNING),
+    )
     .option('-t, --threads <n>', 'ONNX Runtime intra-op threads (0: ORT decides; compare: also PyTorch threads, default = cores)', parseNonNegativeInt)
     .option('-r, --runs <n>', 'timed calls per configuration, after the warm-up', parsePositiveInt, 30)
     .option('-w, --warmup <n>', 'untimed calls first (default 3; compare 2; soak 20)', parseNonNegativeInt)
@@ -274,8 +286,16 @@ export function benchCommand(): Command {
     .option('--fps <n>', 'line: frames per second per producer (see --fps-mode)', parsePositiveNumber, 30)
     .addOption(new Option('--duration <time>', 'line: how long frames arrive, e.g. 60s, 2m').argParser(parseDuration).default(60_000, '60s'))
     .option('--concurrency <n>', 'line: producers (cameras)', parsePositiveInt, 4)
-    .addOption(new Option('--fps-mode <mode>', 'line: each producer at --fps, triggered together (each), or --fps shared round-robin (split)').choices(['each', 'split']).default('each'))
-    .addOption(new Option('--saturation <time>', 'line: then closed loops for this long to find the throughput ceiling (0 skips)').argParser(parseDuration).default(10_000, '10s'))
+    .addOption(
+      new Option('--fps-mode <mode>', 'line: each producer at --fps, triggered together (each), or --fps shared round-robin (split)')
+        .choices(['each', 'split'])
+        .default('each'),
+    )
+    .addOption(
+      new Option('--saturation <time>', 'line: then closed loops for this long to find the throughput ceiling (0 skips)')
+        .argParser(parseDuration)
+        .default(10_000, '10s'),
+    )
     .option('--max-in-flight <n>', 'line: frames beyond this many unanswered are dropped', parsePositiveInt, 256)
     .option('--soak <n>', 'score n images in sequence, recording RSS, descriptors and handles', parsePositiveInt)
     .option('--rss-every <n>', 'soak: sample every n images', parsePositiveInt, 1000)
@@ -289,11 +309,16 @@ export function benchCommand(): Command {
     .option('--gap-ms <ms>', 'compare: idle gap between timed calls', parseNonNegativeNumber, 20)
     .option('--no-e2e', 'compare: skip the end-to-end invad numbers')
     .option('--profile', 'compare: per-operator profile of one inversion on each side')
-    .option('--torch-variants <list>', "compare: PyTorch's own convolution dispatch (default) and/or every convolution on oneDNN (onednn)", parseVariants, [...TORCH_VARIANTS])
+    .option('--torch-variants <list>', "compare: PyTorch's own convolution dispatch (default) and/or every convolution on oneDNN (onednn)", parseVariants, [
+      ...TORCH_VARIANTS,
+    ])
     .option('--python <path>', 'compare: Python with PyTorch (default: $INVAD_PYTHON, python3, /usr/bin/python3)')
     .option('--work-dir <dir>', 'compare: keep the exported UNet, features and bundle here')
     .option('--seed <n>', 'compare: seed for the random weights and features', parseNonNegativeInt, 0)
-    .option('--which-engine', 'time both engines side by side on --model (alternating, batch 1,2,4,8 and S 2,3 unless given, --reps repetitions) and say which is faster here')
+    .option(
+      '--which-engine',
+      'time both engines side by side on --model (alternating, batch 1,2,4,8 and S 2,3 unless given, --reps repetitions) and say which is faster here',
+    )
     .option('--against <dir>', 'with --which-engine: a second bundle of the same shapes (e.g. the int8 one from invad quantize) timed in the same alternation')
     .action(async (o: BenchCliOptions) => {
       process.exitCode = await run(o);

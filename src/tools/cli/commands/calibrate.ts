@@ -41,7 +41,9 @@ function checkFlags(normals: string[], o: CalibrateCommandOptions): void {
     throw new UsageError(`--map-smoothing takes a sigma from 0 (none) to ${MAX_SMOOTHING_SIGMA} pixels at the model input, got ${o.mapSmoothing}`);
   }
   if (o.append && o.refitLatent) {
-    throw new UsageError('--append pools with the stored scores, which came from the current latent statistics; --refit-latent would replace them. Run one, then the other without --append');
+    throw new UsageError(
+      '--append pools with the stored scores, which came from the current latent statistics; --refit-latent would replace them. Run one, then the other without --append',
+    );
   }
 }
 
@@ -55,12 +57,26 @@ export function calibrateCommand(): Command {
     .option('--false-alarm-rate <f>', 'target false-alarm rate on normals; the split-conformal threshold needs at least ceil(1/f) - 1 normals', Number, 0.01)
     .option('-s, --steps <list>', 'step counts S to calibrate (default 2,3,4,5)', (v: string) => v.split(',').map((s) => parsePositiveInt(s.trim())))
     .option('--append', "add these normals' scores to the calibration sample stored in the bundle (calibration.json) instead of replacing it")
-    .option('--validation <dir>', 'labelled validation images (good/ and one folder per defect, as MVTec AD test/): set image thresholds at their F1 maximum instead of the false-alarm rate')
+    .option(
+      '--validation <dir>',
+      'labelled validation images (good/ and one folder per defect, as MVTec AD test/): set image thresholds at their F1 maximum instead of the false-alarm rate',
+    )
     .option('--refit-latent <dir>', 'also refit the latent-Gaussian statistics on this folder of training normals')
-    .option('--out-of-fold <k>', 'with --refit-latent: score each training normal under a latent Gaussian fitted on the other k - 1 folds and pool these scores for the latent-Gaussian part (default: 5)', parsePositiveInt)
+    .option(
+      '--out-of-fold <k>',
+      'with --refit-latent: score each training normal under a latent Gaussian fitted on the other k - 1 folds and pool these scores for the latent-Gaussian part (default: 5)',
+      parsePositiveInt,
+    )
     .option('--no-out-of-fold', 'with --refit-latent: no out-of-fold scores')
-    .option('--map-smoothing <sigma>', "set the bundle's map smoothing: a Gaussian of sigma pixels at the model input on every upsampled map (0 removes it; default: keep the bundle's); the pixel thresholds are recalibrated on the smoothed maps", Number)
-    .option('--compare-sources', "print how the training normals' out-of-fold scores compare with the held-out normals' in the stored sample (medians, KS statistic)")
+    .option(
+      '--map-smoothing <sigma>',
+      "set the bundle's map smoothing: a Gaussian of sigma pixels at the model input on every upsampled map (0 removes it; default: keep the bundle's); the pixel thresholds are recalibrated on the smoothed maps",
+      Number,
+    )
+    .option(
+      '--compare-sources',
+      "print how the training normals' out-of-fold scores compare with the held-out normals' in the stored sample (medians, KS statistic)",
+    )
     .option('-p, --providers <list>', 'execution providers to try in order', parseProviders, ['cpu'])
     .action(async (normals: string[], o: CalibrateCommandOptions) => {
       checkFlags(normals, o);
@@ -86,14 +102,30 @@ export function calibrateCommand(): Command {
       for (const w of cal.warnings ?? []) say(`warning: ${w}`);
       if (validation) {
         // The trade-off on the labelled images: the thresholds just set, and what the normals give at each target rate.
-        const decisions = await measureLabelledDecisions(o.model, labelledItems(validation), { steps: cal.bySteps?.map((s) => s.steps), rule: CALIBRATION_RULE, executionProviders: o.providers, onProgress: say });
-        say(`\nThe trade-off on the validation images (the F1-max thresholds were set on them; the operating points' on normals only):\n\n${decisionMarkdown(decisions, 'the validation images')}`);
+        const decisions = await measureLabelledDecisions(o.model, labelledItems(validation), {
+          steps: cal.bySteps?.map((s) => s.steps),
+          rule: CALIBRATION_RULE,
+          executionProviders: o.providers,
+          onProgress: say,
+        });
+        say(
+          `\nThe trade-off on the validation images (the F1-max thresholds were set on them; the operating points' on normals only):\n\n${decisionMarkdown(decisions, 'the validation images')}`,
+        );
       }
       const { samples, outOfFold, imageThreshold, imageThresholdMethod, pixelThreshold, falseAlarmRate, warnings } = cal;
       const sources = o.compareSources ? { sources: await compareBundleSources(o.model) } : {};
       process.stdout.write(
-        JSON.stringify({ samples, outOfFold: outOfFold ?? null, imageThreshold, imageThresholdMethod, pixelThreshold, falseAlarmRate, warnings, ...(cal.validation ? { validation: cal.validation } : {}), ...sources }) +
-          '\n',
+        JSON.stringify({
+          samples,
+          outOfFold: outOfFold ?? null,
+          imageThreshold,
+          imageThresholdMethod,
+          pixelThreshold,
+          falseAlarmRate,
+          warnings,
+          ...(cal.validation ? { validation: cal.validation } : {}),
+          ...sources,
+        }) + '\n',
       );
     });
 }

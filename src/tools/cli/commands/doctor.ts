@@ -6,7 +6,14 @@ import { addonSource, loadAddon } from '../../../binding';
 import { packageVersion } from '../../../util/package-info';
 import { defaultEngine } from '../../../runtime/detector';
 import { ortLibraryPath } from '../../../runtime/engine/ort-library';
-import { checkProviderFiles, GPU_PROVIDERS, ORT_TESTED_VERSION, onnxruntimeNodeLibraryPath, providerFix, type ProviderFilesCheck } from '../../../runtime/engine/provider-files';
+import {
+  checkProviderFiles,
+  GPU_PROVIDERS,
+  ORT_TESTED_VERSION,
+  onnxruntimeNodeLibraryPath,
+  providerFix,
+  type ProviderFilesCheck,
+} from '../../../runtime/engine/provider-files';
 
 /** "12.4" from cudaDriverGetVersion's 12040. */
 function cudaVersion(v: number): string | null {
@@ -90,7 +97,10 @@ export function doctorReport(): Promise<Record<string, unknown>> {
     report.nativeEngine = nativeEngineReport(addon, library);
     const files = (report.nativeEngine as { providerFiles: { missing?: string[]; fix?: string[] } }).providerFiles;
     if (cuda.available && files.missing && files.missing.length > 0) {
-      problems.push({ problem: `a GPU is usable (${cuda.deviceName}) but ONNX Runtime's GPU provider libraries are missing from ${dirname(library)}: ${files.missing.join(', ')}`, fix: files.fix ?? [] });
+      problems.push({
+        problem: `a GPU is usable (${cuda.deviceName}) but ONNX Runtime's GPU provider libraries are missing from ${dirname(library)}: ${files.missing.join(', ')}`,
+        fix: files.fix ?? [],
+      });
     }
   } catch (err) {
     report.addon = { error: (err as Error).message };

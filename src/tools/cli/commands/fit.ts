@@ -67,7 +67,9 @@ function reporter(verbose: boolean): (e: FitEvent) => void {
         say(`split: ${e.train} images to train on, ${e.val} held out for validation and calibration`);
         break;
       case 'backbone':
-        say(`backbone: features ${e.featureShape.channels} x ${e.featureShape.height} x ${e.featureShape.width} from taps ${e.taps.map((t) => `${t.name} (${t.channels} ch, stride ${t.stride})`).join(', ')}`);
+        say(
+          `backbone: features ${e.featureShape.channels} x ${e.featureShape.height} x ${e.featureShape.width} from taps ${e.taps.map((t) => `${t.name} (${t.channels} ch, stride ${t.stride})`).join(', ')}`,
+        );
         break;
       case 'extract':
         if (barKey !== e.split) {
@@ -85,14 +87,18 @@ function reporter(verbose: boolean): (e: FitEvent) => void {
         say(`training: ${(e.params / 1e6).toFixed(2)} M parameters on ${e.device}, ${e.epochs} epochs`);
         break;
       case 'epoch':
-        say(`epoch ${e.epoch}/${e.epochs}  loss ${e.loss.toFixed(5)}  val ${e.valLoss.toFixed(5)}  lr ${e.lr.toExponential(2)}  ${e.imagesPerS.toFixed(1)} img/s`);
+        say(
+          `epoch ${e.epoch}/${e.epochs}  loss ${e.loss.toFixed(5)}  val ${e.valLoss.toFixed(5)}  lr ${e.lr.toExponential(2)}  ${e.imagesPerS.toFixed(1)} img/s`,
+        );
         break;
       case 'export':
         say(`export: onnxruntime-node vs PyTorch max abs diff ${e.parityMaxAbsDiff.toExponential(2)}`);
         break;
       case 'calibrate': {
         const oof = e.calibration.outOfFold;
-        say(`calibrated on ${e.samples} held-out normals${oof ? ` (and ${oof.samples} training normals out of fold, ${oof.folds} folds, for the latent-Gaussian part)` : ''}: image threshold ${e.calibration.imageThreshold?.toFixed(4)}`);
+        say(
+          `calibrated on ${e.samples} held-out normals${oof ? ` (and ${oof.samples} training normals out of fold, ${oof.folds} folds, for the latent-Gaussian part)` : ''}: image threshold ${e.calibration.imageThreshold?.toFixed(4)}`,
+        );
         for (const w of e.calibration.warnings ?? []) say(`warning: ${w}`);
         break;
       }
@@ -111,7 +117,11 @@ export function fitCommand(): Command {
     .addOption(new Option('--backbone <name>').choices(Object.keys(BACKBONE_PRESETS)).hideHelp())
     .option('--backbone-model <file>', `the classifier ONNX to tap (default: the preset's model file in $${MODELS_DIR_ENV}, then ./models)`)
     .option('--taps <names>', "comma-separated tensor names to tap, fine to coarse (default: the preset's)")
-    .option('--grid <n>', "feature grid: every tap resized to n x n, e.g. 28 (stride 8 at 224 px) for finer maps; recorded in the bundle (default: the coarsest tap's, 14 for mobilenetv2-int8)", parsePositiveInt)
+    .option(
+      '--grid <n>',
+      "feature grid: every tap resized to n x n, e.g. 28 (stride 8 at 224 px) for finer maps; recorded in the bundle (default: the coarsest tap's, 14 for mobilenetv2-int8)",
+      parsePositiveInt,
+    )
     .requiredOption('-o, --out <dir>', 'bundle folder to write')
     .addOption(new Option('--unet-preset <name>', 'UNet size').choices([...UNET_PRESETS]).default('small'))
     .addOption(new Option('--preset <name>', 'deprecated: use --unet-preset').choices([...UNET_PRESETS]).hideHelp())
@@ -122,13 +132,23 @@ export function fitCommand(): Command {
     .option('--val-fraction <f>', 'share of images held out for validation and calibration', Number, 0.1)
     .option('--steps <n>', 'default inversion steps S written to the bundle', parsePositiveInt, 3)
     .addOption(
-      new Option('--feature-normalization <kind>', "train on the backbone's raw features (default), or standardize each channel").choices([...FEATURE_NORMALIZATIONS]),
+      new Option('--feature-normalization <kind>', "train on the backbone's raw features (default), or standardize each channel").choices([
+        ...FEATURE_NORMALIZATIONS,
+      ]),
     )
     .option('--feature-scale <s>', 'standardize each feature channel to this standard deviation', Number)
     .addOption(new Option('--score <definition>', scoreHelp()).choices([...SCORE_DEFINITIONS]))
-    .option('--out-of-fold <k>', "score each training normal under a latent Gaussian fitted on the other k - 1 folds, and pool these scores with the held-out normals' for the latent-Gaussian threshold (default 5)", parsePositiveInt)
+    .option(
+      '--out-of-fold <k>',
+      "score each training normal under a latent Gaussian fitted on the other k - 1 folds, and pool these scores with the held-out normals' for the latent-Gaussian threshold (default 5)",
+      parsePositiveInt,
+    )
     .option('--no-out-of-fold', 'calibrate on the held-out normals only')
-    .option('--map-smoothing <sigma>', 'blur every upsampled anomaly map with a Gaussian of sigma pixels at the model input (PaDiM and PatchCore use 4 at 224), recorded in the bundle; pixel thresholds are calibrated on the smoothed maps (default 0: none)', Number)
+    .option(
+      '--map-smoothing <sigma>',
+      'blur every upsampled anomaly map with a Gaussian of sigma pixels at the model input (PaDiM and PatchCore use 4 at 224), recorded in the bundle; pixel thresholds are calibrated on the smoothed maps (default 0: none)',
+      Number,
+    )
     .option('--resume', "continue training from the work folder's checkpoint")
     .option('--strict', 'fail on an unreadable image instead of skipping it')
     .option('--overwrite', 'replace an existing bundle')
@@ -156,7 +176,7 @@ export function fitCommand(): Command {
         const r = await fit({
           normal: o.normal,
           out: o.out,
-          backbone: backbone!,
+          backbone: backbone,
           backboneModel: o.backboneModel,
           taps: o.taps?.split(',').map((s) => s.trim()),
           grid: o.grid,

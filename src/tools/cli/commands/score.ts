@@ -141,8 +141,11 @@ export function scoreCommand(): Command {
     .description('Score images with a model bundle: one JSON line per image (file, score, decision, timings)')
     .argument('<inputs...>', 'image files or folders (searched recursively for .png .jpg .jpeg .bmp .tif .tiff .webp .gif)')
     .requiredOption('-m, --model <dir>', 'model bundle folder')
-    .option('-o, --out <dir>', "also write a heat-map overlay PNG per image into this folder, as <stem>_overlay.png at the image's path below the images' common folder")
-    .option('-s, --steps <n>', 'inversion steps S (default: the bundle\'s)', parsePositiveInt)
+    .option(
+      '-o, --out <dir>',
+      "also write a heat-map overlay PNG per image into this folder, as <stem>_overlay.png at the image's path below the images' common folder",
+    )
+    .option('-s, --steps <n>', "inversion steps S (default: the bundle's)", parsePositiveInt)
     .option('-b, --batch-size <n>', 'images per model run', parsePositiveInt, 8)
     .option('-p, --providers <list>', 'execution providers to try in order, e.g. cuda,cpu', parseProviders, ['cpu'] as ExecutionProvider[])
     .action(async (inputs: string[], o: ScoreCommandOptions) => {
