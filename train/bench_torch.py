@@ -187,7 +187,7 @@ class Inverter:
             s = inversion_schedule(steps)
             self.sched[key] = [
                 (torch.full((batch,), int(t), dtype=torch.int64), float(a), float(b))
-                for t, a, b in zip(s["timesteps"], s["a"], s["b"])
+                for t, a, b in zip(s["timesteps"], s["a"], s["b"], strict=True)
             ]
         return self.sched[key]
 

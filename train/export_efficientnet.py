@@ -224,7 +224,7 @@ def build_model(weights, seed):
                 f"export_efficientnet.py: could not download ImageNet weights from {IMAGENET_URL}: {e}\n"
                 "Install torchvision with internet access, or download the file elsewhere and pass "
                 "--weights PATH.pth."
-            )
+            ) from e
         desc = f"imagenet ({IMAGENET_URL})"
     else:
         if not os.path.isfile(weights):
@@ -286,7 +286,7 @@ def main(argv=None):
     )
     print(f"EfficientNet-B4 [{source}], weights: {desc}")
     print(f"input: [N, 3, {s}, {s}]")
-    for n, o in zip(names, outs):
+    for n, o in zip(names, outs, strict=True):
         print(f"{n}: [N, {', '.join(str(d) for d in o.shape[1:])}]")
     taps = outs[1:]
     grid = taps[-1].shape[2:]

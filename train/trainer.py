@@ -109,9 +109,9 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         torch._foreach_mul_(pe, decay)
         torch._foreach_add_(pe, pm, alpha=1.0 - decay)
     else:  # pragma: no cover
-        for a, b in zip(pe, pm):
+        for a, b in zip(pe, pm, strict=True):
             a.mul_(decay).add_(b, alpha=1.0 - decay)
-    for be, bm in zip(ema.buffers(), model.buffers()):
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(bm)
 
 
@@ -607,7 +607,7 @@ def fit(args: Any, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
         }
         run.history.append(rec)
         state = run.checkpoint(config, epoch, cur_lr, run.prior_wall + (time.time() - t_start))
-        atomic_write_bytes(ckpt_path, lambda tmp: torch.save(state, tmp))
+        atomic_write_bytes(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
         emit(
             {
                 "event": "epoch",

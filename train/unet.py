@@ -17,7 +17,7 @@ Attention is plain matmul + softmax (no fused kernels) so it exports to any opse
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -228,7 +228,7 @@ class UNet(nn.Module):
             h = block(h, emb)
             hs.append(h)
         h = self.middle(h, emb)
-        for block, up in zip(self.up_blocks, self.up_samplers):
+        for block, up in zip(self.up_blocks, self.up_samplers, strict=True):
             h = torch.cat([h, hs.pop()], dim=1)
             h = block(h, emb)
             if isinstance(up, Upsample):

@@ -2,7 +2,6 @@ import json
 import math
 
 import numpy as np
-import torch
 
 from train.trainer import ema_decay, lr_at, torch_load
 

@@ -173,7 +173,8 @@ export interface SampleOutput {
 export function sampleTransferList(samples: readonly SampleOutput[]): ArrayBuffer[] {
   const buffers = new Set<ArrayBuffer>();
   for (const s of samples) {
-    for (const a of [s.map, ...Object.values(s.featureMaps)]) if (a) buffers.add(a.buffer as ArrayBuffer);
+    const maps: Array<Float32Array | undefined> = [s.map, ...Object.values<Float32Array | undefined>(s.featureMaps)];
+    for (const a of maps) if (a) buffers.add(a.buffer as ArrayBuffer);
   }
   return [...buffers];
 }
