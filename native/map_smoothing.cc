@@ -13,7 +13,9 @@ std::vector<float> blur_weights(double sigma) {
   std::vector<double> d(2 * static_cast<size_t>(r) + 1);
   double sum = 0.0;
   for (int k = -r; k <= r; ++k) {
-    const double v = std::exp(-0.5 * (static_cast<double>(k) * k) / (sigma * sigma));
+    // The centre weight is exp(0) = 1 for every sigma: computed, it is exp(-0/0) = NaN once
+    // sigma * sigma underflows to 0 (sigma below ~1.6e-162; found by npm run fuzz).
+    const double v = k == 0 ? 1.0 : std::exp(-0.5 * (static_cast<double>(k) * k) / (sigma * sigma));
     d[static_cast<size_t>(k + r)] = v;
     sum += v;
   }

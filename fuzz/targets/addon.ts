@@ -211,11 +211,25 @@ function kernelCall(rng: Rng, fn: string): Call {
     const src = rng.floats(n * h * w);
     return { fn, args: [src, n, h, w, rng.int(1, 40), rng.int(1, 40)], buffers: [0], shape: null, notes: [] };
   }
+  if (base === 'gaussianBlur') {
+    // Sigma up to the addon's cap (1024): the work is planes*h*w x (8 sigma + 1), small here.
+    const sigma = () => (rng.chance(0.8) ? 0.01 + rng.float() * 4 : rng.pick([1024, 64, 1e-3, 5e-324]));
+    return { fn, args: [rng.floats(n * h * w, scale), n, h, w, sigma(), sigma()], buffers: [0], shape: null, notes: [] };
+  }
   return { fn, args: [x, eps, a, b, shape], buffers: [0, 1], shape: 4, notes: [] };
 }
 
-const KERNELS = ['ddimStep', 'channelNorm', 'ddimLastStepReduce', 'resizeBilinear', 'ddimLastStepReduceUnfused'];
+const KERNELS = ['ddimStep', 'channelNorm', 'ddimLastStepReduce', 'resizeBilinear', 'ddimLastStepReduceUnfused', 'gaussianBlur'];
 const ASYNC_KERNELS = ['ddimStepAsync', 'channelNormAsync', 'ddimLastStepReduceAsync', 'resizeBilinearAsync'];
+
+/** Every value finite; false for a detached or out-of-bounds view (which the call must refuse). */
+function allFinite(v: Float32Array): boolean {
+  try {
+    return v.every((x) => Number.isFinite(x));
+  } catch {
+    return false;
+  }
+}
 
 async function fuzzKernel(s: State, ctx: CaseContext, fn: string): Promise<void> {
   const { rng } = ctx;
@@ -247,6 +261,8 @@ async function fuzzKernel(s: State, ctx: CaseContext, fn: string): Promise<void>
       // Sizes inside the documented caps that cannot be allocated (finding 4).
       if (call.fn.startsWith('resizeBilinear')) {
         call.args[rng.pick([4, 5])] = rng.pick([2 ** 31 - 1, 2 ** 20, 2 ** 24, 65536 * 4]);
+      } else if (call.fn === 'gaussianBlur') {
+        call.args[rng.pick([1, 2, 3])] = rng.pick([2 ** 31 - 1, 2 ** 20, 2 ** 30]);
       } else if (call.shape !== null) {
         const shape = cloneObject(call.args[call.shape]);
         setField(shape, rng.pick(['n', 'c', 'h', 'w']), rng.pick([2 ** 31 - 1, 2 ** 20, 2 ** 30]));
@@ -273,7 +289,10 @@ async function fuzzKernel(s: State, ctx: CaseContext, fn: string): Promise<void>
     if (elements >= 2 ** 26) ctx.allow(180_000, `resize to ${elements} elements`);
   }
   const f = (s.addon as unknown as Record<string, AnyFn>)[fn];
-  await ctx.call(
+  // The resize and the blur average their input with non-negative weights: finite in, finite out.
+  const src = call.args[0];
+  const finiteIn = (fn === 'gaussianBlur' || fn === 'resizeBilinear') && src instanceof Float32Array && allFinite(src);
+  const r = await ctx.call(
     fn,
     () => {
       const out = f.apply(s.addon, call.args);
@@ -285,6 +304,10 @@ async function fuzzKernel(s: State, ctx: CaseContext, fn: string): Promise<void>
     },
     { typed: argumentErrors },
   );
+  if (r.ok && finiteIn && r.value instanceof Float32Array) {
+    const bad = r.value.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) ctx.wrong(fn, `output[${bad}] is ${r.value[bad]} for a finite input`);
+  }
 }
 
 function validPipelineOptions(dir: string, ort: string): NativePipelineOptions {

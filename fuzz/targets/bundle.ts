@@ -79,6 +79,15 @@ function semantic(rng: Rng, m: Json): string {
         ),
     ],
     ['mean/std', () => setAt(m, ['input', rng.pick(['mean', 'std']), rng.int(0, 2)], rng.pick([1e308, 5e-324, -1e308]))],
+    [
+      'map smoothing',
+      () =>
+        setAt(m, ['mapSmoothing'], {
+          kind: rng.chance(0.9) ? 'gaussian' : rng.pick(['box', '']),
+          sigmaPx: rng.chance(0.6) ? 0.25 + rng.float() * 8 : rng.pick([64, 65, 5e-324, 0, -1, 1e308]),
+          atInputSize: rng.chance(0.6) ? rng.pick([TINY.input, 224]) : rng.pick([1, 2, 2 ** 31, 0, 1.5]),
+        }),
+    ],
   ];
   const [name, apply] = rng.pick(choices);
   apply();
@@ -220,7 +229,8 @@ function loadOptions(rng: Rng): { value: unknown; note: string } {
   else if (key === 'verifyHashes') o.verifyHashes = rng.chance(0.5) ? false : junk(rng);
   else if (key === 'steps') o.steps = rng.chance(0.5) ? rng.int(1, 6) : edgeNumber(rng);
   else o[key] = rng.chance(0.6) ? edgeNumber(rng) : junk(rng);
-  return { value: o, note: `${String(o.engine)} ${key}=${show(o[key])}` };
+  // show(), not String(): the engine may be junk, such as a proxy whose traps throw.
+  return { value: o, note: `${show(o.engine)} ${key}=${show(o[key])}` };
 }
 
 export const bundleTarget: FuzzTarget<State> = {
@@ -247,6 +257,12 @@ export const bundleTarget: FuzzTarget<State> = {
     cpSync(s.base, dir, { recursive: true });
     const m = JSON.parse(readFileSync(join(dir, MANIFEST_FILE), 'utf8')) as Json;
     const notes: string[] = [];
+    if (rng.chance(1 / 3)) {
+      // A third start from a bundle with map smoothing: the blur then runs in the engine worker,
+      // whose exit once unloaded the addon under its thread pool (SIGSEGV).
+      m.mapSmoothing = { kind: 'gaussian', sigmaPx: 0.25 + rng.float() * 4, atInputSize: TINY.input };
+      notes.push('smoothed');
+    }
     let manifestText: string | null = null;
     let replaced: string | null = null;
     for (
@@ -295,7 +311,9 @@ export const bundleTarget: FuzzTarget<State> = {
     const det = loaded.value;
     if (!det) return;
     try {
-      const raw = { data: rng.bytes(TINY.input * TINY.input * 3), width: TINY.input, height: TINY.input, channels: 3 as const };
+      // Mostly the model's input size; else any size, so the map's resize and blur see odd shapes.
+      const [width, height] = rng.chance(0.7) ? [TINY.input, TINY.input] : [rng.int(1, 80), rng.int(1, 80)];
+      const raw = { data: rng.bytes(width * height * 3), width, height, channels: 3 as const };
       const r = await ctx.call('score', () => det.score(raw), { async: true });
       if (r.ok) checkResult(ctx, 'score', r.value!);
       const batch = await ctx.call('scoreBatch', () => det.scoreBatch([raw, raw], { errors: 'collect', allMaps: true }), { async: true });
