@@ -15,6 +15,7 @@ import { loadBundle, type LoadedBundle } from '../src/runtime/bundle/load';
 import { nativePipelineOptions } from '../src/runtime/engine/native-engine';
 import { inversionSteps } from '../src/runtime/schedule';
 import { mulberry32 } from '../src/util/prng';
+import { randomBatch as randomInputs } from './helpers/images';
 import { packageRoot } from '../src/util/package-info';
 import { tempDir, writeTinyBundle } from './helpers/bundles';
 
@@ -57,11 +58,7 @@ function open(overrides: Partial<EngineOptions> = {}): DeviceResidentPipeline {
 }
 
 function randomBatch(n: number, seed: number): Float32Array {
-  const r = mulberry32(seed);
-  const { width, height } = bundle.manifest.input;
-  const out = new Float32Array(n * 3 * width * height);
-  for (let i = 0; i < out.length; i++) out[i] = r() * 4 - 2;
-  return out;
+  return randomInputs(n, bundle.manifest.input, seed);
 }
 
 function caught(fn: () => unknown): Error {

@@ -13,7 +13,7 @@ import { Detector, type ScoreResult } from '../src';
 import { loadBundle, type LoadedBundle } from '../src/runtime/bundle/load';
 import { nativePipelineOptions, ortLibraryPath } from '../src/runtime/engine/native-engine';
 import { extractFeatures, runInversion } from '../src/runtime/engine/ort-node-inversion';
-import { mulberry32 } from '../src/util/prng';
+import { randomBatch as randomInputs } from './helpers/images';
 import { inversionSteps } from '../src/runtime/schedule';
 import { tempDir, writeTinyBundle } from './helpers/bundles';
 import { randomRaw } from './helpers/images';
@@ -35,11 +35,7 @@ function open(overrides: Partial<NativePipelineOptions> = {}): DeviceResidentPip
 }
 
 function randomBatch(n: number, seed: number): Float32Array {
-  const r = mulberry32(seed);
-  const { width, height } = bundle.manifest.input;
-  const out = new Float32Array(n * 3 * width * height);
-  for (let i = 0; i < out.length; i++) out[i] = r() * 4 - 2;
-  return out;
+  return randomInputs(n, bundle.manifest.input, seed);
 }
 
 /** max |a-b| / max(1, |b|) over the elements. */

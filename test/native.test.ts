@@ -16,6 +16,7 @@ import {
   addonSource,
   loadAddon,
   loadAddonWithDiagnostics,
+  REQUIRED_FUNCTIONS,
   type ChannelNormResult,
   type InvadAddon,
   type InvadAddonDiagnostics,
@@ -231,17 +232,7 @@ describe('build info and loader', () => {
     // A stand-in addon with the production functions only (the real ones, re-exported).
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'invad-addon-'));
     const file = path.join(dir, 'production-only.js');
-    const production = [
-      'buildInfo',
-      'cudaStatus',
-      'ddimStep',
-      'channelNorm',
-      'ddimLastStepReduce',
-      'resizeBilinear',
-      'gaussianBlur',
-      'DeviceResidentPipeline',
-      'ortProbe',
-    ];
+    const production = REQUIRED_FUNCTIONS;
     fs.writeFileSync(
       file,
       `const real = require(${JSON.stringify(addonSource().path)});\nmodule.exports = Object.fromEntries(${JSON.stringify(production)}.map((k) => [k, real[k]]));\n`,

@@ -25,7 +25,7 @@ export interface AddonSource {
 }
 
 /** What the runtime calls; the diagnostic variants (DIAGNOSTIC_FUNCTIONS) stay optional. */
-const REQUIRED_FUNCTIONS: ReadonlyArray<keyof InvadAddon> = [
+export const REQUIRED_FUNCTIONS: ReadonlyArray<keyof InvadAddon> = [
   'buildInfo',
   'cudaStatus',
   'ddimStep',

@@ -11,6 +11,14 @@ export function randomRaw(width: number, height: number, channels: RawImage['cha
   return { data, width, height, channels };
 }
 
+/** A batch of n normalized model inputs (3 x height x width each), uniform in [-2, 2). */
+export function randomBatch(n: number, size: { width: number; height: number }, seed: number): Float32Array {
+  const r = mulberry32(seed);
+  const out = new Float32Array(n * 3 * size.width * size.height);
+  for (let i = 0; i < out.length; i++) out[i] = r() * 4 - 2;
+  return out;
+}
+
 export function pngOf(raw: RawImage): Promise<Buffer> {
   return sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: raw.channels } })
     .png()
