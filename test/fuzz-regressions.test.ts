@@ -27,6 +27,10 @@
  *    thread pool inside the engine worker, and when the worker exited Node dlclosed the addon
  *    (no other thread held it) under the pool's threads (bundle target, seed 4000133, about 1 in
  *    1,500 cases; at once with 30 short-lived workers). The addon is now linked NODELETE.
+ * 6. A tiny sigmaPx (5e-324 passes the schema) scaled to a small image or by a large
+ *    atInputSize underflowed to sigma 0, which the addon refuses: every score() failed with a
+ *    plain RangeError (bundle target, seed 5000548). The sigmas are now at least 1e-3, the same
+ *    radius-0 copy.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -167,6 +171,7 @@ describe('finding 3: the campaign cases replay clean through the runner', () => 
     ['score', 1000811],
     ['score', 1001306],
     ['score', 1002897],
+    ['bundle', 5000548],
   ])('%s seed %i', (target, seed) => {
     const r = replay(target, seed);
     expect({ findings: r.targets[target].findings, harnessErrors: r.harnessErrors }).toEqual({ findings: [], harnessErrors: [] });
@@ -226,5 +231,29 @@ describe('finding 5: the addon stays loaded when the only worker that loaded it 
       status: 0,
       stdout: ['mapped after the first worker exited: true', 'done'],
     });
+  });
+});
+
+describe('finding 6: a sigma that underflows to 0 at the image is a copy, not a RangeError', () => {
+  test.each([
+    ['native', 224, 32, 32],
+    ['onnxruntime-node', 224, 32, 32],
+    ['native', 32, 16, 8],
+    ['onnxruntime-node', 32, 16, 8],
+  ] as const)('%s: sigmaPx 5e-324 at atInputSize %i, a %ix%i image', async (engine, atInputSize, width, height) => {
+    const parent = join(tmp.dir, `tiny-sigma-${engine}-${atInputSize}`);
+    mkdirSync(parent);
+    const smooth = await writeTinyBundle(parent);
+    editManifest(smooth, (m) => {
+      m.mapSmoothing = { kind: 'gaussian', sigmaPx: 5e-324, atInputSize };
+    });
+    const d = await Detector.load(smooth, { engine, intraOpThreads: 1 });
+    try {
+      const r = await d.score(randomRaw(width, height, 3, 9));
+      expect(r.map.length).toBe(width * height);
+      expect(r.map.every((v) => Number.isFinite(v))).toBe(true);
+    } finally {
+      await d.dispose();
+    }
   });
 });

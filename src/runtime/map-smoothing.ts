@@ -14,6 +14,13 @@ import type { Manifest, MapSmoothingSpec } from './bundle/manifest';
 /** The addon's largest sigma (native/map_smoothing.h kMaxBlurSigma); larger ones are clamped to it. */
 export const MAX_BLUR_SIGMA = 1024;
 
+/**
+ * The smallest sigma passed to the addon. Any sigma under 0.125 has radius 0 (floor(4 sigma +
+ * 0.5)), a copy of the map, but the addon refuses 0, which a tiny sigmaPx (5e-324 passes the
+ * schema) scaled to a small image or a large atInputSize underflows to (found by npm run fuzz).
+ */
+const MIN_BLUR_SIGMA = 1e-3;
+
 /** The largest `--map-smoothing` sigma, in pixels at the model input (the manifest schema's sigmaPx maximum). */
 export const MAX_SMOOTHING_SIGMA = 64;
 
@@ -27,13 +34,14 @@ export function sigmaAtInput(spec: MapSmoothingSpec, input: Size): number {
 /**
  * Sigma along each axis of a map of `size` pixels: the model input's sigma scaled by the image's
  * size over the input's along that axis (the image is stretched to the input, so this is the
- * blur at the input carried to the image), each at most MAX_BLUR_SIGMA.
+ * blur at the input carried to the image), each at most MAX_BLUR_SIGMA and at least
+ * MIN_BLUR_SIGMA (the same copy a smaller sigma would give).
  */
 export function smoothingSigmas(spec: MapSmoothingSpec, input: Size, size: Size): { sigmaY: number; sigmaX: number } {
   const s = sigmaAtInput(spec, input);
   return {
-    sigmaY: Math.min(MAX_BLUR_SIGMA, (s * size.height) / input.height),
-    sigmaX: Math.min(MAX_BLUR_SIGMA, (s * size.width) / input.width),
+    sigmaY: Math.min(MAX_BLUR_SIGMA, Math.max(MIN_BLUR_SIGMA, (s * size.height) / input.height)),
+    sigmaX: Math.min(MAX_BLUR_SIGMA, Math.max(MIN_BLUR_SIGMA, (s * size.width) / input.width)),
   };
 }
 
