@@ -173,7 +173,7 @@ export interface SampleOutput {
 export function sampleTransferList(samples: readonly SampleOutput[]): ArrayBuffer[] {
   const buffers = new Set<ArrayBuffer>();
   for (const s of samples) {
-    const maps: Array<Float32Array | undefined> = [s.map, ...Object.values<Float32Array | undefined>(s.featureMaps)];
+    const maps: Array<Float32Array | undefined> = [s.map, ...Object.values<Float32Array | undefined>({ ...s.featureMaps })];
     for (const a of maps) if (a) buffers.add(a.buffer as ArrayBuffer);
   }
   return [...buffers];
