@@ -436,7 +436,7 @@ async function fuzzPipelineNew(s: State, ctx: CaseContext): Promise<void> {
 
 async function fuzzMisc(s: State, ctx: CaseContext): Promise<void> {
   const { rng } = ctx;
-  const which = rng.pick(['buildInfo', 'cudaStatus', 'ortProbe', 'cudaKernelCheck'] as const);
+  const which = rng.pick(['buildInfo', 'cudaStatus', 'ortProbe', 'cudaKernelCheck', 'deviceSelfTest'] as const);
   if (which === 'ortProbe') {
     const path = rng.pick([s.paths.ort, s.paths.ort, s.paths.garbage, s.paths.folder, s.paths.missing, '', junk(rng)]);
     const options = rng.pick([undefined, { cudaDeviceId: edgeNumber(rng) }, junk(rng)]);
@@ -459,9 +459,14 @@ async function fuzzMisc(s: State, ctx: CaseContext): Promise<void> {
     await ctx.call('cudaKernelCheck', () => (s.addon.cudaKernelCheck as AnyFn)(shape, reps), { typed: argumentErrors });
     return;
   }
-  const args = rng.chance(0.5) ? [] : [junk(rng), junk(rng)];
+  if (which === 'deviceSelfTest' && !s.addon.deviceSelfTest) return;
+  // deviceSelfTest runs its stand-in models on the host (a few ms), and on a GPU too where there
+  // is one: there only its argument check.
+  const args = rng.chance(0.5) && !(which === 'deviceSelfTest' && s.cudaAvailable) ? [] : [junk(rng), junk(rng)];
   ctx.note(`${which}(${args.length} junk args)`);
-  await ctx.call(which, () => (s.addon[which] as AnyFn)(...args), { typed: argumentErrors });
+  const r = await ctx.call(which, () => (s.addon[which] as AnyFn)(...args), { typed: argumentErrors });
+  const host = which === 'deviceSelfTest' && r.ok ? (r.value as { host?: { ok?: boolean; error?: string } }).host : undefined;
+  if (host && host.ok !== true) ctx.wrong(which, `the host engine disagrees with the CPU kernels: ${host.error ?? JSON.stringify(host)}`);
 }
 
 export const addonTarget: FuzzTarget<State> = {
