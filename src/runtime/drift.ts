@@ -269,9 +269,8 @@ export function driftStatistics(
  */
 export class DriftMonitor {
   private readonly passed: Ring;
-  private readonly decisions: Uint8Array;
-  private decisionNext = 0;
-  private decisionCount = 0;
+  /** 1 for a flagged part, 0 for a passed one */
+  private readonly decisions: Ring;
   private flaggedInWindow = 0;
   private passedParts = 0;
   private sinceCheck = 0;
@@ -284,7 +283,7 @@ export class DriftMonitor {
     private readonly options: DriftMonitorOptions,
   ) {
     this.passed = new Ring(options.window);
-    this.decisions = new Uint8Array(options.window);
+    this.decisions = new Ring(options.window);
     this.checkEvery = Math.ceil(options.window / 10);
     this.alarm = {
       alpha: options.alpha,
@@ -299,11 +298,7 @@ export class DriftMonitor {
 
   /** Records one scored part; checks the alarm when K more parts have been passed since the last check. */
   record(score: number, flagged: boolean): void {
-    if (this.decisionCount === this.decisions.length) this.flaggedInWindow -= this.decisions[this.decisionNext];
-    this.decisions[this.decisionNext] = flagged ? 1 : 0;
-    this.decisionNext = (this.decisionNext + 1) % this.decisions.length;
-    this.decisionCount = Math.min(this.decisionCount + 1, this.decisions.length);
-    if (flagged) this.flaggedInWindow++;
+    this.flaggedInWindow += (flagged ? 1 : 0) - (this.decisions.push(flagged ? 1 : 0) ?? 0);
     if (flagged) return;
     this.passed.push(score);
     this.passedParts++;
@@ -346,7 +341,8 @@ export class DriftMonitor {
 
   report(): DriftReport {
     const window = this.passed.sorted();
-    const flagged = { parts: this.decisionCount, flagged: this.flaggedInWindow, rate: this.decisionCount ? this.flaggedInWindow / this.decisionCount : null };
+    const parts = this.decisions.size;
+    const flagged = { parts, flagged: this.flaggedInWindow, rate: parts ? this.flaggedInWindow / parts : null };
     const { setup, reference } = this;
     const cal = setup.manifest.calibration;
     const target = setup.thresholdOverridden || setup.threshold === null || cal.imageThresholdMethod === 'f1-max' ? null : cal.falseAlarmRate;
