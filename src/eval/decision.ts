@@ -250,7 +250,8 @@ export async function measureLabelledDecisions(
   const m = bundle.manifest;
   const stepsList = [...(options.steps ?? m.calibration.bySteps?.map((s) => s.steps) ?? [m.schedule.defaultSteps])];
   const rates = decisionRates(m.calibration.falseAlarmRate, options.rates);
-  const det = await Detector.load(model, { executionProviders: options.executionProviders, scoreDefinition: 'sp' });
+  // loadBundle just verified the hashes: the Detector need not read the models twice.
+  const det = await Detector.load(model, { executionProviders: options.executionProviders, scoreDefinition: 'sp', verifyHashes: false });
   const rows: DecisionRow[] = [];
   try {
     for (const steps of stepsList) {

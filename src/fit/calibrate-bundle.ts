@@ -52,7 +52,8 @@ export async function fitBundleLatents(dir: string, normals: readonly string[], 
   const steps = options.steps ?? DEFAULT_STEP_RANGE;
   const bundle = await loadBundle(dir);
   const { channels, height, width } = bundle.manifest.features;
-  const det = await Detector.load(dir, { executionProviders: options.executionProviders, scoreDefinition: 'sp' });
+  // loadBundle just verified the hashes: the Detector need not read the models twice.
+  const det = await Detector.load(dir, { executionProviders: options.executionProviders, scoreDefinition: 'sp', verifyHashes: false });
   const specs: LatentGaussianSpec[] = [];
   try {
     for (const s of steps) {
@@ -220,7 +221,8 @@ export async function calibrateBundle(dir: string, normals: readonly string[], o
   const smoothing = options.mapSmoothing === undefined ? m.mapSmoothing : mapSmoothingSpec(options.mapSmoothing, m.input);
   const addon = loadAddon();
   // 'sp' needs nothing per S; the latent-Gaussian parts come along wherever the bundle has statistics.
-  const det = await Detector.load(dir, { executionProviders: options.executionProviders, scoreDefinition: 'sp' });
+  // loadBundle just verified the hashes: the Detector need not read the models twice.
+  const det = await Detector.load(dir, { executionProviders: options.executionProviders, scoreDefinition: 'sp', verifyHashes: false });
   const bySteps: StepCalibration[] = [];
   const counts: SampleCounts[] = [];
   const entries: StepCalibrationScores[] = [];

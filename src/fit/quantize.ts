@@ -609,7 +609,7 @@ export async function quantizeBundle(dir: string, out: string, o: QuantizeBundle
   const target = resolve(out);
   if (target === resolve(dir)) throw new InvalidArgumentError('out', 'write the int8 bundle to another folder than the fp32 one');
   const say = o.onProgress ?? (() => undefined);
-  const fp32Bytes = new Uint8Array(await readFile(join(dir, m.models.unet.file)));
+  const fp32Bytes = new Uint8Array(await readFile(bundle.unetPath));
   const model = decodeModel(fp32Bytes);
   const plan = planQuantization(model, o);
   if (plan.nodes.length === 0) throw new InvalidArgumentError('model', 'the UNet has no Conv, Gemm or MatMul the quantizer can handle');

@@ -1,4 +1,7 @@
-/** The one quantile definition invad uses (calibration, eval and benchmarks). */
+/**
+ * The interpolating quantile invad uses for calibration, drift and the benchmarks. (eval's
+ * per-image latency percentiles are nearest-rank on purpose: each is a real image's time.)
+ */
 
 /**
  * The q-quantile (0..1) of ascending-sorted values, interpolating linearly between order
