@@ -1,5 +1,7 @@
 #include "inversion_cuda.cuh"
 
+#include "cuda_launch.cuh"
+
 namespace invad {
 namespace cuda {
 namespace {
@@ -15,10 +17,7 @@ __global__ void fill_i64_kernel(int64_t* dst, int64_t value, size_t count) {
 
 cudaError_t fill_i64(int64_t* dst, int64_t value, size_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  constexpr int kBlock = 256;
-  const size_t blocks = (count + kBlock - 1) / kBlock;
-  const unsigned grid = static_cast<unsigned>(blocks < 1024 ? blocks : 1024);
-  fill_i64_kernel<<<grid, kBlock, 0, stream>>>(dst, value, count);
+  fill_i64_kernel<<<grid_for(count, 1024), kBlock, 0, stream>>>(dst, value, count);
   return cudaGetLastError();
 }
 

@@ -129,17 +129,6 @@ int LogLevelFromName(const std::string& name) {
               ORT_INVALID_ARGUMENT);
 }
 
-const char* LogLevelName(int level) {
-  switch (level) {
-    case ORT_LOGGING_LEVEL_VERBOSE: return "verbose";
-    case ORT_LOGGING_LEVEL_INFO: return "info";
-    case ORT_LOGGING_LEVEL_WARNING: return "warning";
-    case ORT_LOGGING_LEVEL_ERROR: return "error";
-    case ORT_LOGGING_LEVEL_FATAL: return "fatal";
-    default: return "default";
-  }
-}
-
 SessionOptionsPtr MakeSessionOptions(const std::shared_ptr<Runtime>& rt, const std::string& provider,
                                      const SessionConfig& config) {
   OrtSessionOptions* raw = nullptr;

@@ -56,8 +56,6 @@ struct SessionConfig {
 // "verbose" | "info" | "warning" | "error" | "fatal" -> ORT_LOGGING_LEVEL_*;
 // kDefaultLogLevel for "" (not given); throws Error for anything else.
 int LogLevelFromName(const std::string& name);
-// The name of a level ("default" for kDefaultLogLevel).
-const char* LogLevelName(int level);
 
 struct ProviderFailure {
   std::string provider;
